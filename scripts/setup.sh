@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs every system dependency of emotion-ai, idempotently, from package
+# registries only (Debian apt and PyPI): OpenCV + Haar cascades + clang for the
+# opencv crate's binding generator, libtorch for the tch crate, and the tools the
+# tests use to make fixtures. A second run on a ready machine takes a second.
+#
+# Why PyPI's torch and not Debian's libtorch-dev: see README.md ("Native
+# dependencies"). In short: tch 0.26 (safetensors, current API) pins PyTorch
+# 2.13.0; Debian's libtorch 1.13 only fits tch 0.10 (no safetensors, 4-8x slower
+# inference measured on this kind of machine).
+set -euo pipefail
+
+TORCH_VERSION=2.13.0                       # must match torch-sys 0.26's TORCH_VERSION
+TORCH_PREFIX=${EMOTION_AI_TORCH_PREFIX:-/opt/emotion-ai/torch-$TORCH_VERSION}
+APT_PACKAGES=(
+  libopencv-dev opencv-data clang libclang-dev pkg-config  # opencv crate + cascades
+  fonts-dejavu-core                                         # text in plots
+  espeak-ng sox libsox-fmt-all                              # test fixtures (speech)
+  chromium chromium-driver                                  # browser tests
+)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing apt packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "apt packages present"
+fi
+
+# libtorch: the CPU part of PyPI's torch wheel. libtorch_cpu.so links against
+# libcudart and libcupti (found through libtorch's own RPATH), so those two small
+# wheels come along; the CUDA-only libraries are deleted to save ~2 GB.
+if [ -f "$TORCH_PREFIX/torch/lib/libtorch_cpu.so" ] && [ -f "$TORCH_PREFIX/.complete" ]; then
+  log "libtorch $TORCH_VERSION present in $TORCH_PREFIX"
+else
+  log "installing libtorch $TORCH_VERSION (PyPI torch wheel) into $TORCH_PREFIX"
+  $SUDO rm -rf "$TORCH_PREFIX"
+  $SUDO mkdir -p "$TORCH_PREFIX"
+  $SUDO python3 -m pip install -q --no-deps --no-compile --disable-pip-version-check --root-user-action=ignore \
+    --target "$TORCH_PREFIX" "torch==$TORCH_VERSION" \
+    nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+  (cd "$TORCH_PREFIX/torch/lib" && $SUDO rm -f libtorch_cuda*.so libc10_cuda.so \
+     libtorch_nvshmem.so libcaffe2_nvrtc.so libtorch_python.so)
+  $SUDO touch "$TORCH_PREFIX/.complete"
+fi
+
+if [ ! -f /usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml ]; then
+  log "error: Haar cascade missing after installing opencv-data" ; exit 1
+fi
+log "ready (LIBTORCH=$TORCH_PREFIX/torch)"
