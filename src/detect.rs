@@ -1,0 +1,213 @@
+//! Face detection with OpenCV's Haar cascade, and cropping faces for the
+//! networks.
+//!
+//! Detection runs on a copy of the image scaled down so its longest side is at
+//! most [`DetectParams::max_side`] (cost grows with the pixel count; faces
+//! that matter stay well above the minimum size), and the boxes are mapped
+//! back to the original's coordinates. Crops come from the full-resolution
+//! original.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, Context, Result};
+use image::imageops::{self, FilterType};
+use image::GrayImage;
+use opencv::core::{Mat, Rect, Size, Vector};
+use opencv::objdetect::{CascadeClassifier, CascadeClassifierTrait, CascadeClassifierTraitConst};
+use serde::Serialize;
+
+use crate::model::FACE_SIZE;
+
+/// Where Debian's opencv-data puts the default frontal-face cascade.
+pub const DEFAULT_CASCADE: &str = "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml";
+
+/// A face's bounding box in the uploaded image's pixel coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FaceBox {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl FaceBox {
+    fn area(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+}
+
+/// Tuning of `detectMultiScale`. The defaults were chosen on real photos (see
+/// README, "Face detection"): fewer false positives at a small cost in recall.
+#[derive(Debug, Clone, Copy)]
+pub struct DetectParams {
+    /// Step between the cascade's scales.
+    pub scale_factor: f64,
+    /// Overlapping raw detections a face needs to be kept; higher rejects more
+    /// false positives.
+    pub min_neighbors: i32,
+    /// Smallest face side, as a fraction of the image's shorter side.
+    pub min_face_fraction: f64,
+    /// Smallest face side in pixels of the detection copy.
+    pub min_face_pixels: u32,
+    /// Longest side of the copy the cascade runs on.
+    pub max_side: u32,
+}
+
+impl Default for DetectParams {
+    fn default() -> Self {
+        Self { scale_factor: 1.1, min_neighbors: 6, min_face_fraction: 0.06, min_face_pixels: 30, max_side: 640 }
+    }
+}
+
+/// One loaded cascade. OpenCV's classifier is not thread-safe (detection takes
+/// `&mut self`), so concurrent users go through a [`DetectorPool`].
+pub struct FaceDetector {
+    cascade: CascadeClassifier,
+    params: DetectParams,
+}
+
+impl FaceDetector {
+    /// Loads the cascade XML at `path`.
+    pub fn new(path: &Path, params: DetectParams) -> Result<Self> {
+        if !path.is_file() {
+            return Err(anyhow!(
+                "Haar cascade {} not found (Debian's opencv-data installs it; run scripts/setup.sh)",
+                path.display()
+            ));
+        }
+        let cascade = CascadeClassifier::new(path).with_context(|| format!("loading cascade {}", path.display()))?;
+        if cascade.empty()? {
+            return Err(anyhow!("{} is not a valid Haar cascade", path.display()));
+        }
+        Ok(Self { cascade, params })
+    }
+
+    /// Finds faces, largest first.
+    pub fn detect(&mut self, gray: &GrayImage) -> Result<Vec<FaceBox>> {
+        let (width, height) = gray.dimensions();
+        if width == 0 || height == 0 {
+            return Ok(Vec::new());
+        }
+        let p = self.params;
+        let scale = (f64::from(p.max_side) / f64::from(width.max(height))).min(1.0);
+        let small;
+        let view = if scale < 1.0 {
+            let w = ((f64::from(width) * scale).round() as u32).max(1);
+            let h = ((f64::from(height) * scale).round() as u32).max(1);
+            small = imageops::resize(gray, w, h, FilterType::Triangle);
+            &small
+        } else {
+            gray
+        };
+        let (w, h) = view.dimensions();
+        let mat = Mat::new_rows_cols_with_data(h as i32, w as i32, view.as_raw())?;
+        let mut equalized = Mat::default();
+        opencv::imgproc::equalize_hist(&mat, &mut equalized)?;
+
+        let min_side = ((f64::from(w.min(h)) * p.min_face_fraction) as u32).max(p.min_face_pixels);
+        if min_side > w.min(h) {
+            return Ok(Vec::new());
+        }
+        let mut found = Vector::<Rect>::new();
+        self.cascade.detect_multi_scale(
+            &equalized,
+            &mut found,
+            p.scale_factor,
+            p.min_neighbors,
+            0,
+            Size::new(min_side as i32, min_side as i32),
+            Size::new(0, 0),
+        )?;
+        let mut boxes: Vec<FaceBox> = found
+            .iter()
+            .filter_map(|r| {
+                let x0 = (f64::from(r.x) / scale).round().max(0.0) as u32;
+                let y0 = (f64::from(r.y) / scale).round().max(0.0) as u32;
+                let x1 = ((f64::from(r.x + r.width) / scale).round() as u32).min(width);
+                let y1 = ((f64::from(r.y + r.height) / scale).round() as u32).min(height);
+                (x1 > x0 && y1 > y0).then(|| FaceBox { x: x0, y: y0, width: x1 - x0, height: y1 - y0 })
+            })
+            .collect();
+        boxes.sort_by(|a, b| b.area().cmp(&a.area()).then(a.x.cmp(&b.x)));
+        Ok(boxes)
+    }
+}
+
+/// Cuts a face out of the full-resolution grayscale image and scales it to the
+/// networks' 48x48 input (area-averaging when shrinking, as FER2013's crops were).
+pub fn crop_face(gray: &GrayImage, face: FaceBox) -> GrayImage {
+    let side = FACE_SIZE as u32;
+    let crop = imageops::crop_imm(gray, face.x, face.y, face.width, face.height).to_image();
+    let filter = if face.width > side { FilterType::Triangle } else { FilterType::CatmullRom };
+    imageops::resize(&crop, side, side, filter)
+}
+
+/// A fixed set of detectors shared by concurrent requests: each caller borrows
+/// one for the duration of a detection. Sized to the inference concurrency,
+/// so a borrower never waits.
+pub struct DetectorPool {
+    free: Mutex<Vec<FaceDetector>>,
+    path: PathBuf,
+    params: DetectParams,
+}
+
+impl DetectorPool {
+    /// Loads `size` copies of the cascade.
+    pub fn new(path: &Path, params: DetectParams, size: usize) -> Result<Self> {
+        let detectors = (0..size.max(1)).map(|_| FaceDetector::new(path, params)).collect::<Result<Vec<_>>>()?;
+        Ok(Self { free: Mutex::new(detectors), path: path.to_path_buf(), params })
+    }
+
+    /// Detects faces with a borrowed detector (loading an extra one if every
+    /// detector is busy, which the inference bound normally prevents).
+    pub fn detect(&self, gray: &GrayImage) -> Result<Vec<FaceBox>> {
+        let borrowed = self.free.lock().map_err(|_| anyhow!("detector pool poisoned"))?.pop();
+        let mut detector = match borrowed {
+            Some(d) => d,
+            None => FaceDetector::new(&self.path, self.params)?,
+        };
+        let result = detector.detect(gray);
+        if let Ok(mut free) = self.free.lock() {
+            free.push(detector);
+        }
+        result
+    }
+
+    /// The cascade file in use.
+    pub fn cascade_path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detector() -> FaceDetector {
+        FaceDetector::new(Path::new(DEFAULT_CASCADE), DetectParams::default()).expect("cascade (run scripts/setup.sh)")
+    }
+
+    #[test]
+    fn blank_and_noise_images_have_no_faces() {
+        let mut d = detector();
+        assert!(d.detect(&GrayImage::from_pixel(320, 240, image::Luma([128]))).unwrap().is_empty());
+        assert!(d.detect(&GrayImage::new(0, 0)).unwrap().is_empty());
+        assert!(d.detect(&GrayImage::new(10, 10)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn missing_cascade_is_a_clear_error() {
+        let err = FaceDetector::new(Path::new("/nonexistent/cascade.xml"), DetectParams::default()).err().unwrap();
+        assert!(err.to_string().contains("setup.sh"), "{err}");
+    }
+
+    #[test]
+    fn crop_is_48_square() {
+        let img = GrayImage::from_fn(200, 100, |x, _| image::Luma([x as u8]));
+        let face = crop_face(&img, FaceBox { x: 10, y: 5, width: 90, height: 90 });
+        assert_eq!(face.dimensions(), (48, 48));
+        let tiny = crop_face(&img, FaceBox { x: 0, y: 0, width: 20, height: 20 });
+        assert_eq!(tiny.dimensions(), (48, 48));
+    }
+}

@@ -1,0 +1,293 @@
+//! Networks and their model cards.
+//!
+//! Models follow the candle-examples shape: `new(&nn::Path, &Config) -> Self`
+//! plus `forward_t(&Tensor, train)`. Weights live in safetensors files; each
+//! file has a JSON *model card* beside it (classes, input, measured metrics,
+//! the commands that trained and evaluated it).
+//!
+//! Input normalisation is part of the network: the mean and standard deviation
+//! measured on the training set are stored as non-trainable tensors in the
+//! weights file, so inference can never normalise differently from training.
+//! Networks take raw grey levels in `[0, 255]`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+/// The seven FER2013 emotions, in the order of the original csv's labels (and
+/// of every probability vector this crate produces).
+pub const EMOTIONS: [&str; 7] = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
+
+/// Side of the square grayscale face crop every face network reads.
+pub const FACE_SIZE: i64 = 48;
+
+/// Shape of a [`FaceNet`]: VGG-style stages of two 3x3 conv + batch-norm +
+/// ReLU layers with a residual shortcut, each stage halving the resolution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceNetConfig {
+    /// Output channels of each stage (48 -> 24 -> 12 -> 6 -> 3 pixels).
+    pub channels: Vec<i64>,
+    /// Width of the hidden fully connected layer.
+    pub hidden: i64,
+    /// Number of output classes.
+    pub classes: i64,
+    /// Dropout before each fully connected layer, during training only.
+    pub dropout: f64,
+}
+
+impl FaceNetConfig {
+    /// The architecture of the shipped face-emotion model.
+    pub fn emotion() -> Self {
+        Self { channels: vec![32, 64, 128, 256], hidden: 256, classes: EMOTIONS.len() as i64, dropout: 0.4 }
+    }
+}
+
+/// One stage: conv-bn-relu, conv-bn, plus a 1x1 projected shortcut, relu, 2x2 max-pool.
+#[derive(Debug)]
+struct Stage {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    conv2: nn::Conv2D,
+    bn2: nn::BatchNorm,
+    shortcut: nn::Conv2D,
+    bn_shortcut: nn::BatchNorm,
+}
+
+impl Stage {
+    fn new(vs: &nn::Path, c_in: i64, c_out: i64) -> Self {
+        let conv3 = nn::ConvConfig { padding: 1, bias: false, ..Default::default() };
+        let conv1x1 = nn::ConvConfig { bias: false, ..Default::default() };
+        Self {
+            conv1: nn::conv2d(vs / "conv1", c_in, c_out, 3, conv3),
+            bn1: nn::batch_norm2d(vs / "bn1", c_out, Default::default()),
+            conv2: nn::conv2d(vs / "conv2", c_out, c_out, 3, conv3),
+            bn2: nn::batch_norm2d(vs / "bn2", c_out, Default::default()),
+            shortcut: nn::conv2d(vs / "shortcut", c_in, c_out, 1, conv1x1),
+            bn_shortcut: nn::batch_norm2d(vs / "bn_shortcut", c_out, Default::default()),
+        }
+    }
+
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let ys = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let ys = ys.apply(&self.conv2).apply_t(&self.bn2, train);
+        let skip = xs.apply(&self.shortcut).apply_t(&self.bn_shortcut, train);
+        (ys + skip).relu().max_pool2d_default(2)
+    }
+}
+
+/// Convolutional network on a 48x48 grayscale face, giving class logits.
+///
+/// Used for the 7 emotions; the same architecture with 2 classes serves for
+/// the face's sex.
+#[derive(Debug)]
+pub struct FaceNet {
+    input_mean: Tensor,
+    input_std: Tensor,
+    stages: Vec<Stage>,
+    fc1: nn::Linear,
+    fc2: nn::Linear,
+    dropout: f64,
+}
+
+impl FaceNet {
+    /// Declares the network's variables under `vs`. The input statistics start
+    /// at (127.5, 64) and are overwritten by [`FaceNet::set_input_stats`] before
+    /// training, or by loading weights.
+    pub fn new(vs: &nn::Path, config: &FaceNetConfig) -> Self {
+        let mut input_mean = vs.zeros_no_train("input_mean", &[1]);
+        let mut input_std = vs.ones_no_train("input_std", &[1]);
+        tch::no_grad(|| {
+            let _ = input_mean.fill_(127.5);
+            let _ = input_std.fill_(64.0);
+        });
+        let mut stages = Vec::with_capacity(config.channels.len());
+        let mut c_in = 1;
+        for (i, &c_out) in config.channels.iter().enumerate() {
+            stages.push(Stage::new(&(vs / format!("stage{i}")), c_in, c_out));
+            c_in = c_out;
+        }
+        let side = FACE_SIZE >> config.channels.len();
+        let flat = c_in * side * side;
+        Self {
+            input_mean,
+            input_std,
+            stages,
+            fc1: nn::linear(vs / "fc1", flat, config.hidden, Default::default()),
+            fc2: nn::linear(vs / "fc2", config.hidden, config.classes, Default::default()),
+            dropout: config.dropout,
+        }
+    }
+
+    /// Records the training set's pixel mean and standard deviation (grey
+    /// levels, 0..255) in the network, where inference will find them.
+    pub fn set_input_stats(&mut self, mean: f64, std: f64) {
+        tch::no_grad(|| {
+            let _ = self.input_mean.fill_(mean);
+            let _ = self.input_std.fill_(std);
+        });
+    }
+
+    /// The stored input statistics `(mean, std)`, for the model card.
+    pub fn input_stats(&self) -> (f64, f64) {
+        (self.input_mean.double_value(&[0]), self.input_std.double_value(&[0]))
+    }
+
+    /// Class probabilities for a batch `[N, 1, 48, 48]` of grey levels,
+    /// averaged over each face and its mirror image (test-time augmentation,
+    /// used identically by evaluation and serving).
+    pub fn predict_proba(&self, faces: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let direct = self.forward_t(faces, false).softmax(-1, Kind::Float);
+            let mirrored = self.forward_t(&faces.flip([3]), false).softmax(-1, Kind::Float);
+            (direct + mirrored) / 2.0
+        })
+    }
+}
+
+impl ModuleT for FaceNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut ys = (xs.to_kind(Kind::Float) - &self.input_mean) / &self.input_std;
+        for stage in &self.stages {
+            ys = stage.forward_t(&ys, train);
+        }
+        ys.flatten(1, -1)
+            .dropout(self.dropout, train)
+            .apply(&self.fc1)
+            .relu()
+            .dropout(self.dropout, train)
+            .apply(&self.fc2)
+    }
+}
+
+/// How a model's input is prepared; recorded in the card so that users of the
+/// weights outside this crate can reproduce it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InputSpec {
+    /// `[height, width]` in pixels.
+    pub size: [i64; 2],
+    /// Colour handling, e.g. "grayscale".
+    pub color: String,
+    /// How grey levels become network input.
+    pub normalisation: Normalisation,
+}
+
+/// `(pixel - mean) / std` on grey levels 0..255 (stored in the weights too).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Normalisation {
+    pub mean: f64,
+    pub std: f64,
+    pub note: String,
+}
+
+/// The JSON card beside each weights file. `metrics` is free-form because each
+/// model reports what fits it (accuracy on a named split, per-class recall...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub name: String,
+    pub description: String,
+    pub classes: Vec<String>,
+    pub input: InputSpec,
+    pub architecture: FaceNetConfig,
+    pub params: i64,
+    pub trained_on: String,
+    pub metrics: serde_json::Value,
+    pub train_command: String,
+    pub eval_command: String,
+}
+
+impl ModelCard {
+    /// Reads a card from JSON.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading model card {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing model card {}", path.display()))
+    }
+
+    /// Writes the card as pretty JSON.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing model card {}", path.display()))
+    }
+}
+
+/// The card path that belongs to a weights path: `x.safetensors` -> `x.json`.
+pub fn card_path(weights: &Path) -> PathBuf {
+    weights.with_extension("json")
+}
+
+/// A network with its weights and card, ready for inference on the CPU.
+pub struct LoadedFaceModel {
+    /// Owns the tensors `net` refers to.
+    _vs: nn::VarStore,
+    pub net: FaceNet,
+    pub card: ModelCard,
+}
+
+impl LoadedFaceModel {
+    /// Loads `weights` (safetensors) and the card beside it, checking that the
+    /// card's classes match the network's output width.
+    pub fn load(weights: &Path) -> Result<Self> {
+        let card = ModelCard::load(&card_path(weights))?;
+        if card.classes.len() as i64 != card.architecture.classes {
+            bail!(
+                "model card {} lists {} classes but its architecture has {} outputs",
+                card_path(weights).display(),
+                card.classes.len(),
+                card.architecture.classes
+            );
+        }
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let net = FaceNet::new(&vs.root(), &card.architecture);
+        vs.load(weights).with_context(|| format!("loading weights {}", weights.display()))?;
+        vs.freeze();
+        Ok(Self { _vs: vs, net, card })
+    }
+}
+
+/// Number of trainable parameters in a var store.
+pub fn parameter_count(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_shape_is_batch_by_classes() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = FaceNet::new(&vs.root(), &FaceNetConfig::emotion());
+        let faces = Tensor::rand([3, 1, FACE_SIZE, FACE_SIZE], (Kind::Float, Device::Cpu)) * 255.0;
+        let logits = net.forward_t(&faces, false);
+        assert_eq!(logits.size(), vec![3, 7]);
+        let proba = net.predict_proba(&faces);
+        let sums = proba.sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+        for i in 0..3 {
+            assert!((sums.double_value(&[i]) - 1.0).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn saved_weights_reload_to_identical_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("net.safetensors");
+        let config = FaceNetConfig { channels: vec![8, 16], hidden: 16, classes: 7, dropout: 0.3 };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut net = FaceNet::new(&vs.root(), &config);
+        net.set_input_stats(120.0, 60.0);
+        vs.save(&path).unwrap();
+
+        let mut reloaded_vs = nn::VarStore::new(Device::Cpu);
+        let reloaded = FaceNet::new(&reloaded_vs.root(), &config);
+        reloaded_vs.load(&path).unwrap();
+
+        let faces = Tensor::rand([2, 1, FACE_SIZE, FACE_SIZE], (Kind::Float, Device::Cpu)) * 255.0;
+        let a = net.forward_t(&faces, false);
+        let b = reloaded.forward_t(&faces, false);
+        assert_eq!(a.size(), b.size());
+        assert!(a.equal(&b), "reloaded network gives different outputs");
+        assert_eq!(reloaded.input_stats(), (120.0, 60.0));
+    }
+}
