@@ -1,0 +1,151 @@
+//! The `train face-emotion` and `eval face-emotion` commands: FER2013 in,
+//! shipped weights and a model card out.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::json;
+use tch::nn;
+
+use super::fer2013::{self, Split};
+use super::{evaluate, train_face_classifier, RunState, TrainOptions};
+use crate::model::{
+    card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard, Normalisation, EMOTIONS,
+    FACE_SIZE,
+};
+
+/// Where and how to train.
+pub struct TrainRequest {
+    /// FER2013: the image-folder release or a directory holding fer2013.csv.
+    pub data: PathBuf,
+    /// Checkpoints and state of the run.
+    pub run_dir: PathBuf,
+    /// Continue the run in `run_dir` after its last finished epoch.
+    pub resume: bool,
+    /// Weights file to write the best epoch to, with its card beside it.
+    pub export: PathBuf,
+    pub options: TrainOptions,
+}
+
+fn split<'a>(
+    sets: &'a std::collections::HashMap<Split, fer2013::FaceSet>,
+    which: Split,
+    data: &Path,
+) -> Result<&'a fer2013::FaceSet> {
+    sets.get(&which).ok_or_else(|| anyhow!("{} has no {which:?} faces", data.display()))
+}
+
+/// Trains on Training, validates on PublicTest each epoch, then exports the
+/// best epoch's weights and a card (test metrics are added by [`run_eval`]).
+pub fn run_train(request: &TrainRequest) -> Result<ModelCard> {
+    tracing::info!(data = %request.data.display(), "loading FER2013");
+    let sets = fer2013::load(&request.data)?;
+    let train = split(&sets, Split::Training, &request.data)?;
+    let val = split(&sets, Split::PublicTest, &request.data)?;
+    let state = train_face_classifier(
+        "face-emotion",
+        train,
+        val,
+        &EMOTIONS,
+        FaceNetConfig::emotion(),
+        request.options.clone(),
+        &request.run_dir,
+        request.resume,
+    )?;
+    export(&request.run_dir.join("best.safetensors"), &state, &request.export, &request.data)
+}
+
+/// Copies a run's best weights to `export` and writes its card.
+pub fn export(best: &Path, state: &RunState, export: &Path, data: &Path) -> Result<ModelCard> {
+    if let Some(dir) = export.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::copy(best, export).with_context(|| format!("copying {} to {}", best.display(), export.display()))?;
+    let mut vs = nn::VarStore::new(tch::Device::Cpu);
+    let _net = FaceNet::new(&vs.root(), &state.architecture);
+    vs.load(export)?;
+    let o = &state.options;
+    let card = ModelCard {
+        name: "face_emotion".into(),
+        description: "Residual VGG-style CNN giving the probabilities of 7 emotions for a 48x48 grayscale face crop; \
+                      probabilities are averaged over the face and its mirror image."
+            .into(),
+        classes: EMOTIONS.iter().map(|s| s.to_string()).collect(),
+        input: InputSpec {
+            size: [FACE_SIZE, FACE_SIZE],
+            color: "grayscale".into(),
+            normalisation: Normalisation {
+                mean: state.input_mean,
+                std: state.input_std,
+                note: "(grey level 0..255 - mean) / std; mean and std of the FER2013 Training split, also stored in the weights as input_mean / input_std".into(),
+            },
+        },
+        architecture: state.architecture.clone(),
+        params: parameter_count(&vs),
+        trained_on: format!(
+            "FER2013 Training split (28,709 faces less 2 ambiguous), best of {} epochs on PublicTest (epoch {}); \
+             SGD nesterov lr {} cosine, batch {}, weight decay {}, label smoothing {}, class weights (mean/count)^{}, \
+             augmentation: mirror, rotation, zoom, shift, contrast/brightness, random erasing",
+            state.epochs_done, state.best_epoch, o.lr, o.batch_size, o.weight_decay, o.label_smoothing, o.class_weight_power
+        ),
+        metrics: json!({ "fer2013_public_test_accuracy": state.best_val_accuracy }),
+        train_command: format!("emotion-ai train face-emotion --data {} --epochs {}", data.display(), o.epochs),
+        eval_command: format!("emotion-ai eval face-emotion --data {} --write-card", data.display()),
+    };
+    card.save(&card_path(export))?;
+    Ok(card)
+}
+
+/// What `eval face-emotion` measured on PrivateTest.
+pub struct EvalReport {
+    pub accuracy: f64,
+    pub balanced_accuracy: f64,
+    pub per_class_recall: serde_json::Map<String, serde_json::Value>,
+    pub json_path: PathBuf,
+    pub png_path: PathBuf,
+}
+
+/// Evaluates `weights` on FER2013 PrivateTest; writes the confusion matrix as
+/// JSON and PNG into `out_dir`, and the metrics into the model card when
+/// `write_card` is set.
+pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -> Result<EvalReport> {
+    let model = LoadedFaceModel::load(weights)?;
+    let sets = fer2013::load(data)?;
+    let test = split(&sets, Split::PrivateTest, data)?;
+    let matrix = evaluate(&model.net, test, &EMOTIONS);
+    let recall = matrix.recall();
+    let per_class_recall: serde_json::Map<_, _> =
+        EMOTIONS.iter().zip(&recall).map(|(c, r)| (c.to_string(), json!((r * 10000.0).round() / 10000.0))).collect();
+
+    std::fs::create_dir_all(out_dir)?;
+    let json_path = out_dir.join("face_emotion_confusion.json");
+    let png_path = out_dir.join("face_emotion_confusion.png");
+    let report = json!({
+        "model": weights.display().to_string(),
+        "split": "FER2013 PrivateTest",
+        "samples": matrix.total(),
+        "accuracy": matrix.accuracy(),
+        "balanced_accuracy": matrix.balanced_accuracy(),
+        "per_class_recall": per_class_recall,
+        "confusion_matrix": matrix,
+    });
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
+    matrix.save_png(&png_path, &format!("face_emotion on FER2013 PrivateTest ({} faces)", matrix.total()))?;
+
+    if write_card {
+        let mut card = model.card.clone();
+        let metrics = card.metrics.as_object_mut().ok_or_else(|| anyhow!("card metrics is not an object"))?;
+        metrics.insert("fer2013_private_test_accuracy".into(), json!(matrix.accuracy()));
+        metrics.insert("fer2013_private_test_balanced_accuracy".into(), json!(matrix.balanced_accuracy()));
+        metrics.insert("per_class_recall".into(), json!(per_class_recall));
+        metrics.insert("private_test_samples".into(), json!(matrix.total()));
+        card.save(&card_path(weights))?;
+    }
+    Ok(EvalReport {
+        accuracy: matrix.accuracy(),
+        balanced_accuracy: matrix.balanced_accuracy(),
+        per_class_recall,
+        json_path,
+        png_path,
+    })
+}
