@@ -1,0 +1,245 @@
+//! The `emotion-ai` command: a thin layer of argument parsing over the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use emotion_ai::detect::DetectParams;
+use emotion_ai::predict::{AnalyzeError, Analyzer, AnalyzerConfig};
+use emotion_ai::train::{face_emotion, TrainOptions};
+use emotion_ai::web::{self, AppState, ServerLimits};
+
+#[derive(Parser)]
+#[command(version, about = "Reads human emotion from a face photo or a voice clip")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the web service (upload page and JSON API).
+    Serve(ServeArgs),
+    /// Analyse image files and print one JSON line per file.
+    Predict(PredictArgs),
+    /// Train a model on a dataset.
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// Measure a model on a dataset's test split.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+/// Where the models are; shared by `serve` and `predict`.
+#[derive(Args)]
+struct ModelArgs {
+    /// Directory holding the shipped models (face_emotion.safetensors + .json).
+    #[arg(long, env = "EMOTION_AI_MODELS", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models"))]
+    models: PathBuf,
+    /// Face emotion weights (default: MODELS/face_emotion.safetensors).
+    #[arg(long, env = "EMOTION_AI_FACE_EMOTION_MODEL")]
+    face_emotion_model: Option<PathBuf>,
+    /// Haar cascade for face detection.
+    #[arg(long, env = "EMOTION_AI_CASCADE", default_value = emotion_ai::detect::DEFAULT_CASCADE)]
+    cascade: PathBuf,
+    /// Raw detections a face needs to be kept (higher: fewer false positives).
+    #[arg(long, env = "EMOTION_AI_MIN_NEIGHBORS", default_value_t = DetectParams::default().min_neighbors)]
+    min_neighbors: i32,
+}
+
+impl ModelArgs {
+    fn analyzer_config(&self, workers: usize) -> AnalyzerConfig {
+        let mut config = AnalyzerConfig::with_models_dir(&self.models);
+        if let Some(path) = &self.face_emotion_model {
+            config.face_emotion_model = path.clone();
+        }
+        config.cascade = self.cascade.clone();
+        config.detect.min_neighbors = self.min_neighbors;
+        config.workers = workers;
+        config
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "EMOTION_AI_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Analyses run at once (default: number of cores).
+    #[arg(long, env = "EMOTION_AI_WORKERS")]
+    workers: Option<usize>,
+    /// Requests that may wait for a worker before the server answers 503.
+    #[arg(long, env = "EMOTION_AI_QUEUE", default_value_t = ServerLimits::default().queue)]
+    queue: usize,
+    /// Largest upload accepted, in MiB.
+    #[arg(long, env = "EMOTION_AI_MAX_UPLOAD_MIB", default_value_t = 20)]
+    max_upload_mib: usize,
+    /// Directory of the page's CSS and JS.
+    #[arg(long, env = "EMOTION_AI_STATIC", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/static"))]
+    static_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Image files to analyse.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    models: ModelArgs,
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// The face emotion network, on FER2013 (folder release or fer2013.csv).
+    FaceEmotion(TrainFaceEmotion),
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// The face emotion network, on FER2013 PrivateTest.
+    FaceEmotion(EvalFaceEmotion),
+}
+
+#[derive(Args)]
+struct TrainFaceEmotion {
+    /// FER2013: the image-folder release (train/, test/) or a directory holding fer2013.csv.
+    #[arg(long, env = "EMOTION_AI_FER2013")]
+    data: PathBuf,
+    /// Directory for checkpoints and the run's state.
+    #[arg(long, default_value = "runs/face-emotion")]
+    run_dir: PathBuf,
+    /// Continue the run in --run-dir after its last finished epoch.
+    #[arg(long)]
+    resume: bool,
+    /// Where to write the best weights (the card goes beside them).
+    #[arg(long, default_value = "models/face_emotion.safetensors")]
+    export: PathBuf,
+    #[arg(long, default_value_t = TrainOptions::default().epochs)]
+    epochs: usize,
+    #[arg(long, default_value_t = TrainOptions::default().batch_size)]
+    batch_size: i64,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = TrainOptions::default().lr)]
+    lr: f64,
+    #[arg(long, default_value_t = TrainOptions::default().seed)]
+    seed: i64,
+    /// Intra-op threads for libtorch (default: all cores).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+#[derive(Args)]
+struct EvalFaceEmotion {
+    #[arg(long, env = "EMOTION_AI_FER2013")]
+    data: PathBuf,
+    #[arg(long, default_value = "models/face_emotion.safetensors")]
+    weights: PathBuf,
+    /// Where the confusion matrix (JSON and PNG) is written.
+    #[arg(long, default_value = "target/eval")]
+    out: PathBuf,
+    /// Record the measured metrics in the model card.
+    #[arg(long)]
+    write_card: bool,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args)?,
+        Command::Predict(args) => predict(args)?,
+        Command::Train(TrainCommand::FaceEmotion(args)) => {
+            if let Some(n) = args.threads {
+                tch::set_num_threads(n);
+            }
+            let options = TrainOptions {
+                epochs: args.epochs,
+                batch_size: args.batch_size,
+                lr: args.lr,
+                seed: args.seed,
+                ..TrainOptions::default()
+            };
+            let request = face_emotion::TrainRequest {
+                data: args.data,
+                run_dir: args.run_dir,
+                resume: args.resume,
+                export: args.export,
+                options,
+            };
+            let card = face_emotion::run_train(&request)?;
+            println!("{}", serde_json::to_string_pretty(&card.metrics)?);
+        }
+        Command::Eval(EvalCommand::FaceEmotion(args)) => {
+            let report = face_emotion::run_eval(&args.data, &args.weights, &args.out, args.write_card)?;
+            println!("FER2013 PrivateTest accuracy: {:.2}%", report.accuracy * 100.0);
+            println!("balanced accuracy (mean recall): {:.2}%", report.balanced_accuracy * 100.0);
+            println!("per-class recall: {}", serde_json::Value::Object(report.per_class_recall));
+            println!("confusion matrix: {} and {}", report.json_path.display(), report.png_path.display());
+        }
+    }
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let started = Instant::now();
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
+    let analyzer = Arc::new(Analyzer::load(args.models.analyzer_config(workers))?);
+    let limits = ServerLimits {
+        max_upload_bytes: args.max_upload_mib * 1024 * 1024,
+        workers,
+        queue: args.queue,
+        queue_timeout: Duration::from_secs(10),
+    };
+    let state = AppState::new(analyzer, limits, args.static_dir);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            workers,
+            ready_ms = started.elapsed().as_millis() as u64,
+            "emotion-ai listening: open http://{}/",
+            listener.local_addr()?
+        );
+        web::serve(listener, state, web::shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn predict(args: PredictArgs) -> Result<()> {
+    let analyzer = Analyzer::load(args.models.analyzer_config(1))?;
+    let mut failures = 0;
+    for path in &args.paths {
+        let line = match std::fs::read(path) {
+            Err(e) => {
+                failures += 1;
+                serde_json::json!({ "path": path, "error": format!("cannot read: {e}") })
+            }
+            Ok(bytes) => match analyzer.analyze_image_bytes(&bytes) {
+                Ok(analysis) => serde_json::json!({ "path": path, "result": analysis }),
+                Err(AnalyzeError::NoFace { width, height }) => {
+                    serde_json::json!({ "path": path, "result": { "width": width, "height": height, "faces": [] }, "error": "no face found" })
+                }
+                Err(e) => {
+                    failures += 1;
+                    serde_json::json!({ "path": path, "error": e.to_string() })
+                }
+            },
+        };
+        println!("{line}");
+    }
+    if failures == args.paths.len() {
+        anyhow::bail!("none of the {} files could be analysed", failures);
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The one error type of the HTTP layer. Each variant has a status, a stable
+//! machine-readable `code` and a human message saying what was wrong and what
+//! is accepted. API clients get it as JSON; browsers get a page (see
+//! [`HtmlError`]).
+
+use askama::Template;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::decode::{ImageDecodeError, ACCEPTED_IMAGE_FORMATS};
+use crate::predict::AnalyzeError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request has no file: send multipart/form-data with the upload in a field named `file`")]
+    MissingFile,
+    #[error("send one file per request (got a second `{0}` field)")]
+    TooManyFiles(String),
+    #[error("the uploaded file is empty")]
+    EmptyFile,
+    #[error("unsupported file type: upload an image ({ACCEPTED_IMAGE_FORMATS})")]
+    UnsupportedMediaType,
+    #[error("{0}")]
+    CorruptFile(String),
+    #[error("the upload is larger than the {limit_mib} MiB limit")]
+    PayloadTooLarge { limit_mib: u64 },
+    #[error("{0}")]
+    ImageTooLarge(String),
+    #[error("no face was found in the image: upload a photo with a clearly visible, roughly frontal face")]
+    NoFace,
+    #[error("the server is busy: try again in a few seconds")]
+    Busy,
+    #[error("not found")]
+    NotFound,
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// Stable identifier, for programs.
+    pub code: String,
+    /// What was wrong and what to do, for people.
+    pub message: String,
+    /// The HTTP status, repeated for clients that only keep the body.
+    pub status: u16,
+}
+
+impl AppError {
+    /// HTTP status of the error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::MissingFile | Self::TooManyFiles(_) | Self::EmptyFile => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::CorruptFile(_) | Self::NoFace => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge { .. } | Self::ImageTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::MissingFile => "missing_file",
+            Self::TooManyFiles(_) => "too_many_files",
+            Self::EmptyFile => "empty_file",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::CorruptFile(_) => "corrupt_file",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::ImageTooLarge(_) => "image_too_large",
+            Self::NoFace => "no_face",
+            Self::Busy => "busy",
+            Self::NotFound => "not_found",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Short title for the browser page.
+    fn title(&self) -> &'static str {
+        match self {
+            Self::NoFace => "No face found",
+            Self::UnsupportedMediaType => "Unsupported file",
+            Self::PayloadTooLarge { .. } | Self::ImageTooLarge(_) => "Too large",
+            Self::Busy => "Server busy",
+            Self::EmptyFile => "Empty file",
+            Self::CorruptFile(_) => "Unreadable file",
+            Self::NotFound => "Not found",
+            Self::Internal(_) => "Something went wrong",
+            _ => "Bad request",
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> ErrorBody {
+        let mut message = self.to_string();
+        if let Some(first) = message.get(..1) {
+            message = first.to_uppercase() + &message[1..];
+        }
+        ErrorBody { code: self.code().to_string(), message, status: self.status().as_u16() }
+    }
+
+    fn finish(&self, mut response: Response) -> Response {
+        if let Self::Internal(detail) = self {
+            tracing::error!(%detail, "internal error");
+        }
+        if matches!(self, Self::Busy) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
+        response
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let response = (self.status(), Json(self.body())).into_response();
+        self.finish(response)
+    }
+}
+
+impl From<ImageDecodeError> for AppError {
+    fn from(e: ImageDecodeError) -> Self {
+        match e {
+            ImageDecodeError::Empty => Self::EmptyFile,
+            ImageDecodeError::UnsupportedFormat => Self::UnsupportedMediaType,
+            ImageDecodeError::TooLarge { .. } => Self::ImageTooLarge(e.to_string()),
+            ImageDecodeError::ZeroSized { .. } | ImageDecodeError::Corrupt { .. } => Self::CorruptFile(e.to_string()),
+        }
+    }
+}
+
+impl From<AnalyzeError> for AppError {
+    fn from(e: AnalyzeError) -> Self {
+        match e {
+            AnalyzeError::Decode(d) => d.into(),
+            AnalyzeError::NoFace { .. } => Self::NoFace,
+            AnalyzeError::Internal(e) => Self::Internal(format!("{e:#}")),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: String,
+    code: &'a str,
+    status: u16,
+}
+
+/// An [`AppError`] rendered as a page for browsers.
+pub struct HtmlError(pub AppError);
+
+impl IntoResponse for HtmlError {
+    fn into_response(self) -> Response {
+        let body = self.0.body();
+        let page = ErrorPage { title: self.0.title(), message: body.message, code: self.0.code(), status: body.status };
+        match page.render() {
+            Ok(html) => self.0.finish((self.0.status(), Html(html)).into_response()),
+            Err(_) => self.0.into_response(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_distinct_code_and_a_client_or_server_status() {
+        let all = [
+            AppError::BadRequest("x".into()),
+            AppError::MissingFile,
+            AppError::TooManyFiles("file".into()),
+            AppError::EmptyFile,
+            AppError::UnsupportedMediaType,
+            AppError::CorruptFile("x".into()),
+            AppError::PayloadTooLarge { limit_mib: 1 },
+            AppError::ImageTooLarge("x".into()),
+            AppError::NoFace,
+            AppError::Busy,
+            AppError::NotFound,
+            AppError::Internal("x".into()),
+        ];
+        let mut codes: Vec<&str> = all.iter().map(AppError::code).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+        assert!(all.iter().all(|e| e.status().is_client_error() || e.status().is_server_error()));
+    }
+
+    #[test]
+    fn messages_start_with_a_capital_and_internal_details_stay_private() {
+        assert!(AppError::EmptyFile.body().message.starts_with("The uploaded file is empty"));
+        let body = AppError::Internal("secret path /x".into()).body();
+        assert!(!body.message.contains("secret"));
+    }
+
+    #[test]
+    fn busy_answers_carry_retry_after() {
+        let response = AppError::Busy.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+    }
+}

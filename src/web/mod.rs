@@ -1,0 +1,261 @@
+//! The HTTP service: routes, shared state, limits.
+//!
+//! Routes (built in one place, [`app`]):
+//! - `GET /`: the upload page.
+//! - `POST /predict`: multipart field `file`; an HTML result page, or JSON
+//!   when the client sends `Accept: application/json`.
+//! - `POST /api/v1/predict`: the same, always JSON.
+//! - `GET /healthz`: liveness plus the loaded models.
+//! - `GET /static/*`: CSS and JS (no CDN).
+//!
+//! Inference is CPU-bound, so it runs on blocking threads behind two bounds:
+//! at most `workers` analyses run at once, and at most `queue` more wait; a
+//! request beyond that gets an immediate 503 with `Retry-After` instead of
+//! piling up.
+
+pub mod error;
+mod pages;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::{AppError, ErrorBody, HtmlError};
+
+use crate::predict::{Analyzer, ImageAnalysis};
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Largest request body accepted.
+    pub max_upload_bytes: usize,
+    /// Analyses that run at once (each on its own blocking thread).
+    pub workers: usize,
+    /// Requests that may wait for a worker; one more gets 503.
+    pub queue: usize,
+    /// Longest a request waits for a worker before 503.
+    pub queue_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self { max_upload_bytes: 20 * 1024 * 1024, workers: 2, queue: 32, queue_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// State shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    analyzer: Arc<Analyzer>,
+    limits: ServerLimits,
+    /// Permits for running or waiting requests (workers + queue).
+    admission: Arc<Semaphore>,
+    /// Permits for running analyses.
+    running: Arc<Semaphore>,
+    static_dir: PathBuf,
+}
+
+impl AppState {
+    /// Shares `analyzer` under `limits`; static files are served from `static_dir`.
+    pub fn new(analyzer: Arc<Analyzer>, limits: ServerLimits, static_dir: PathBuf) -> Self {
+        Self {
+            analyzer,
+            admission: Arc::new(Semaphore::new(limits.workers + limits.queue)),
+            running: Arc::new(Semaphore::new(limits.workers.max(1))),
+            limits,
+            static_dir,
+        }
+    }
+}
+
+/// The static assets shipped in the crate's `static/` directory.
+pub fn default_static_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("static")
+}
+
+/// The whole application: every route, layer and limit.
+pub fn app(state: AppState) -> Router {
+    let csp = "default-src 'self'; img-src 'self' data: blob:; media-src 'self' data: blob:; \
+               style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/predict", post(predict_negotiated))
+        .route("/api/v1/predict", post(predict_json))
+        .route("/healthz", get(healthz))
+        .nest_service("/static", ServeDir::new(&state.static_dir))
+        .fallback(|| async { AppError::NotFound })
+        // The multipart reader enforces this too and reports it as a 413 of ours.
+        .layer(DefaultBodyLimit::max(state.limits.max_upload_bytes))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp)))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes the
+/// requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let card = state.analyzer.face_emotion_card();
+    Json(json!({
+        "status": "ok",
+        "models": { "face_emotion": { "classes": card.classes, "metrics": card.metrics } },
+        "busy_workers": state.limits.workers - state.running.available_permits().min(state.limits.workers),
+    }))
+}
+
+/// An upload read from a multipart request.
+pub struct Upload {
+    pub bytes: Bytes,
+}
+
+/// Reads the single `file` field of a multipart request.
+async fn read_upload(multipart: Result<Multipart, MultipartRejection>, limit: usize) -> Result<Upload, AppError> {
+    let mut multipart = multipart.map_err(|e| {
+        AppError::BadRequest(format!(
+            "expected a multipart/form-data upload with the file in a field named `file` ({})",
+            e.body_text()
+        ))
+    })?;
+    let limit_mib = (limit as u64).div_ceil(1024 * 1024);
+    let mut upload = None;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(AppError::PayloadTooLarge { limit_mib })
+            }
+            Err(e) => return Err(AppError::BadRequest(format!("malformed multipart body: {}", e.body_text()))),
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        if name != "file" {
+            continue;
+        }
+        if upload.is_some() {
+            return Err(AppError::TooManyFiles(name));
+        }
+        let bytes = field.bytes().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge { limit_mib }
+            } else {
+                AppError::BadRequest(format!("could not read the upload: {}", e.body_text()))
+            }
+        })?;
+        upload = Some(Upload { bytes });
+    }
+    let upload = upload.ok_or(AppError::MissingFile)?;
+    if upload.bytes.is_empty() {
+        return Err(AppError::EmptyFile);
+    }
+    Ok(upload)
+}
+
+/// Runs the analysis on a blocking thread within the server's bounds.
+async fn analyze(state: &AppState, upload: &Upload) -> Result<ImageAnalysis, AppError> {
+    let _admitted = state.admission.clone().try_acquire_owned().map_err(|_| AppError::Busy)?;
+    let running = tokio::time::timeout(state.limits.queue_timeout, state.running.clone().acquire_owned())
+        .await
+        .map_err(|_| AppError::Busy)?
+        .map_err(|_| AppError::Busy)?;
+    let analyzer = state.analyzer.clone();
+    let bytes = upload.bytes.clone();
+    tokio::task::spawn_blocking(move || {
+        let _running = running;
+        analyzer.analyze_image_bytes(&bytes)
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("analysis task failed: {e}")))?
+    .map_err(AppError::from)
+}
+
+/// Whether the client asked for JSON rather than a page.
+fn wants_json(headers: &HeaderMap) -> bool {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    accept.contains("application/json") && !accept.contains("text/html")
+}
+
+async fn predict_json(
+    State(state): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Json<ImageAnalysis>, AppError> {
+    let upload = read_upload(multipart, state.limits.max_upload_bytes).await?;
+    Ok(Json(analyze(&state, &upload).await?))
+}
+
+async fn predict_negotiated(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let json = wants_json(&headers);
+    let result = match read_upload(multipart, state.limits.max_upload_bytes).await {
+        Ok(upload) => analyze(&state, &upload).await.map(|analysis| (upload, analysis)),
+        Err(e) => Err(e),
+    };
+    match (result, json) {
+        (Ok((_, analysis)), true) => Json(analysis).into_response(),
+        (Ok((upload, analysis)), false) => pages::result(&upload, &analysis),
+        (Err(e), true) => e.into_response(),
+        (Err(e), false) => HtmlError(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_header_negotiation() {
+        let mut headers = HeaderMap::new();
+        assert!(!wants_json(&headers));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(wants_json(&headers));
+        headers
+            .insert(header::ACCEPT, HeaderValue::from_static("text/html,application/xhtml+xml,application/json;q=0.9"));
+        assert!(!wants_json(&headers));
+    }
+}
