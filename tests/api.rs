@@ -1,0 +1,255 @@
+//! The HTTP API end to end: `app().oneshot(request)` for each behaviour, and a
+//! real socket for the whole stack.
+
+mod common;
+
+use axum::body::{to_bytes, Body};
+use axum::http::{header, Request, StatusCode};
+use axum::response::Response;
+use common::*;
+use emotion_ai::model::EMOTIONS;
+use emotion_ai::web::{self, ServerLimits};
+use serde_json::Value;
+use tower::ServiceExt;
+
+async fn send(request: Request<Body>) -> Response {
+    web::app(state()).oneshot(request).await.unwrap()
+}
+
+async fn json_of(response: Response) -> Value {
+    let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+}
+
+async fn text_of(response: Response) -> String {
+    String::from_utf8(to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
+}
+
+/// Checks one face entry: a box inside the image and 7 probabilities in the
+/// FER order that sum to 1, with the top one named.
+fn assert_face(face: &Value, width: u64, height: u64) {
+    let b = &face["box"];
+    let (x, y, w, h) = (
+        b["x"].as_u64().unwrap(),
+        b["y"].as_u64().unwrap(),
+        b["width"].as_u64().unwrap(),
+        b["height"].as_u64().unwrap(),
+    );
+    assert!(w > 0 && h > 0 && x + w <= width && y + h <= height, "box {b} outside {width}x{height}");
+    let emotion = &face["emotion"];
+    let probabilities = emotion["probabilities"].as_array().unwrap();
+    let labels: Vec<&str> = probabilities.iter().map(|p| p["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, EMOTIONS);
+    let sum: f64 = probabilities.iter().map(|p| p["probability"].as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-4, "probabilities sum to {sum}");
+    let top = probabilities
+        .iter()
+        .max_by(|a, b| a["probability"].as_f64().partial_cmp(&b["probability"].as_f64()).unwrap())
+        .unwrap();
+    assert_eq!(emotion["label"], top["label"]);
+    assert_eq!(emotion["confidence"], top["probability"]);
+}
+
+#[tokio::test]
+async fn a_portrait_gives_one_face_with_seven_probabilities() {
+    let response = send(upload_request("/api/v1/predict", "astronaut.jpg", &fixture("astronaut.jpg"), None)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json_of(response).await;
+    assert_eq!((body["width"].as_u64(), body["height"].as_u64()), (Some(256), Some(256)));
+    let faces = body["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1, "{body}");
+    assert_face(&faces[0], 256, 256);
+    // The face is in the upper middle of the portrait.
+    let b = &faces[0]["box"];
+    assert!((60..140).contains(&b["x"].as_u64().unwrap()) && b["y"].as_u64().unwrap() < 80, "{b}");
+}
+
+#[tokio::test]
+async fn every_face_of_a_group_photo_is_reported_largest_first() {
+    let response = send(upload_request("/api/v1/predict", "group.jpg", &fixture("group.jpg"), None)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json_of(response).await;
+    let faces = body["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 3, "{body}");
+    let areas: Vec<u64> =
+        faces.iter().map(|f| f["box"]["width"].as_u64().unwrap() * f["box"]["height"].as_u64().unwrap()).collect();
+    assert!(areas.windows(2).all(|w| w[0] >= w[1]), "not largest first: {areas:?}");
+    let mut xs: Vec<u64> = faces.iter().map(|f| f["box"]["x"].as_u64().unwrap()).collect();
+    xs.sort();
+    assert!(xs[0] < 280 && (280..560).contains(&xs[1]) && xs[2] >= 560, "one face per portrait: {xs:?}");
+    for face in faces {
+        assert_face(face, 800, 300);
+    }
+}
+
+#[tokio::test]
+async fn a_photo_without_faces_says_so_and_guesses_nothing() {
+    let response = send(upload_request("/api/v1/predict", "coffee.jpg", &fixture("coffee.jpg"), None)).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = json_of(response).await;
+    assert_eq!(body["code"], "no_face");
+    assert!(body["message"].as_str().unwrap().starts_with("No face was found"));
+    assert!(body.get("faces").is_none() && body.get("emotion").is_none());
+}
+
+#[tokio::test]
+async fn bad_files_get_4xx_json_errors_with_clear_messages() {
+    let jpeg = fixture("astronaut.jpg");
+    let cases: [(&str, &[u8], StatusCode, &str, &str); 3] = [
+        (
+            "notes.txt",
+            b"just some text, not a picture\n",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "JPEG, PNG",
+        ),
+        ("empty.jpg", b"", StatusCode::BAD_REQUEST, "empty_file", "empty"),
+        ("cut.jpg", &jpeg[..jpeg.len() / 3], StatusCode::UNPROCESSABLE_ENTITY, "corrupt_file", "truncated or corrupt"),
+    ];
+    for (name, bytes, status, code, phrase) in cases {
+        let response = send(upload_request("/api/v1/predict", name, bytes, None)).await;
+        assert_eq!(response.status(), status, "{name}");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json", "{name}");
+        let body = json_of(response).await;
+        assert_eq!(body["code"], code, "{name}: {body}");
+        assert_eq!(body["status"], status.as_u16());
+        assert!(body["message"].as_str().unwrap().contains(phrase), "{name}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn requests_without_a_usable_file_field_are_explained() {
+    let wrong_field = Request::post("/api/v1/predict")
+        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(Body::from(multipart_body(&[("picture", "a.jpg", b"x")])))
+        .unwrap();
+    let body = json_of(send(wrong_field).await).await;
+    assert_eq!(body["code"], "missing_file");
+    assert!(body["message"].as_str().unwrap().contains("`file`"));
+
+    let not_multipart = Request::post("/api/v1/predict")
+        .header(header::CONTENT_TYPE, "image/jpeg")
+        .body(Body::from(fixture("astronaut.jpg")))
+        .unwrap();
+    let response = send(not_multipart).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(response).await["code"], "bad_request");
+
+    let jpeg = fixture("astronaut.jpg");
+    let two = Request::post("/api/v1/predict")
+        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(Body::from(multipart_body(&[("file", "a.jpg", &jpeg), ("file", "b.jpg", &jpeg)])))
+        .unwrap();
+    assert_eq!(json_of(send(two).await).await["code"], "too_many_files");
+}
+
+#[tokio::test]
+async fn uploads_over_the_limit_get_413() {
+    let limits = ServerLimits { max_upload_bytes: 64 * 1024, ..ServerLimits::default() };
+    let big = vec![0u8; 200 * 1024];
+    let response =
+        web::app(state_with(limits)).oneshot(upload_request("/api/v1/predict", "big.jpg", &big, None)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = json_of(response).await;
+    assert_eq!(body["code"], "payload_too_large");
+    assert!(body["message"].as_str().unwrap().contains("1 MiB"), "{body}");
+}
+
+#[tokio::test]
+async fn a_full_server_answers_503_with_retry_after_at_once() {
+    let limits = ServerLimits { workers: 0, queue: 0, ..ServerLimits::default() };
+    let response = web::app(state_with(limits))
+        .oneshot(upload_request("/api/v1/predict", "a.jpg", &fixture("astronaut.jpg"), None))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(json_of(response).await["code"], "busy");
+}
+
+#[tokio::test]
+async fn predict_answers_json_to_api_clients_and_a_page_to_browsers() {
+    let jpeg = fixture("astronaut.jpg");
+    let response = send(upload_request("/predict", "a.jpg", &jpeg, Some("application/json"))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_of(response).await["faces"].as_array().unwrap().len(), 1);
+
+    let browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let response = send(upload_request("/predict", "a.jpg", &jpeg, Some(browser_accept))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    let csp = response.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'self'"));
+    let html = text_of(response).await;
+    assert!(html.contains("1 face found"), "{html}");
+    assert!(html.contains("class=\"face-box\""));
+    assert_eq!(html.matches("<meter").count(), 7);
+    assert!(html.contains("src=\"data:image/jpeg;base64,"));
+    for emotion in EMOTIONS {
+        assert!(html.contains(&format!("<dt>{emotion}</dt>")), "{emotion} bar missing");
+    }
+
+    let response = send(upload_request("/predict", "coffee.jpg", &fixture("coffee.jpg"), Some(browser_accept))).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = text_of(response).await;
+    assert!(html.contains("No face found") && html.contains("data-code=\"no_face\""), "{html}");
+}
+
+#[tokio::test]
+async fn upload_page_health_static_files_and_unknown_paths() {
+    let response = send(Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = text_of(response).await;
+    assert!(html.contains("enctype=\"multipart/form-data\"") && html.contains("name=\"file\""));
+    assert!(!html.contains("http://cdn") && !html.contains("https://"), "page must not load from a CDN");
+
+    let health = json_of(send(Request::get("/healthz").body(Body::empty()).unwrap()).await).await;
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["models"]["face_emotion"]["classes"].as_array().unwrap().len(), 7);
+
+    let css = send(Request::get("/static/style.css").body(Body::empty()).unwrap()).await;
+    assert_eq!(css.status(), StatusCode::OK);
+    assert!(css.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/css"));
+
+    let missing = send(Request::get("/nope").body(Body::empty()).unwrap()).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_of(missing).await["code"], "not_found");
+}
+
+/// The whole stack over a real socket, as `curl -F file=@...` would use it.
+#[tokio::test]
+async fn a_real_socket_serves_multipart_uploads() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(web::serve(listener, state(), async {
+        let _ = stopped.await;
+    }));
+
+    let client = reqwest::Client::new();
+    let part = reqwest::multipart::Part::bytes(fixture("group.jpg")).file_name("group.jpg");
+    let response = client
+        .post(format!("http://{addr}/api/v1/predict"))
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["faces"].as_array().unwrap().len(), 3);
+
+    let part = reqwest::multipart::Part::bytes(b"GIF89a broken".to_vec()).file_name("x.gif");
+    let response = client
+        .post(format!("http://{addr}/api/v1/predict"))
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+
+    let health = client.get(format!("http://{addr}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
