@@ -8,7 +8,7 @@ use serde_json::json;
 use tch::nn;
 
 use super::fer2013::{self, Split};
-use super::{evaluate, train_face_classifier, RunState, TrainOptions};
+use super::{evaluate, train_face_classifier, ClassifierTask, RunState, TrainOptions};
 use crate::model::{
     card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard, Normalisation, EMOTIONS,
     FACE_SIZE,
@@ -42,21 +42,13 @@ pub fn run_train(request: &TrainRequest) -> Result<ModelCard> {
     let sets = fer2013::load(&request.data)?;
     let train = split(&sets, Split::Training, &request.data)?;
     let val = split(&sets, Split::PublicTest, &request.data)?;
-    let state = train_face_classifier(
-        "face-emotion",
-        train,
-        val,
-        &EMOTIONS,
-        FaceNetConfig::emotion(),
-        request.options.clone(),
-        &request.run_dir,
-        request.resume,
-    )?;
-    export(&request.run_dir.join("best.safetensors"), &state, &request.export, &request.data)
+    let task = ClassifierTask { name: "face-emotion", classes: &EMOTIONS, architecture: FaceNetConfig::emotion() };
+    let state = train_face_classifier(&task, train, val, request.options.clone(), &request.run_dir, request.resume)?;
+    export(&request.run_dir.join("best.safetensors"), &state, train.len(), &request.export, &request.data)
 }
 
 /// Copies a run's best weights to `export` and writes its card.
-pub fn export(best: &Path, state: &RunState, export: &Path, data: &Path) -> Result<ModelCard> {
+pub fn export(best: &Path, state: &RunState, train_faces: usize, export: &Path, data: &Path) -> Result<ModelCard> {
     if let Some(dir) = export.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -83,10 +75,11 @@ pub fn export(best: &Path, state: &RunState, export: &Path, data: &Path) -> Resu
         architecture: state.architecture.clone(),
         params: parameter_count(&vs),
         trained_on: format!(
-            "FER2013 Training split (28,709 faces less 2 ambiguous), best of {} epochs on PublicTest (epoch {}); \
+            "FER2013 Training split ({} faces: the 2 file names filed under two classes are skipped), \
+             best of {} epochs on PublicTest (epoch {}); \
              SGD nesterov lr {} cosine, batch {}, weight decay {}, label smoothing {}, class weights (mean/count)^{}, \
              augmentation: mirror, rotation, zoom, shift, contrast/brightness, random erasing",
-            state.epochs_done, state.best_epoch, o.lr, o.batch_size, o.weight_decay, o.label_smoothing, o.class_weight_power
+            train_faces, state.epochs_done, state.best_epoch, o.lr, o.batch_size, o.weight_decay, o.label_smoothing, o.class_weight_power
         ),
         metrics: json!({ "fer2013_public_test_accuracy": state.best_val_accuracy }),
         train_command: format!("emotion-ai train face-emotion --data {} --epochs {}", data.display(), o.epochs),

@@ -154,19 +154,28 @@ pub fn evaluate(net: &FaceNet, set: &FaceSet, classes: &[&str]) -> ConfusionMatr
     ConfusionMatrix::new(classes, &truth, &predicted)
 }
 
+/// What a classifier is trained for: its task name (kept in the run's state,
+/// so a resume cannot mix tasks), its classes and its network shape.
+#[derive(Debug, Clone)]
+pub struct ClassifierTask<'a> {
+    pub name: &'a str,
+    pub classes: &'a [&'a str],
+    pub architecture: FaceNetConfig,
+}
+
 /// Trains a [`FaceNet`] on `train`, validating on `val` after every epoch.
 /// Returns the run's final state; the best weights are in
 /// `run_dir/best.safetensors`.
 pub fn train_face_classifier(
-    task: &str,
+    task: &ClassifierTask,
     train: &FaceSet,
     val: &FaceSet,
-    classes: &[&str],
-    architecture: FaceNetConfig,
     options: TrainOptions,
     run_dir: &Path,
     resume: bool,
 ) -> Result<RunState> {
+    let (classes, architecture) = (task.classes, task.architecture.clone());
+    let task = task.name;
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let mut vs = nn::VarStore::new(Device::Cpu);
     let mut net = FaceNet::new(&vs.root(), &architecture);
@@ -327,38 +336,19 @@ mod tests {
         };
         let (train, val) = (make(256), make(64));
         let arch = FaceNetConfig { channels: vec![4, 8], hidden: 8, classes: 2, dropout: 0.0 };
+        let task = ClassifierTask { name: "toy", classes: &["dark", "bright"], architecture: arch };
         let options = TrainOptions { epochs: 2, batch_size: 32, lr: 0.02, ..Default::default() };
         let dir = tempfile::tempdir().unwrap();
-        let state = train_face_classifier(
-            "toy",
-            &train,
-            &val,
-            &["dark", "bright"],
-            arch.clone(),
-            options.clone(),
-            dir.path(),
-            false,
-        )
-        .unwrap();
+        let state = train_face_classifier(&task, &train, &val, options.clone(), dir.path(), false).unwrap();
         assert_eq!(state.epochs_done, 2);
         assert!(state.best_val_accuracy > 0.9, "toy accuracy {}", state.best_val_accuracy);
         assert!(dir.path().join("best.safetensors").is_file());
 
-        let again = train_face_classifier(
-            "toy",
-            &train,
-            &val,
-            &["dark", "bright"],
-            arch.clone(),
-            options.clone(),
-            dir.path(),
-            false,
-        );
+        let again = train_face_classifier(&task, &train, &val, options.clone(), dir.path(), false);
         assert!(again.is_err(), "a second run must not overwrite the first without --resume");
 
         let longer = TrainOptions { epochs: 3, ..options };
-        let resumed =
-            train_face_classifier("toy", &train, &val, &["dark", "bright"], arch, longer, dir.path(), true).unwrap();
+        let resumed = train_face_classifier(&task, &train, &val, longer, dir.path(), true).unwrap();
         assert_eq!(resumed.history.len(), 3);
         assert_eq!(resumed.history[2].epoch, 3);
     }
