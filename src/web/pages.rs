@@ -38,6 +38,8 @@ struct FaceView {
     y: u32,
     width: u32,
     height: u32,
+    /// Font size of the face's number on the photo, in image pixels.
+    tag_size: u32,
     label: String,
     confidence: f32,
     bars: Vec<Bar>,
@@ -70,6 +72,7 @@ pub fn result(upload: &Upload, analysis: &ImageAnalysis) -> Response {
             y: face.bbox.y,
             width: face.bbox.width,
             height: face.bbox.height,
+            tag_size: (analysis.width.max(analysis.height) / 30).max(face.bbox.height / 4).max(10),
             label: face.emotion.label.clone(),
             confidence: 100.0 * face.emotion.confidence,
             bars: face
