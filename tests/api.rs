@@ -227,24 +227,17 @@ async fn a_real_socket_serves_multipart_uploads() {
     }));
 
     let client = reqwest::Client::new();
-    let part = reqwest::multipart::Part::bytes(fixture("group.jpg")).file_name("group.jpg");
-    let response = client
-        .post(format!("http://{addr}/api/v1/predict"))
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .unwrap();
+    let post_file = |name: &'static str, bytes: Vec<u8>| {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(name);
+        let form = reqwest::multipart::Form::new().part("file", part);
+        client.post(format!("http://{addr}/api/v1/predict")).multipart(form).send()
+    };
+    let response = post_file("group.jpg", fixture("group.jpg")).await.unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["faces"].as_array().unwrap().len(), 3);
 
-    let part = reqwest::multipart::Part::bytes(b"GIF89a broken".to_vec()).file_name("x.gif");
-    let response = client
-        .post(format!("http://{addr}/api/v1/predict"))
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .unwrap();
+    let response = post_file("x.gif", b"GIF89a broken".to_vec()).await.unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
 
     let health = client.get(format!("http://{addr}/healthz")).send().await.unwrap();
