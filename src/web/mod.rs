@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::multipart::MultipartRejection;
+use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -161,16 +161,16 @@ async fn read_upload(multipart: Result<Multipart, MultipartRejection>, limit: us
         ))
     })?;
     let limit_mib = (limit as u64).div_ceil(1024 * 1024);
+    // The body limit surfaces as a multipart error wherever the reader hits it.
+    let reading_error = |e: MultipartError, what: &str| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::PayloadTooLarge { limit_mib }
+        } else {
+            AppError::BadRequest(format!("{what}: {}", e.body_text()))
+        }
+    };
     let mut upload = None;
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return Err(AppError::PayloadTooLarge { limit_mib })
-            }
-            Err(e) => return Err(AppError::BadRequest(format!("malformed multipart body: {}", e.body_text()))),
-        };
+    while let Some(field) = multipart.next_field().await.map_err(|e| reading_error(e, "malformed multipart body"))? {
         let name = field.name().unwrap_or_default().to_string();
         if name != "file" {
             continue;
@@ -178,20 +178,11 @@ async fn read_upload(multipart: Result<Multipart, MultipartRejection>, limit: us
         if upload.is_some() {
             return Err(AppError::TooManyFiles(name));
         }
-        let bytes = field.bytes().await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge { limit_mib }
-            } else {
-                AppError::BadRequest(format!("could not read the upload: {}", e.body_text()))
-            }
-        })?;
+        let bytes = field.bytes().await.map_err(|e| reading_error(e, "could not read the upload"))?;
         upload = Some(Upload { bytes });
     }
-    let upload = upload.ok_or(AppError::MissingFile)?;
-    if upload.bytes.is_empty() {
-        return Err(AppError::EmptyFile);
-    }
-    Ok(upload)
+    // An empty file is reported by the decoder, like every other content problem.
+    upload.ok_or(AppError::MissingFile)
 }
 
 /// Runs the analysis on a blocking thread within the server's bounds.
