@@ -5,6 +5,8 @@
 //! before any pixel is decoded, so a decompression bomb (a tiny file claiming
 //! 100,000 x 100,000 pixels) costs nothing. Everything happens in memory.
 
+pub mod audio;
+
 use std::io::Cursor;
 
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader};

@@ -7,7 +7,9 @@
 //! One module per stage of the pipeline, each usable on its own:
 //!
 //! - [`decode`]: uploaded bytes to pixels, format sniffed from the bytes,
-//!   size limits checked from the header before decoding.
+//!   size limits checked from the header before decoding; [`decode::audio`]
+//!   turns audio into mono samples at a fixed rate (for the voice model, not
+//!   served yet).
 //! - [`detect`]: Haar-cascade face detection on a bounded-size copy, boxes
 //!   mapped back; cropping faces to the networks' 48x48 input.
 //! - [`model`]: the networks (`new(vs, config)` + `forward_t`), their

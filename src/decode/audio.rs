@@ -1,0 +1,292 @@
+//! Uploaded audio to mono samples at one fixed rate.
+//!
+//! symphonia probes the container from the bytes (never the file name) and
+//! decodes WAV (8/16/24/32-bit integer, 32-bit float), FLAC, MP3, Ogg Vorbis
+//! and MP4/M4A with AAC. Channels are averaged to mono, and the result is
+//! resampled with rubato's FFT resampler (band-limited, not nearest-sample).
+//! Decoding stops as soon as the clip passes the duration limit, so an
+//! hour-long upload costs only the limit's worth of work.
+
+use std::io::Cursor;
+
+use rubato::{FftFixedIn, Resampler};
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{DecoderOptions, CODEC_TYPE_NULL};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+/// Audio formats accepted for upload, for error messages.
+pub const ACCEPTED_AUDIO_FORMATS: &str = "WAV, FLAC, MP3, Ogg Vorbis, M4A/AAC";
+
+/// Why an upload could not be read as audio.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AudioDecodeError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("the file is not audio in a supported format ({ACCEPTED_AUDIO_FORMATS})")]
+    UnsupportedFormat,
+    #[error("the audio is truncated or corrupt: {0}")]
+    Corrupt(String),
+    #[error("the file holds no audio samples")]
+    NoSamples,
+    #[error("the audio holds NaN or infinite samples")]
+    NonFinite,
+    #[error("the clip is longer than the {max_seconds} s limit")]
+    TooLong { max_seconds: f64 },
+}
+
+/// A decoded clip: mono samples in `[-1, 1]` at `sample_rate`.
+#[derive(Debug, Clone)]
+pub struct DecodedAudio {
+    pub samples: Vec<f32>,
+    pub sample_rate: u32,
+    /// The source's rate and channel count, for reports.
+    pub source_rate: u32,
+    pub source_channels: usize,
+}
+
+impl DecodedAudio {
+    /// Length in seconds.
+    pub fn duration(&self) -> f64 {
+        self.samples.len() as f64 / f64::from(self.sample_rate)
+    }
+}
+
+/// Decodes `bytes` to mono at `target_rate`, refusing clips longer than
+/// `max_seconds`.
+pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<DecodedAudio, AudioDecodeError> {
+    if bytes.is_empty() {
+        return Err(AudioDecodeError::Empty);
+    }
+    let (mono, source_rate, source_channels) = decode_mono(bytes, max_seconds)?;
+    if mono.is_empty() {
+        return Err(AudioDecodeError::NoSamples);
+    }
+    if mono.iter().any(|s| !s.is_finite()) {
+        return Err(AudioDecodeError::NonFinite);
+    }
+    let samples = resample(&mono, source_rate, target_rate)?;
+    Ok(DecodedAudio { samples, sample_rate: target_rate, source_rate, source_channels })
+}
+
+/// Decodes every packet of the first audio track, averaging channels.
+fn decode_mono(bytes: &[u8], max_seconds: f64) -> Result<(Vec<f32>, u32, usize), AudioDecodeError> {
+    let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
+    let probed = symphonia::default::get_probe()
+        .format(&Hint::new(), source, &FormatOptions::default(), &MetadataOptions::default())
+        .map_err(|e| match e {
+            SymphoniaError::Unsupported(_) => AudioDecodeError::UnsupportedFormat,
+            SymphoniaError::IoError(_) => AudioDecodeError::UnsupportedFormat,
+            other => AudioDecodeError::Corrupt(other.to_string()),
+        })?;
+    let mut format = probed.format;
+    let track =
+        format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL).ok_or(AudioDecodeError::NoSamples)?;
+    let track_id = track.id;
+    let source_rate = track
+        .codec_params
+        .sample_rate
+        .filter(|&r| r > 0)
+        .ok_or_else(|| AudioDecodeError::Corrupt("the stream does not declare a sample rate".into()))?;
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&track.codec_params, &DecoderOptions::default())
+        .map_err(|_| AudioDecodeError::UnsupportedFormat)?;
+    let max_frames = (max_seconds * f64::from(source_rate)).ceil() as usize;
+
+    let mut mono = Vec::new();
+    let mut channels = track.codec_params.channels.map_or(1, |c| c.count());
+    let mut buffer: Option<SampleBuffer<f32>> = None;
+    loop {
+        let packet = match format.next_packet() {
+            Ok(packet) => packet,
+            // The normal end of a stream, or its cut-off end: keep what decoded.
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(SymphoniaError::ResetRequired) => break,
+            Err(e) => return Err(AudioDecodeError::Corrupt(e.to_string())),
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(decoded) => decoded,
+            // One damaged frame in a lossy stream: skip it, as players do.
+            Err(SymphoniaError::DecodeError(_)) => continue,
+            Err(e) => return Err(AudioDecodeError::Corrupt(e.to_string())),
+        };
+        let spec = *decoded.spec();
+        channels = spec.channels.count().max(1);
+        let needed = decoded.capacity() as u64;
+        let buf = match &mut buffer {
+            Some(b) if b.capacity() as u64 >= needed * channels as u64 => b,
+            _ => buffer.insert(SampleBuffer::new(needed, spec)),
+        };
+        buf.copy_interleaved_ref(decoded);
+        for frame in buf.samples().chunks_exact(channels) {
+            mono.push(frame.iter().sum::<f32>() / channels as f32);
+        }
+        if mono.len() > max_frames {
+            return Err(AudioDecodeError::TooLong { max_seconds });
+        }
+    }
+    Ok((mono, source_rate, channels))
+}
+
+/// Resamples mono audio with rubato's FFT resampler, compensating its delay so
+/// the output lines up with the input and has `len * to / from` samples.
+pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioDecodeError> {
+    if from == to {
+        return Ok(samples.to_vec());
+    }
+    let fail = |e: &dyn std::fmt::Display| AudioDecodeError::Corrupt(format!("resampling {from} Hz to {to} Hz: {e}"));
+    let mut resampler = FftFixedIn::<f32>::new(from as usize, to as usize, 1024, 2, 1).map_err(|e| fail(&e))?;
+    let expected = (samples.len() as u64 * u64::from(to) / u64::from(from)) as usize;
+    let delay = resampler.output_delay();
+    let mut out = Vec::with_capacity(expected + delay + 2048);
+    let mut rest = samples;
+    while rest.len() >= resampler.input_frames_next() {
+        let (chunk, tail) = rest.split_at(resampler.input_frames_next());
+        out.extend_from_slice(&resampler.process(&[chunk], None).map_err(|e| fail(&e))?[0]);
+        rest = tail;
+    }
+    // The partial last chunk, then silence until the delayed output is out.
+    if !rest.is_empty() {
+        out.extend_from_slice(&resampler.process_partial(Some(&[rest]), None).map_err(|e| fail(&e))?[0]);
+    }
+    while out.len() < expected + delay {
+        out.extend_from_slice(&resampler.process_partial::<&[f32]>(None, None).map_err(|e| fail(&e))?[0]);
+    }
+    Ok(out[delay..delay + expected].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WAV file of a 440 Hz sine on every channel (`bits` 8/16/24 integer,
+    /// or 32 float).
+    fn wav(rate: u32, channels: u16, bits: u16, float: bool, seconds: f64) -> Vec<u8> {
+        let frames = (f64::from(rate) * seconds) as u32;
+        let bytes_per_sample = u32::from(bits / 8);
+        let data_len = frames * u32::from(channels) * bytes_per_sample;
+        let mut out = Vec::new();
+        out.extend_from_slice(b"RIFF");
+        out.extend_from_slice(&(36 + data_len).to_le_bytes());
+        out.extend_from_slice(b"WAVEfmt ");
+        out.extend_from_slice(&16u32.to_le_bytes());
+        out.extend_from_slice(&(if float { 3u16 } else { 1u16 }).to_le_bytes());
+        out.extend_from_slice(&channels.to_le_bytes());
+        out.extend_from_slice(&rate.to_le_bytes());
+        out.extend_from_slice(&(rate * u32::from(channels) * bytes_per_sample).to_le_bytes());
+        out.extend_from_slice(&(channels * bits / 8).to_le_bytes());
+        out.extend_from_slice(&bits.to_le_bytes());
+        out.extend_from_slice(b"data");
+        out.extend_from_slice(&data_len.to_le_bytes());
+        for i in 0..frames {
+            let v = 0.5 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / f64::from(rate)).sin();
+            for _ in 0..channels {
+                match (bits, float) {
+                    (8, _) => out.push((128.0 + v * 127.0).round() as u8),
+                    (16, _) => out.extend_from_slice(&((v * 32767.0).round() as i16).to_le_bytes()),
+                    (24, _) => out.extend_from_slice(&((v * 8_388_607.0).round() as i32).to_le_bytes()[..3]),
+                    (32, true) => out.extend_from_slice(&(v as f32).to_le_bytes()),
+                    _ => unreachable!(),
+                }
+            }
+        }
+        out
+    }
+
+    /// Frequency estimate: upward crossings from below -0.1 to above +0.1
+    /// (hysteresis, so dither in near-silence does not count) over the middle
+    /// half of the clip (lossy encoders pad both ends with silence).
+    fn frequency(samples: &[f32], rate: u32) -> f64 {
+        let middle = &samples[samples.len() / 4..samples.len() * 3 / 4];
+        let (mut below, mut crossings) = (false, 0);
+        for &s in middle {
+            if s < -0.1 {
+                below = true;
+            } else if s > 0.1 && below {
+                below = false;
+                crossings += 1;
+            }
+        }
+        crossings as f64 * f64::from(rate) / middle.len() as f64
+    }
+
+    #[test]
+    fn wav_of_every_sample_format_rate_and_channel_count_decodes_to_16k_mono() {
+        for (bits, float) in [(8, false), (16, false), (24, false), (32, true)] {
+            for rate in [8000, 22050, 44100, 48000] {
+                for channels in [1, 2, 6] {
+                    let clip = decode_audio(&wav(rate, channels, bits, float, 0.5), 16000, 60.0)
+                        .unwrap_or_else(|e| panic!("{bits}-bit {rate} Hz x{channels}: {e}"));
+                    let what = format!("{bits}-bit {rate} Hz x{channels}");
+                    assert_eq!((clip.source_rate, clip.source_channels), (rate, channels as usize), "{what}");
+                    assert_eq!(clip.samples.len(), 8000, "{what}");
+                    let f = frequency(&clip.samples, 16000);
+                    assert!((f - 440.0).abs() < 10.0, "{what}: {f} Hz");
+                    let peak = clip.samples.iter().fold(0f32, |m, s| m.max(s.abs()));
+                    assert!((0.45..0.56).contains(&peak), "{what}: peak {peak}");
+                }
+            }
+        }
+    }
+
+    /// FLAC, Ogg Vorbis and MP3 made by sox (installed by scripts/setup.sh).
+    #[test]
+    fn compressed_formats_made_by_sox_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        for ext in ["flac", "ogg", "mp3"] {
+            let path = dir.path().join(format!("tone.{ext}"));
+            let status = std::process::Command::new("sox")
+                .args(["-n", "-r", "44100", "-c", "2"])
+                .arg(&path)
+                .args(["synth", "1", "sine", "440", "vol", "0.5"])
+                .status()
+                .expect("sox (run scripts/setup.sh)");
+            assert!(status.success(), "sox could not write {ext}");
+            let clip =
+                decode_audio(&std::fs::read(&path).unwrap(), 16000, 60.0).unwrap_or_else(|e| panic!("{ext}: {e}"));
+            assert!((clip.duration() - 1.0).abs() < 0.1, "{ext}: {} s", clip.duration());
+            let f = frequency(&clip.samples, 16000);
+            assert!((f - 440.0).abs() < 10.0, "{ext}: {f} Hz");
+        }
+    }
+
+    #[test]
+    fn bad_audio_gets_specific_errors() {
+        assert_eq!(decode_audio(b"", 16000, 60.0).unwrap_err(), AudioDecodeError::Empty);
+        assert_eq!(
+            decode_audio(b"plain text, no audio", 16000, 60.0).unwrap_err(),
+            AudioDecodeError::UnsupportedFormat
+        );
+        // A header that promises data and holds none.
+        let header_only = &wav(16000, 1, 16, false, 1.0)[..44];
+        assert_eq!(decode_audio(header_only, 16000, 60.0).unwrap_err(), AudioDecodeError::NoSamples);
+        let long = wav(8000, 1, 16, false, 3.0);
+        assert_eq!(decode_audio(&long, 16000, 2.0).unwrap_err(), AudioDecodeError::TooLong { max_seconds: 2.0 });
+        let mut nan = wav(8000, 1, 32, true, 0.1);
+        nan[44..48].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert_eq!(decode_audio(&nan, 16000, 60.0).unwrap_err(), AudioDecodeError::NonFinite);
+    }
+
+    #[test]
+    fn resampling_a_whole_number_of_chunks() {
+        let resampler = FftFixedIn::<f32>::new(44100, 16000, 1024, 2, 1).unwrap();
+        let n = resampler.input_frames_next() * 3;
+        assert_eq!(resample(&vec![0.1; n], 44100, 16000).unwrap().len(), n * 16000 / 44100);
+    }
+
+    #[test]
+    fn resampling_keeps_length_and_timing() {
+        let rate = 44100;
+        let samples: Vec<f32> = (0..rate).map(|i| if i == rate / 2 { 1.0 } else { 0.0 }).collect();
+        let out = resample(&samples, rate as u32, 16000).unwrap();
+        assert_eq!(out.len(), 16000);
+        let peak = out.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        assert!((peak as i64 - 8000).abs() <= 2, "impulse moved to {peak}");
+    }
+}
