@@ -26,6 +26,7 @@
 
 pub mod decode;
 pub mod detect;
+pub mod features;
 pub mod model;
 pub mod predict;
 pub mod train;

@@ -289,4 +289,25 @@ mod tests {
         let peak = out.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         assert!((peak as i64 - 8000).abs() <= 2, "impulse moved to {peak}");
     }
+
+    /// The committed speech fixtures (scripts/make_audio_fixtures.sh): the
+    /// same sentence in every accepted container, at 16, 22.05, 44.1 and
+    /// 48 kHz, mono and stereo, all decode to the same length at 16 kHz.
+    #[test]
+    fn speech_fixture_decodes_from_every_container() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let reference = decode_audio(&std::fs::read(dir.join("speech.wav")).unwrap(), 16_000, 60.0).unwrap();
+        for ext in ["flac", "mp3", "ogg", "m4a"] {
+            let audio = decode_audio(&std::fs::read(dir.join(format!("speech.{ext}"))).unwrap(), 16_000, 60.0)
+                .unwrap_or_else(|e| panic!("speech.{ext}: {e}"));
+            assert_eq!(audio.sample_rate, 16_000);
+            // Lossy encoders add up to a few frames of priming and padding.
+            assert!((audio.duration() - reference.duration()).abs() < 0.1, "{ext}: {} s", audio.duration());
+            let rms = (audio.samples.iter().map(|s| s * s).sum::<f32>() / audio.samples.len() as f32).sqrt();
+            assert!(rms > 0.01, "{ext} decoded to near silence");
+        }
+        // Browsers record WebM/Opus, which symphonia cannot decode.
+        let webm = std::fs::read(dir.join("speech.webm")).unwrap();
+        assert_eq!(decode_audio(&webm, 16_000, 60.0).unwrap_err(), AudioDecodeError::UnsupportedFormat);
+    }
 }
