@@ -1,4 +1,5 @@
-//! Turning uploaded bytes into pixels.
+//! Turning uploaded bytes into pixels ([`decode_image`]) or samples
+//! ([`audio::decode_audio`]).
 //!
 //! The format is sniffed from the bytes, never taken from a file name or a
 //! client's content type. Dimensions are read from the header and checked
@@ -19,15 +20,65 @@ pub const ACCEPTED_IMAGE_FORMATS: &str = "JPEG, PNG, BMP, GIF, WebP, TIFF";
 pub enum MediaKind {
     /// A still image in a format [`decode_image`] reads.
     Image(ImageFormat),
+    /// Audio in a container [`audio::decode_audio`] reads.
+    Audio(AudioContainer),
+    /// Audio (or video) in a container this service cannot decode, named for
+    /// the error message: WebM/Matroska, which browsers record.
+    UnsupportedAudio(&'static str),
     /// Anything else.
     Unknown,
+}
+
+/// Audio containers recognised by their magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioContainer {
+    Wav,
+    Flac,
+    Ogg,
+    /// MP3 (with or without an ID3 tag) or raw ADTS AAC: both start with an
+    /// MPEG frame sync.
+    Mpeg,
+    /// MP4/M4A (an `ftyp` box).
+    Mp4,
+}
+
+impl AudioContainer {
+    /// MIME type, for the answer page's audio player.
+    pub fn mime_type(self) -> &'static str {
+        match self {
+            Self::Wav => "audio/wav",
+            Self::Flac => "audio/flac",
+            Self::Ogg => "audio/ogg",
+            Self::Mpeg => "audio/mpeg",
+            Self::Mp4 => "audio/mp4",
+        }
+    }
 }
 
 /// Sniffs the media kind from magic bytes.
 pub fn sniff(bytes: &[u8]) -> MediaKind {
     match image::guess_format(bytes) {
         Ok(format) if is_accepted(format) => MediaKind::Image(format),
-        _ => MediaKind::Unknown,
+        _ => sniff_audio(bytes),
+    }
+}
+
+fn sniff_audio(bytes: &[u8]) -> MediaKind {
+    let starts = |magic: &[u8]| bytes.starts_with(magic);
+    if starts(b"RIFF") && bytes.get(8..12) == Some(b"WAVE") {
+        MediaKind::Audio(AudioContainer::Wav)
+    } else if starts(b"fLaC") {
+        MediaKind::Audio(AudioContainer::Flac)
+    } else if starts(b"OggS") {
+        MediaKind::Audio(AudioContainer::Ogg)
+    } else if starts(b"ID3") || (bytes.len() >= 2 && bytes[0] == 0xFF && bytes[1] & 0xE0 == 0xE0) {
+        MediaKind::Audio(AudioContainer::Mpeg)
+    } else if bytes.get(4..8) == Some(b"ftyp") {
+        MediaKind::Audio(AudioContainer::Mp4)
+    } else if starts(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        MediaKind::UnsupportedAudio("WebM/Matroska (as browsers record, usually Opus)")
+    } else {
+        MediaKind::Unknown
     }
 }
 
@@ -253,5 +304,25 @@ mod tests {
             }
         }
         !crc
+    }
+
+    #[test]
+    fn sniffing_tells_images_audio_and_webm_apart_by_content() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+        assert_eq!(sniff(&read("astronaut.jpg")), MediaKind::Image(ImageFormat::Jpeg));
+        let expected = [
+            ("speech.wav", AudioContainer::Wav),
+            ("speech.flac", AudioContainer::Flac),
+            ("speech.ogg", AudioContainer::Ogg),
+            ("speech.mp3", AudioContainer::Mpeg),
+            ("speech.m4a", AudioContainer::Mp4),
+        ];
+        for (name, container) in expected {
+            assert_eq!(sniff(&read(name)), MediaKind::Audio(container), "{name}");
+        }
+        assert!(matches!(sniff(&read("speech.webm")), MediaKind::UnsupportedAudio(name) if name.contains("WebM")));
+        assert_eq!(sniff(b"hello"), MediaKind::Unknown);
+        assert_eq!(sniff(b""), MediaKind::Unknown);
     }
 }

@@ -95,6 +95,7 @@ fn decode_mono(bytes: &[u8], max_seconds: f64) -> Result<(Vec<f32>, u32, usize),
         .make(&track.codec_params, &DecoderOptions::default())
         .map_err(|_| AudioDecodeError::UnsupportedFormat)?;
     let max_frames = (max_seconds * f64::from(source_rate)).ceil() as usize;
+    let declared_frames = track.codec_params.n_frames;
 
     let mut mono = Vec::new();
     let mut channels = track.codec_params.channels.map_or(1, |c| c.count());
@@ -129,6 +130,21 @@ fn decode_mono(bytes: &[u8], max_seconds: f64) -> Result<(Vec<f32>, u32, usize),
         }
         if mono.len() > max_frames {
             return Err(AudioDecodeError::TooLong { max_seconds });
+        }
+    }
+    // A container that declares its length (WAV, FLAC, MP4) but ends well
+    // short of it was cut off: say so rather than analyse a fragment. Lossy
+    // codecs may differ from the declared count by their padding, hence the
+    // slack of 0.1 s.
+    if let Some(declared) = declared_frames {
+        let slack = u64::from(source_rate) / 10;
+        if (mono.len() as u64) + slack < declared {
+            let rate = f64::from(source_rate);
+            return Err(AudioDecodeError::Corrupt(format!(
+                "the file is truncated: it declares {:.2} s of audio but ends after {:.2} s",
+                declared as f64 / rate,
+                mono.len() as f64 / rate
+            )));
         }
     }
     Ok((mono, source_rate, channels))
@@ -263,9 +279,23 @@ mod tests {
             decode_audio(b"plain text, no audio", 16000, 60.0).unwrap_err(),
             AudioDecodeError::UnsupportedFormat
         );
-        // A header that promises data and holds none.
-        let header_only = &wav(16000, 1, 16, false, 1.0)[..44];
-        assert_eq!(decode_audio(header_only, 16000, 60.0).unwrap_err(), AudioDecodeError::NoSamples);
+        // A stream of zero length.
+        let zero_length = wav(16000, 1, 16, false, 0.0);
+        assert_eq!(decode_audio(&zero_length, 16000, 60.0).unwrap_err(), AudioDecodeError::NoSamples);
+        // A header that promises a second of data and holds none, or half of it:
+        // truncated, not a shorter clip.
+        let full = wav(16000, 1, 16, false, 1.0);
+        for cut in [44, 44 + 16000] {
+            match decode_audio(&full[..cut], 16000, 60.0).unwrap_err() {
+                AudioDecodeError::Corrupt(m) => {
+                    assert!(m.contains("truncated") && m.contains("declares 1.00 s"), "{m}")
+                }
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        let flac =
+            std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/speech.flac")).unwrap();
+        assert!(matches!(decode_audio(&flac[..flac.len() / 2], 16000, 60.0), Err(AudioDecodeError::Corrupt(_))));
         let long = wav(8000, 1, 16, false, 3.0);
         assert_eq!(decode_audio(&long, 16000, 2.0).unwrap_err(), AudioDecodeError::TooLong { max_seconds: 2.0 });
         let mut nan = wav(8000, 1, 32, true, 0.1);
