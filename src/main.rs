@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use emotion_ai::detect::DetectParams;
+use emotion_ai::model::voice::VoiceNetConfig;
 use emotion_ai::predict::{AnalyzeError, Analyzer, AnalyzerConfig};
-use emotion_ai::train::{face_emotion, TrainOptions};
+use emotion_ai::train::{face_emotion, voice_emotion, TrainOptions};
 use emotion_ai::web::{self, AppState, ServerLimits};
 
 #[derive(Parser)]
@@ -23,7 +24,7 @@ struct Cli {
 enum Command {
     /// Run the web service (upload page and JSON API).
     Serve(ServeArgs),
-    /// Analyse image files and print one JSON line per file.
+    /// Analyse image and audio files and print one JSON line per file.
     Predict(PredictArgs),
     /// Train a model on a dataset.
     #[command(subcommand)]
@@ -36,12 +37,18 @@ enum Command {
 /// Where the models are; shared by `serve` and `predict`.
 #[derive(Args)]
 struct ModelArgs {
-    /// Directory holding the shipped models (face_emotion.safetensors + .json).
+    /// Directory holding the shipped models (face_emotion and voice_emotion, .safetensors + .json).
     #[arg(long, env = "EMOTION_AI_MODELS", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models"))]
     models: PathBuf,
     /// Face emotion weights (default: MODELS/face_emotion.safetensors).
     #[arg(long, env = "EMOTION_AI_FACE_EMOTION_MODEL")]
     face_emotion_model: Option<PathBuf>,
+    /// Voice emotion x sex weights (default: MODELS/voice_emotion.safetensors).
+    #[arg(long, env = "EMOTION_AI_VOICE_EMOTION_MODEL")]
+    voice_emotion_model: Option<PathBuf>,
+    /// Longest audio clip accepted, in seconds.
+    #[arg(long, env = "EMOTION_AI_MAX_AUDIO_SECONDS", default_value_t = 300.0)]
+    max_audio_seconds: f64,
     /// Haar cascade for face detection.
     #[arg(long, env = "EMOTION_AI_CASCADE", default_value = emotion_ai::detect::DEFAULT_CASCADE)]
     cascade: PathBuf,
@@ -56,6 +63,10 @@ impl ModelArgs {
         if let Some(path) = &self.face_emotion_model {
             config.face_emotion_model = path.clone();
         }
+        if let Some(path) = &self.voice_emotion_model {
+            config.voice_emotion_model = path.clone();
+        }
+        config.max_audio_seconds = self.max_audio_seconds;
         config.cascade = self.cascade.clone();
         config.detect.min_neighbors = self.min_neighbors;
         config.workers = workers;
@@ -86,7 +97,7 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct PredictArgs {
-    /// Image files to analyse.
+    /// Image or audio files to analyse.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     #[command(flatten)]
@@ -97,12 +108,59 @@ struct PredictArgs {
 enum TrainCommand {
     /// The face emotion network, on FER2013 (folder release or fer2013.csv).
     FaceEmotion(TrainFaceEmotion),
+    /// The voice emotion x sex network, on RAVDESS (plus CREMA-D, TESS, SAVEE if given).
+    VoiceEmotion(TrainVoiceEmotion),
 }
 
 #[derive(Subcommand)]
 enum EvalCommand {
     /// The face emotion network, on FER2013 PrivateTest.
     FaceEmotion(EvalFaceEmotion),
+    /// The voice network, on the held-out RAVDESS actors 21-24.
+    VoiceEmotion(EvalVoiceEmotion),
+}
+
+#[derive(Args)]
+struct TrainVoiceEmotion {
+    /// Corpus directory (repeatable): RAVDESS, and optionally CREMA-D, TESS, SAVEE.
+    #[arg(long, env = "EMOTION_AI_RAVDESS", required = true)]
+    data: Vec<PathBuf>,
+    /// Directory for checkpoints and the run's state.
+    #[arg(long, default_value = "runs/voice-emotion")]
+    run_dir: PathBuf,
+    /// Continue the run in --run-dir after its last finished epoch.
+    #[arg(long)]
+    resume: bool,
+    /// Where to write the best weights (the card goes beside them).
+    #[arg(long, default_value = "models/voice_emotion.safetensors")]
+    export: PathBuf,
+    #[arg(long, default_value_t = voice_emotion::default_options().epochs)]
+    epochs: usize,
+    #[arg(long, default_value_t = voice_emotion::default_options().batch_size)]
+    batch_size: i64,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = voice_emotion::default_options().lr)]
+    lr: f64,
+    #[arg(long, default_value_t = voice_emotion::default_options().seed)]
+    seed: i64,
+    /// Intra-op threads for libtorch (default: all cores).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+#[derive(Args)]
+struct EvalVoiceEmotion {
+    /// Corpus directory holding RAVDESS (repeatable).
+    #[arg(long, env = "EMOTION_AI_RAVDESS", required = true)]
+    data: Vec<PathBuf>,
+    #[arg(long, default_value = "models/voice_emotion.safetensors")]
+    weights: PathBuf,
+    /// Where the confusion matrices (JSON and PNG) are written.
+    #[arg(long, default_value = "target/eval")]
+    out: PathBuf,
+    /// Record the measured metrics in the model card.
+    #[arg(long)]
+    write_card: bool,
 }
 
 #[derive(Args)]
@@ -178,6 +236,37 @@ fn main() -> Result<()> {
             let card = face_emotion::run_train(&request)?;
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);
         }
+        Command::Train(TrainCommand::VoiceEmotion(args)) => {
+            if let Some(n) = args.threads {
+                tch::set_num_threads(n);
+            }
+            let options = TrainOptions {
+                epochs: args.epochs,
+                batch_size: args.batch_size,
+                lr: args.lr,
+                seed: args.seed,
+                ..voice_emotion::default_options()
+            };
+            let request = voice_emotion::VoiceTrainRequest {
+                data: args.data,
+                run_dir: args.run_dir,
+                resume: args.resume,
+                export: args.export,
+                options,
+            };
+            let card = voice_emotion::run_train(&request, &VoiceNetConfig::emotion_sex())?;
+            println!("{}", serde_json::to_string_pretty(&card.metrics)?);
+        }
+        Command::Eval(EvalCommand::VoiceEmotion(args)) => {
+            let report = voice_emotion::run_eval(&args.data, &args.weights, &args.out, args.write_card)?;
+            println!("held-out RAVDESS actors {:?}, {} clips", voice_emotion::HELDOUT_ACTORS, report.clips);
+            println!("14-class accuracy: {:.2}%", report.class14_accuracy * 100.0);
+            println!("7-emotion accuracy: {:.2}%", report.emotion7_accuracy * 100.0);
+            println!("sex accuracy: {:.2}%", report.sex_accuracy * 100.0);
+            println!("7-emotion recall: {}", serde_json::Value::Object(report.emotion7_recall));
+            let pngs: Vec<String> = report.png_paths.iter().map(|p| p.display().to_string()).collect();
+            println!("confusion matrices: {} and {}", report.json_path.display(), pngs.join(", "));
+        }
         Command::Eval(EvalCommand::FaceEmotion(args)) => {
             let report = face_emotion::run_eval(&args.data, &args.weights, &args.out, args.write_card)?;
             println!("FER2013 PrivateTest accuracy: {:.2}%", report.accuracy * 100.0);
@@ -225,10 +314,10 @@ fn predict(args: PredictArgs) -> Result<()> {
                 failures += 1;
                 serde_json::json!({ "path": path, "error": format!("cannot read: {e}") })
             }
-            Ok(bytes) => match analyzer.analyze_image_bytes(&bytes) {
+            Ok(bytes) => match analyzer.analyze_bytes(&bytes) {
                 Ok(analysis) => serde_json::json!({ "path": path, "result": analysis }),
                 Err(AnalyzeError::NoFace { width, height }) => {
-                    serde_json::json!({ "path": path, "result": { "width": width, "height": height, "faces": [] }, "error": "no face found" })
+                    serde_json::json!({ "path": path, "result": { "kind": "image", "width": width, "height": height, "faces": [] }, "error": "no face found" })
                 }
                 Err(e) => {
                     failures += 1;

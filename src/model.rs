@@ -10,6 +10,8 @@
 //! weights file, so inference can never normalise differently from training.
 //! Networks take raw grey levels in `[0, 255]`.
 
+pub mod voice;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -47,7 +49,7 @@ impl FaceNetConfig {
 
 /// One stage: conv-bn-relu, conv-bn, plus a 1x1 projected shortcut, relu, 2x2 max-pool.
 #[derive(Debug)]
-struct Stage {
+pub(crate) struct Stage {
     conv1: nn::Conv2D,
     bn1: nn::BatchNorm,
     conv2: nn::Conv2D,
@@ -57,7 +59,7 @@ struct Stage {
 }
 
 impl Stage {
-    fn new(vs: &nn::Path, c_in: i64, c_out: i64) -> Self {
+    pub(crate) fn new(vs: &nn::Path, c_in: i64, c_out: i64) -> Self {
         let conv3 = nn::ConvConfig { padding: 1, bias: false, ..Default::default() };
         let conv1x1 = nn::ConvConfig { bias: false, ..Default::default() };
         Self {
@@ -70,7 +72,7 @@ impl Stage {
         }
     }
 
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let ys = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu();
         let ys = ys.apply(&self.conv2).apply_t(&self.bn2, train);
         let skip = xs.apply(&self.shortcut).apply_t(&self.bn_shortcut, train);

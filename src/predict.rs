@@ -1,8 +1,15 @@
-//! The whole image pipeline behind one call: decode, detect every face, crop,
-//! run the emotion network on all faces as one batch.
+//! The whole pipeline behind one call, for either kind of upload:
 //!
-//! An [`Analyzer`] is built once at start-up (models and cascades loaded then)
+//! - an image: decode, detect every face, crop, run the emotion network on
+//!   all faces as one batch;
+//! - a clip: decode to 16 kHz mono, MFCC windows, the voice network, a
+//!   timeline and a clip-level result ([`voice`]).
+//!
+//! [`Analyzer::analyze_bytes`] tells the two apart by content. An
+//! [`Analyzer`] is built once at start-up (models and cascades loaded then)
 //! and shared by every request and by the command line.
+
+pub mod voice;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -11,19 +18,27 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tch::Tensor;
 
-use crate::decode::{decode_image, DecodedImage, ImageDecodeError, ImageLimits};
+use crate::decode::audio::{decode_audio, AudioDecodeError, DecodedAudio};
+use crate::decode::{decode_image, sniff, DecodedImage, ImageDecodeError, ImageLimits, MediaKind};
 use crate::detect::{crop_face, DetectParams, DetectorPool, FaceBox};
+use crate::features::MfccExtractor;
+use crate::model::voice::{voice_class_names, LoadedVoiceModel, VoiceModelCard};
 use crate::model::{LoadedFaceModel, ModelCard, FACE_SIZE};
+use voice::{emotion_marginal, predict_clip, sex_marginal, Windowing};
 
 /// Where an [`Analyzer`] finds its models and how it bounds its inputs.
 #[derive(Debug, Clone)]
 pub struct AnalyzerConfig {
     /// Face emotion weights; the card is the `.json` beside them.
     pub face_emotion_model: PathBuf,
+    /// Voice emotion x sex weights, card beside them.
+    pub voice_emotion_model: PathBuf,
     /// Haar cascade XML.
     pub cascade: PathBuf,
     pub detect: DetectParams,
     pub image_limits: ImageLimits,
+    /// Longest clip accepted; decoding stops as soon as a clip passes it.
+    pub max_audio_seconds: f64,
     /// Detectors to keep loaded: the number of concurrent analyses.
     pub workers: usize,
 }
@@ -33,9 +48,11 @@ impl AnalyzerConfig {
     pub fn with_models_dir(models_dir: &Path) -> Self {
         Self {
             face_emotion_model: models_dir.join("face_emotion.safetensors"),
+            voice_emotion_model: models_dir.join("voice_emotion.safetensors"),
             cascade: PathBuf::from(crate::detect::DEFAULT_CASCADE),
             detect: DetectParams::default(),
             image_limits: ImageLimits::default(),
+            max_audio_seconds: 300.0,
             workers: 2,
         }
     }
@@ -93,13 +110,61 @@ pub struct ImageAnalysis {
     pub faces: Vec<FaceAnalysis>,
 }
 
-/// Why an image could not be analysed.
+/// One window of a clip's timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineWindow {
+    pub start_seconds: f32,
+    pub end_seconds: f32,
+    /// RMS level of the window (0..1 full scale); windows more than 20 dB
+    /// below the loudest do not count towards the clip-level result.
+    pub rms: f32,
+    pub emotion: Distribution,
+    pub sex: Distribution,
+}
+
+/// What the voice model hears in one clip.
+#[derive(Debug, Clone, Serialize)]
+pub struct AudioAnalysis {
+    pub duration_seconds: f32,
+    /// The upload's own sample rate and channel count (it is analysed as
+    /// 16 kHz mono).
+    pub source_sample_rate: u32,
+    pub source_channels: usize,
+    /// The 7 emotions (each the sum of its two sexes).
+    pub emotion: Distribution,
+    /// The speaker's sex (each the sum over emotions).
+    pub sex: Distribution,
+    /// The 14 joint emotion x sex probabilities the network gives.
+    pub classes: Distribution,
+    /// One entry per analysis window, in time order.
+    pub timeline: Vec<TimelineWindow>,
+}
+
+/// The answer for one upload, tagged by kind in JSON (`"kind": "image"`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Analysis {
+    Image(ImageAnalysis),
+    Audio(AudioAnalysis),
+}
+
+/// Why an upload could not be analysed.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("the file is neither an image nor audio in a supported format")]
+    UnsupportedFormat,
+    #[error("{0} audio cannot be decoded")]
+    UnsupportedAudio(&'static str),
     #[error(transparent)]
     Decode(#[from] ImageDecodeError),
+    #[error(transparent)]
+    Audio(#[from] AudioDecodeError),
     #[error("no face was found in the image")]
     NoFace { width: u32, height: u32 },
+    #[error("the clip is silent: no speech to analyse")]
+    NoSpeech,
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -111,9 +176,17 @@ pub struct Analyzer {
     /// next to detection.
     face_emotion: Mutex<LoadedFaceModel>,
     face_emotion_card: ModelCard,
+    /// Same reason for the lock; a clip's windows go through in one batch.
+    voice_emotion: Mutex<LoadedVoiceModel>,
+    voice_emotion_card: VoiceModelCard,
+    mfcc: MfccExtractor,
+    windowing: Windowing,
     detectors: DetectorPool,
     config: AnalyzerConfig,
 }
+
+/// Clips whose RMS level is below this (-80 dBFS) hold no speech.
+const SILENCE_RMS: f32 = 1e-4;
 
 impl Analyzer {
     /// Loads every model and cascade named in `config`; fails loudly if one is
@@ -123,7 +196,84 @@ impl Analyzer {
             .with_context(|| format!("loading face emotion model {}", config.face_emotion_model.display()))?;
         let detectors = DetectorPool::new(&config.cascade, config.detect, config.workers)?;
         let face_emotion_card = face_emotion.card.clone();
-        Ok(Self { face_emotion: Mutex::new(face_emotion), face_emotion_card, detectors, config })
+        let voice_emotion = LoadedVoiceModel::load(&config.voice_emotion_model)
+            .with_context(|| format!("loading voice emotion model {}", config.voice_emotion_model.display()))?;
+        let voice_emotion_card = voice_emotion.card.clone();
+        let features = &voice_emotion_card.input.features;
+        let rate = f64::from(features.sample_rate);
+        let windowing = Windowing {
+            window: (voice_emotion_card.input.window_seconds * rate).round() as usize,
+            hop: (voice_emotion_card.input.hop_seconds * rate).round() as usize,
+        };
+        Ok(Self {
+            face_emotion: Mutex::new(face_emotion),
+            face_emotion_card,
+            mfcc: MfccExtractor::new(features.clone()),
+            voice_emotion: Mutex::new(voice_emotion),
+            voice_emotion_card,
+            windowing,
+            detectors,
+            config,
+        })
+    }
+
+    /// The voice model's card.
+    pub fn voice_emotion_card(&self) -> &VoiceModelCard {
+        &self.voice_emotion_card
+    }
+
+    /// Analyses an upload of either kind, chosen by its content (never its
+    /// name). CPU-bound: async callers run it on a blocking thread.
+    pub fn analyze_bytes(&self, bytes: &[u8]) -> Result<Analysis, AnalyzeError> {
+        if bytes.is_empty() {
+            return Err(AnalyzeError::Empty);
+        }
+        match sniff(bytes) {
+            MediaKind::Image(_) => Ok(Analysis::Image(self.analyze_image_bytes(bytes)?)),
+            MediaKind::Audio(_) => Ok(Analysis::Audio(self.analyze_audio_bytes(bytes)?)),
+            MediaKind::UnsupportedAudio(name) => Err(AnalyzeError::UnsupportedAudio(name)),
+            MediaKind::Unknown => Err(AnalyzeError::UnsupportedFormat),
+        }
+    }
+
+    /// Decodes and analyses an uploaded clip.
+    pub fn analyze_audio_bytes(&self, bytes: &[u8]) -> Result<AudioAnalysis, AnalyzeError> {
+        let rate = self.voice_emotion_card.input.features.sample_rate;
+        let audio = decode_audio(bytes, rate, self.config.max_audio_seconds)?;
+        self.analyze_audio(&audio)
+    }
+
+    /// Analyses decoded audio (mono at the voice model's rate).
+    pub fn analyze_audio(&self, audio: &DecodedAudio) -> Result<AudioAnalysis, AnalyzeError> {
+        if voice::rms(&audio.samples) < SILENCE_RMS {
+            return Err(AnalyzeError::NoSpeech);
+        }
+        let prediction = {
+            let model = self.voice_emotion.lock().map_err(|_| anyhow::anyhow!("voice model lock poisoned"))?;
+            predict_clip(&model.net, &self.mfcc, &audio.samples, self.windowing)?
+        };
+        let card = &self.voice_emotion_card;
+        let rate = audio.sample_rate as f32;
+        let timeline = prediction
+            .windows
+            .iter()
+            .map(|w| TimelineWindow {
+                start_seconds: w.start as f32 / rate,
+                end_seconds: w.end as f32 / rate,
+                rms: w.rms,
+                emotion: Distribution::new(&card.emotions, &emotion_marginal(&w.joint)),
+                sex: Distribution::new(&card.sexes, &sex_marginal(&w.joint)),
+            })
+            .collect();
+        Ok(AudioAnalysis {
+            duration_seconds: audio.duration() as f32,
+            source_sample_rate: audio.source_rate,
+            source_channels: audio.source_channels,
+            emotion: Distribution::new(&card.emotions, &emotion_marginal(&prediction.joint)),
+            sex: Distribution::new(&card.sexes, &sex_marginal(&prediction.joint)),
+            classes: Distribution::new(&voice_class_names(), &prediction.joint),
+            timeline,
+        })
     }
 
     /// The face emotion model's card (classes, input, measured accuracy).

@@ -11,12 +11,15 @@ pub mod augment;
 pub mod face_emotion;
 pub mod fer2013;
 pub mod metrics;
+pub mod voice_data;
+pub mod voice_emotion;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -67,22 +70,24 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
-/// The persistent state of a run (`state.json`).
+/// The persistent state of a run (`state.json`), for a network of
+/// architecture `A` whose input statistics are `S` (one number for faces, one
+/// per MFCC coefficient for voices).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunState {
+pub struct RunState<A = FaceNetConfig, S = f64> {
     pub task: String,
-    pub architecture: FaceNetConfig,
+    pub architecture: A,
     pub options: TrainOptions,
-    pub input_mean: f64,
-    pub input_std: f64,
+    pub input_mean: S,
+    pub input_std: S,
     pub epochs_done: usize,
     pub best_val_accuracy: f64,
     pub best_epoch: usize,
     pub history: Vec<EpochRecord>,
 }
 
-impl RunState {
-    fn path(run_dir: &Path) -> PathBuf {
+impl<A: Serialize + DeserializeOwned, S: Serialize + DeserializeOwned> RunState<A, S> {
+    pub(crate) fn path(run_dir: &Path) -> PathBuf {
         run_dir.join("state.json")
     }
 
@@ -93,7 +98,7 @@ impl RunState {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
-    fn save(&self, run_dir: &Path) -> Result<()> {
+    pub(crate) fn save(&self, run_dir: &Path) -> Result<()> {
         let tmp = run_dir.join("state.json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
         std::fs::rename(&tmp, Self::path(run_dir))?;
@@ -103,7 +108,7 @@ impl RunState {
 
 /// Saves a var store atomically (write then rename), so an interrupted run
 /// never leaves a half-written checkpoint behind.
-fn save_atomic(vs: &nn::VarStore, path: &Path) -> Result<()> {
+pub(crate) fn save_atomic(vs: &nn::VarStore, path: &Path) -> Result<()> {
     let tmp = path.with_extension("tmp.safetensors");
     vs.save(&tmp).with_context(|| format!("saving {}", tmp.display()))?;
     std::fs::rename(&tmp, path)?;
@@ -180,8 +185,8 @@ pub fn train_face_classifier(
     let mut vs = nn::VarStore::new(Device::Cpu);
     let mut net = FaceNet::new(&vs.root(), &architecture);
 
-    let mut state = if resume && RunState::path(run_dir).is_file() {
-        let state = RunState::load(run_dir)?;
+    let mut state = if resume && RunState::<FaceNetConfig, f64>::path(run_dir).is_file() {
+        let state = RunState::<FaceNetConfig, f64>::load(run_dir)?;
         if state.task != task || state.architecture != architecture {
             bail!("{} holds a run of another task or architecture; use a new --run-dir", run_dir.display());
         }
@@ -189,7 +194,7 @@ pub fn train_face_classifier(
         tracing::info!(epochs_done = state.epochs_done, best = state.best_val_accuracy, "resuming run");
         state
     } else {
-        if RunState::path(run_dir).is_file() {
+        if RunState::<FaceNetConfig, f64>::path(run_dir).is_file() {
             bail!(
                 "{} already holds a run: pass --resume to continue it, or choose another --run-dir",
                 run_dir.display()

@@ -9,6 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use crate::decode::audio::{AudioDecodeError, ACCEPTED_AUDIO_FORMATS};
 use crate::decode::{ImageDecodeError, ACCEPTED_IMAGE_FORMATS};
 use crate::predict::AnalyzeError;
 
@@ -23,16 +24,21 @@ pub enum AppError {
     TooManyFiles(String),
     #[error("the uploaded file is empty")]
     EmptyFile,
-    #[error("unsupported file type: upload an image ({ACCEPTED_IMAGE_FORMATS})")]
-    UnsupportedMediaType,
+    /// The detail says what the file was, when known.
+    #[error("{0}: upload an image ({ACCEPTED_IMAGE_FORMATS}) or an audio clip ({ACCEPTED_AUDIO_FORMATS})")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     CorruptFile(String),
     #[error("the upload is larger than the {limit_mib} MiB limit")]
     PayloadTooLarge { limit_mib: u64 },
     #[error("{0}")]
     ImageTooLarge(String),
+    #[error("{0}")]
+    AudioTooLong(String),
     #[error("no face was found in the image: upload a photo with a clearly visible, roughly frontal face")]
     NoFace,
+    #[error("the clip is silent: upload a recording of someone speaking")]
+    NoSpeech,
     #[error("the server is busy: try again in a few seconds")]
     Busy,
     #[error("not found")]
@@ -59,9 +65,11 @@ impl AppError {
             Self::BadRequest(_) | Self::MissingFile | Self::TooManyFiles(_) | Self::EmptyFile => {
                 StatusCode::BAD_REQUEST
             }
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::CorruptFile(_) | Self::NoFace => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::PayloadTooLarge { .. } | Self::ImageTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::CorruptFile(_) | Self::NoFace | Self::NoSpeech => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge { .. } | Self::ImageTooLarge(_) | Self::AudioTooLong(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,11 +83,13 @@ impl AppError {
             Self::MissingFile => "missing_file",
             Self::TooManyFiles(_) => "too_many_files",
             Self::EmptyFile => "empty_file",
-            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::CorruptFile(_) => "corrupt_file",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::ImageTooLarge(_) => "image_too_large",
+            Self::AudioTooLong(_) => "audio_too_long",
             Self::NoFace => "no_face",
+            Self::NoSpeech => "no_speech",
             Self::Busy => "busy",
             Self::NotFound => "not_found",
             Self::Internal(_) => "internal",
@@ -90,8 +100,10 @@ impl AppError {
     fn title(&self) -> &'static str {
         match self {
             Self::NoFace => "No face found",
-            Self::UnsupportedMediaType => "Unsupported file",
+            Self::NoSpeech => "No speech found",
+            Self::UnsupportedMediaType(_) => "Unsupported file",
             Self::PayloadTooLarge { .. } | Self::ImageTooLarge(_) => "Too large",
+            Self::AudioTooLong(_) => "Clip too long",
             Self::Busy => "Server busy",
             Self::EmptyFile => "Empty file",
             Self::CorruptFile(_) => "Unreadable file",
@@ -132,9 +144,22 @@ impl From<ImageDecodeError> for AppError {
     fn from(e: ImageDecodeError) -> Self {
         match e {
             ImageDecodeError::Empty => Self::EmptyFile,
-            ImageDecodeError::UnsupportedFormat => Self::UnsupportedMediaType,
+            ImageDecodeError::UnsupportedFormat => Self::UnsupportedMediaType("unsupported file type".into()),
             ImageDecodeError::TooLarge { .. } => Self::ImageTooLarge(e.to_string()),
             ImageDecodeError::ZeroSized { .. } | ImageDecodeError::Corrupt { .. } => Self::CorruptFile(e.to_string()),
+        }
+    }
+}
+
+impl From<AudioDecodeError> for AppError {
+    fn from(e: AudioDecodeError) -> Self {
+        match e {
+            AudioDecodeError::Empty => Self::EmptyFile,
+            AudioDecodeError::UnsupportedFormat => Self::UnsupportedMediaType("unsupported audio codec".into()),
+            AudioDecodeError::TooLong { .. } => Self::AudioTooLong(e.to_string()),
+            AudioDecodeError::Corrupt(_) | AudioDecodeError::NoSamples | AudioDecodeError::NonFinite => {
+                Self::CorruptFile(e.to_string())
+            }
         }
     }
 }
@@ -142,8 +167,13 @@ impl From<ImageDecodeError> for AppError {
 impl From<AnalyzeError> for AppError {
     fn from(e: AnalyzeError) -> Self {
         match e {
+            AnalyzeError::Empty => Self::EmptyFile,
+            AnalyzeError::UnsupportedFormat => Self::UnsupportedMediaType("unsupported file type".into()),
+            AnalyzeError::UnsupportedAudio(_) => Self::UnsupportedMediaType(e.to_string()),
             AnalyzeError::Decode(d) => d.into(),
+            AnalyzeError::Audio(a) => a.into(),
             AnalyzeError::NoFace { .. } => Self::NoFace,
+            AnalyzeError::NoSpeech => Self::NoSpeech,
             AnalyzeError::Internal(e) => Self::Internal(format!("{e:#}")),
         }
     }
@@ -183,11 +213,13 @@ mod tests {
             AppError::MissingFile,
             AppError::TooManyFiles("file".into()),
             AppError::EmptyFile,
-            AppError::UnsupportedMediaType,
+            AppError::UnsupportedMediaType("x".into()),
             AppError::CorruptFile("x".into()),
             AppError::PayloadTooLarge { limit_mib: 1 },
             AppError::ImageTooLarge("x".into()),
+            AppError::AudioTooLong("x".into()),
             AppError::NoFace,
+            AppError::NoSpeech,
             AppError::Busy,
             AppError::NotFound,
             AppError::Internal("x".into()),

@@ -2,8 +2,9 @@
 //!
 //! Routes (built in one place, [`app`]):
 //! - `GET /`: the upload page.
-//! - `POST /predict`: multipart field `file`; an HTML result page, or JSON
-//!   when the client sends `Accept: application/json`.
+//! - `POST /predict`: multipart field `file` holding an image or an audio
+//!   clip (told apart by content); an HTML result page, or JSON when the
+//!   client sends `Accept: application/json`.
 //! - `POST /api/v1/predict`: the same, always JSON.
 //! - `GET /healthz`: liveness plus the loaded models.
 //! - `GET /static/*`: CSS and JS (no CDN).
@@ -36,7 +37,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::{AppError, ErrorBody, HtmlError};
 
-use crate::predict::{Analyzer, ImageAnalysis};
+use crate::predict::{Analysis, Analyzer};
 
 /// Limits of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -139,10 +140,14 @@ pub async fn shutdown_signal() {
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let card = state.analyzer.face_emotion_card();
+    let face = state.analyzer.face_emotion_card();
+    let voice = state.analyzer.voice_emotion_card();
     Json(json!({
         "status": "ok",
-        "models": { "face_emotion": { "classes": card.classes, "metrics": card.metrics } },
+        "models": {
+            "face_emotion": { "classes": face.classes, "metrics": face.metrics },
+            "voice_emotion": { "classes": voice.classes, "metrics": voice.metrics },
+        },
         "busy_workers": state.limits.workers - state.running.available_permits().min(state.limits.workers),
     }))
 }
@@ -186,7 +191,7 @@ async fn read_upload(multipart: Result<Multipart, MultipartRejection>, limit: us
 }
 
 /// Runs the analysis on a blocking thread within the server's bounds.
-async fn analyze(state: &AppState, upload: &Upload) -> Result<ImageAnalysis, AppError> {
+async fn analyze(state: &AppState, upload: &Upload) -> Result<Analysis, AppError> {
     let _admitted = state.admission.clone().try_acquire_owned().map_err(|_| AppError::Busy)?;
     let running = tokio::time::timeout(state.limits.queue_timeout, state.running.clone().acquire_owned())
         .await
@@ -196,7 +201,7 @@ async fn analyze(state: &AppState, upload: &Upload) -> Result<ImageAnalysis, App
     let bytes = upload.bytes.clone();
     tokio::task::spawn_blocking(move || {
         let _running = running;
-        analyzer.analyze_image_bytes(&bytes)
+        analyzer.analyze_bytes(&bytes)
     })
     .await
     .map_err(|e| AppError::Internal(format!("analysis task failed: {e}")))?
@@ -212,7 +217,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 async fn predict_json(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Result<Json<ImageAnalysis>, AppError> {
+) -> Result<Json<Analysis>, AppError> {
     let upload = read_upload(multipart, state.limits.max_upload_bytes).await?;
     Ok(Json(analyze(&state, &upload).await?))
 }

@@ -6,20 +6,27 @@ use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 
 use super::{AppError, AppState, HtmlError, Upload};
+use crate::decode::audio::ACCEPTED_AUDIO_FORMATS;
 use crate::decode::{sniff, MediaKind, ACCEPTED_IMAGE_FORMATS};
-use crate::predict::ImageAnalysis;
+use crate::predict::{Analysis, AudioAnalysis, Distribution, ImageAnalysis};
 
 #[derive(Template)]
 #[template(path = "index.html")]
 struct IndexPage {
     accepted: &'static str,
+    accepted_audio: &'static str,
+    max_audio_seconds: f64,
     max_upload_mib: usize,
 }
 
 /// `GET /`: the upload form.
 pub async fn index(State(state): State<AppState>) -> Response {
-    let page =
-        IndexPage { accepted: ACCEPTED_IMAGE_FORMATS, max_upload_mib: state.limits.max_upload_bytes / (1024 * 1024) };
+    let page = IndexPage {
+        accepted: ACCEPTED_IMAGE_FORMATS,
+        accepted_audio: ACCEPTED_AUDIO_FORMATS,
+        max_audio_seconds: state.analyzer.config().max_audio_seconds,
+        max_upload_mib: state.limits.max_upload_bytes / (1024 * 1024),
+    };
     render(&page)
 }
 
@@ -27,6 +34,109 @@ pub async fn index(State(state): State<AppState>) -> Response {
 struct Bar {
     label: String,
     percent: f32,
+}
+
+fn bars(distribution: &Distribution) -> Vec<Bar> {
+    distribution.probabilities.iter().map(|p| Bar { label: p.label.clone(), percent: 100.0 * p.probability }).collect()
+}
+
+/// The upload as a data URL, so the page can show or play it without the
+/// upload ever touching the disk.
+fn data_url(upload: &Upload) -> String {
+    let mime = match sniff(&upload.bytes) {
+        MediaKind::Image(format) => format.to_mime_type(),
+        MediaKind::Audio(container) => container.mime_type(),
+        MediaKind::UnsupportedAudio(_) | MediaKind::Unknown => "application/octet-stream",
+    };
+    format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&upload.bytes))
+}
+
+/// The answer page for either kind of upload.
+pub fn result(upload: &Upload, analysis: &Analysis) -> Response {
+    match analysis {
+        Analysis::Image(image) => image_result(upload, image),
+        Analysis::Audio(audio) => audio_result(upload, audio),
+    }
+}
+
+/// One probability in a timeline column, in chart units (0..100 tall).
+struct Segment {
+    label: String,
+    y: f32,
+    height: f32,
+}
+
+/// One window of the timeline chart.
+struct WindowView {
+    x: u32,
+    width: u32,
+    start: f32,
+    end: f32,
+    quiet: bool,
+    segments: Vec<Segment>,
+}
+
+#[derive(Template)]
+#[template(path = "audio_result.html")]
+struct AudioResultPage {
+    audio_src: String,
+    duration: f32,
+    window_seconds: f32,
+    emotion_label: String,
+    emotion_confidence: f32,
+    sex_label: String,
+    sex_confidence: f32,
+    emotion_bars: Vec<Bar>,
+    sex_bars: Vec<Bar>,
+    chart_width: u32,
+    windows: Vec<WindowView>,
+}
+
+/// Width of one timeline column in chart units.
+const COLUMN: u32 = 10;
+
+fn audio_result(upload: &Upload, analysis: &AudioAnalysis) -> Response {
+    let loudest = analysis.timeline.iter().map(|w| w.rms).fold(0.0f32, f32::max);
+    let windows: Vec<WindowView> = analysis
+        .timeline
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let mut y = 0.0;
+            let segments = w
+                .emotion
+                .probabilities
+                .iter()
+                .map(|p| {
+                    let segment = Segment { label: p.label.clone(), y, height: 100.0 * p.probability };
+                    y += segment.height;
+                    segment
+                })
+                .collect();
+            WindowView {
+                x: i as u32 * COLUMN,
+                width: COLUMN - 1,
+                start: w.start_seconds,
+                end: w.end_seconds,
+                quiet: w.rms < loudest * 0.1,
+                segments,
+            }
+        })
+        .collect();
+    let window_seconds = analysis.timeline.first().map_or(0.0, |w| w.end_seconds - w.start_seconds);
+    render(&AudioResultPage {
+        audio_src: data_url(upload),
+        duration: analysis.duration_seconds,
+        window_seconds: (window_seconds * 10.0).round() / 10.0,
+        emotion_label: analysis.emotion.label.clone(),
+        emotion_confidence: 100.0 * analysis.emotion.confidence,
+        sex_label: analysis.sex.label.clone(),
+        sex_confidence: 100.0 * analysis.sex.confidence,
+        emotion_bars: bars(&analysis.emotion),
+        sex_bars: bars(&analysis.sex),
+        chart_width: (windows.len() as u32 * COLUMN).max(COLUMN),
+        windows,
+    })
 }
 
 /// One face as the result page shows it. The box is drawn in an SVG overlay
@@ -54,14 +164,9 @@ struct ResultPage {
     faces: Vec<FaceView>,
 }
 
-/// The answer page for an analysed image. The picture is embedded as a data
-/// URL, so uploads never touch the disk.
-pub fn result(upload: &Upload, analysis: &ImageAnalysis) -> Response {
-    let mime = match sniff(&upload.bytes) {
-        MediaKind::Image(format) => format.to_mime_type(),
-        MediaKind::Unknown => "application/octet-stream",
-    };
-    let image_src = format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&upload.bytes));
+/// The answer page for an analysed image.
+fn image_result(upload: &Upload, analysis: &ImageAnalysis) -> Response {
+    let image_src = data_url(upload);
     let faces = analysis
         .faces
         .iter()
@@ -75,12 +180,7 @@ pub fn result(upload: &Upload, analysis: &ImageAnalysis) -> Response {
             tag_size: (analysis.width.max(analysis.height) / 30).max(face.bbox.height / 4).max(10),
             label: face.emotion.label.clone(),
             confidence: 100.0 * face.emotion.confidence,
-            bars: face
-                .emotion
-                .probabilities
-                .iter()
-                .map(|p| Bar { label: p.label.clone(), percent: 100.0 * p.probability })
-                .collect(),
+            bars: bars(&face.emotion),
         })
         .collect();
     render(&ResultPage { image_src, image_width: analysis.width, image_height: analysis.height, faces })

@@ -1,0 +1,263 @@
+//! The voice network: 14 classes (7 emotions x 2 sexes) from an MFCC map.
+//!
+//! The joint classes are ordered emotion-major: class `2 * e + s` is emotion
+//! `EMOTIONS[e]` spoken by sex `SEXES[s]`. The 7 emotion probabilities are the
+//! sums over sex and the 2 sex probabilities the sums over emotion, so the
+//! three views of one answer always agree.
+//!
+//! Per-coefficient MFCC means and standard deviations, measured on the
+//! training clips, are stored in the weights (`input_mean`, `input_std`) and
+//! applied inside the network: a served clip is normalised with the training
+//! set's statistics, never refitted on itself.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+use super::{card_path, Stage, EMOTIONS};
+use crate::features::MfccConfig;
+
+/// Speaker sexes, in the order of the joint classes.
+pub const SEXES: [&str; 2] = ["female", "male"];
+
+/// Number of joint emotion x sex classes.
+pub const VOICE_CLASSES: usize = EMOTIONS.len() * SEXES.len();
+
+/// Joint class index of `(emotion, sex)` indices.
+pub fn joint_class(emotion: usize, sex: usize) -> usize {
+    emotion * SEXES.len() + sex
+}
+
+/// `(emotion, sex)` indices of a joint class.
+pub fn split_class(class: usize) -> (usize, usize) {
+    (class / SEXES.len(), class % SEXES.len())
+}
+
+/// Names of the joint classes, e.g. `angry_female`, in class order.
+pub fn voice_class_names() -> Vec<String> {
+    (0..VOICE_CLASSES)
+        .map(|c| {
+            let (e, s) = split_class(c);
+            format!("{}_{}", EMOTIONS[e], SEXES[s])
+        })
+        .collect()
+}
+
+/// Shape of a [`VoiceNet`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoiceNetConfig {
+    /// MFCC coefficients per frame (the input's height).
+    pub n_mfcc: i64,
+    /// Output channels of each residual stage; each stage halves both axes.
+    pub channels: Vec<i64>,
+    pub classes: i64,
+    /// Dropout before the classifier, during training only.
+    pub dropout: f64,
+}
+
+impl VoiceNetConfig {
+    /// The architecture of the shipped voice model.
+    pub fn emotion_sex() -> Self {
+        Self { n_mfcc: 40, channels: vec![16, 32, 64, 128], classes: VOICE_CLASSES as i64, dropout: 0.3 }
+    }
+}
+
+/// CNN over the `[n_mfcc, frames]` map treated as a one-channel image:
+/// residual conv stages, then mean and max pooling over time (so any window
+/// length works), flattening what is left of the coefficient axis, and one
+/// linear layer.
+#[derive(Debug)]
+pub struct VoiceNet {
+    input_mean: Tensor,
+    input_std: Tensor,
+    stages: Vec<Stage>,
+    classifier: nn::Linear,
+    dropout: f64,
+}
+
+impl VoiceNet {
+    /// Declares the network's variables under `vs`; input statistics start at
+    /// mean 0, std 1 until [`VoiceNet::set_input_stats`] or loaded weights.
+    pub fn new(vs: &nn::Path, config: &VoiceNetConfig) -> Self {
+        let input_mean = vs.zeros_no_train("input_mean", &[1, config.n_mfcc, 1]);
+        let input_std = vs.ones_no_train("input_std", &[1, config.n_mfcc, 1]);
+        let mut stages = Vec::with_capacity(config.channels.len());
+        let mut c_in = 1;
+        for (i, &c_out) in config.channels.iter().enumerate() {
+            stages.push(Stage::new(&(vs / format!("stage{i}")), c_in, c_out));
+            c_in = c_out;
+        }
+        let height = config.n_mfcc >> config.channels.len();
+        let classifier = nn::linear(vs / "classifier", 2 * c_in * height.max(1), config.classes, Default::default());
+        Self { input_mean, input_std, stages, classifier, dropout: config.dropout }
+    }
+
+    /// Records the training set's per-coefficient mean and std (`n_mfcc`
+    /// values each).
+    pub fn set_input_stats(&mut self, mean: &[f32], std: &[f32]) {
+        tch::no_grad(|| {
+            let shape = self.input_mean.size();
+            self.input_mean.copy_(&Tensor::from_slice(mean).view(shape.as_slice()));
+            self.input_std.copy_(&Tensor::from_slice(std).view(shape.as_slice()));
+        });
+    }
+
+    /// The stored input statistics, for the model card.
+    pub fn input_stats(&self) -> (Vec<f32>, Vec<f32>) {
+        let flat = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap_or_default();
+        (flat(&self.input_mean), flat(&self.input_std))
+    }
+
+    /// Joint class probabilities `[N, 14]` for MFCC maps `[N, n_mfcc, frames]`.
+    pub fn predict_proba(&self, mfcc: &Tensor) -> Tensor {
+        tch::no_grad(|| self.forward_t(mfcc, false).softmax(-1, Kind::Float))
+    }
+}
+
+impl ModuleT for VoiceNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut ys = ((xs.to_kind(Kind::Float) - &self.input_mean) / &self.input_std).unsqueeze(1);
+        for stage in &self.stages {
+            ys = stage.forward_t(&ys, train);
+        }
+        // [N, C, H, T] -> pool time -> [N, 2 * C * H].
+        let mean = ys.mean_dim([3i64].as_slice(), false, Kind::Float);
+        let max = ys.amax([3i64].as_slice(), false);
+        Tensor::cat(&[mean, max], 1).flatten(1, -1).dropout(self.dropout, train).apply(&self.classifier)
+    }
+}
+
+/// How clips become network input; recorded in the voice model card.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VoiceInputSpec {
+    pub features: MfccConfig,
+    /// Length of one analysis window; longer clips are split into windows.
+    pub window_seconds: f64,
+    /// Step between windows of a long clip.
+    pub hop_seconds: f64,
+    /// Per-coefficient training-set statistics (also in the weights).
+    pub normalisation: VoiceNormalisation,
+}
+
+/// `(mfcc[c] - mean[c]) / std[c]` per coefficient.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VoiceNormalisation {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub note: String,
+}
+
+/// The JSON card beside the voice weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VoiceModelCard {
+    pub name: String,
+    pub description: String,
+    /// The 14 joint classes, in output order.
+    pub classes: Vec<String>,
+    pub emotions: Vec<String>,
+    pub sexes: Vec<String>,
+    pub input: VoiceInputSpec,
+    pub architecture: VoiceNetConfig,
+    pub params: i64,
+    pub trained_on: String,
+    pub metrics: serde_json::Value,
+    pub train_command: String,
+    pub eval_command: String,
+}
+
+impl VoiceModelCard {
+    /// Reads a card from JSON.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading model card {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing model card {}", path.display()))
+    }
+
+    /// Writes the card as pretty JSON.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing model card {}", path.display()))
+    }
+}
+
+/// The voice network with its weights and card, ready for inference.
+pub struct LoadedVoiceModel {
+    /// Owns the tensors `net` refers to.
+    _vs: nn::VarStore,
+    pub net: VoiceNet,
+    pub card: VoiceModelCard,
+}
+
+impl LoadedVoiceModel {
+    /// Loads `weights` and the card beside it, checking that they fit the
+    /// crate's class layout and feature extractor.
+    pub fn load(weights: &Path) -> Result<Self> {
+        let card = VoiceModelCard::load(&card_path(weights))?;
+        if card.classes != voice_class_names() || card.architecture.classes != VOICE_CLASSES as i64 {
+            bail!("model card {} does not list the 14 emotion x sex classes in order", card_path(weights).display());
+        }
+        if card.architecture.n_mfcc != card.input.features.n_mfcc as i64 {
+            bail!("model card {}: the network and the features disagree on n_mfcc", card_path(weights).display());
+        }
+        if !(card.input.window_seconds > 0.0 && card.input.hop_seconds > 0.0) {
+            bail!("model card {}: window and hop must be positive", card_path(weights).display());
+        }
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let net = VoiceNet::new(&vs.root(), &card.architecture);
+        vs.load(weights).with_context(|| format!("loading weights {}", weights.display()))?;
+        vs.freeze();
+        Ok(Self { _vs: vs, net, card })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joint_classes_round_trip_and_are_named() {
+        let names = voice_class_names();
+        assert_eq!(names.len(), 14);
+        assert_eq!(names[0], "angry_female");
+        assert_eq!(names[13], "neutral_male");
+        for c in 0..VOICE_CLASSES {
+            let (e, s) = split_class(c);
+            assert_eq!(joint_class(e, s), c);
+        }
+    }
+
+    #[test]
+    fn any_window_length_gives_batch_by_14() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = VoiceNet::new(&vs.root(), &VoiceNetConfig::emotion_sex());
+        for frames in [101, 301, 517] {
+            let x = Tensor::randn([2, 40, frames], (Kind::Float, Device::Cpu)) * 50.0;
+            let p = net.predict_proba(&x);
+            assert_eq!(p.size(), vec![2, 14]);
+            let sum = p.sum(Kind::Float).double_value(&[]);
+            assert!((sum - 2.0).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn input_stats_and_weights_reload_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("voice.safetensors");
+        let config = VoiceNetConfig { n_mfcc: 40, channels: vec![4, 8], classes: 14, dropout: 0.0 };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut net = VoiceNet::new(&vs.root(), &config);
+        let mean: Vec<f32> = (0..40).map(|i| i as f32 - 20.0).collect();
+        let std: Vec<f32> = (0..40).map(|i| 1.0 + i as f32).collect();
+        net.set_input_stats(&mean, &std);
+        vs.save(&path).unwrap();
+
+        let mut again = nn::VarStore::new(Device::Cpu);
+        let reloaded = VoiceNet::new(&again.root(), &config);
+        again.load(&path).unwrap();
+        let x = Tensor::randn([3, 40, 120], (Kind::Float, Device::Cpu));
+        assert!(net.forward_t(&x, false).equal(&reloaded.forward_t(&x, false)));
+        assert_eq!(reloaded.input_stats(), (mean, std));
+    }
+}
