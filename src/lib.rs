@@ -1,21 +1,29 @@
-//! emotion-ai reads human emotion from a face photo: OpenCV's Haar cascade
-//! finds every face, and a convolutional network (libtorch through `tch`)
-//! gives the probabilities of the seven FER2013 emotions for each.
+//! emotion-ai reads human emotion from a face photo or a voice clip. For an
+//! image, OpenCV's Haar cascade finds every face and a convolutional network
+//! (libtorch through `tch`) gives the probabilities of the seven FER2013
+//! emotions for each. For a clip, a network on MFCC windows gives the
+//! probabilities of the 14 emotion x sex classes, per window and for the clip.
 //!
 //! # Layout
 //!
 //! One module per stage of the pipeline, each usable on its own:
 //!
-//! - [`decode`]: uploaded bytes to pixels, format sniffed from the bytes,
-//!   size limits checked from the header before decoding; [`decode::audio`]
-//!   turns audio into mono samples at a fixed rate (for the voice model, not
-//!   served yet).
+//! - [`decode`]: uploaded bytes to pixels or samples, the kind and format
+//!   sniffed from the bytes; image size limits checked from the header before
+//!   decoding; [`decode::audio`] turns WAV, FLAC, MP3, Ogg Vorbis and M4A/AAC
+//!   into mono samples at a fixed rate, refusing over-long clips while
+//!   decoding.
 //! - [`detect`]: Haar-cascade face detection on a bounded-size copy, boxes
 //!   mapped back; cropping faces to the networks' 48x48 input.
+//! - [`features`]: MFCCs of a clip (realfft + `mel_spec`'s filterbank),
+//!   checked against librosa.
 //! - [`model`]: the networks (`new(vs, config)` + `forward_t`), their
-//!   safetensors weights and JSON model cards.
+//!   safetensors weights and JSON model cards; [`model::voice`] is the
+//!   emotion x sex voice network.
 //! - [`predict`]: the [`predict::Analyzer`], which owns the loaded models and
 //!   runs the whole pipeline for one upload; shared by the server and the CLI.
+//!   [`predict::voice`] splits long clips into overlapping windows and
+//!   combines them.
 //! - [`web`]: the axum application ([`web::app`]), its one error type and its
 //!   pages.
 //! - [`train`]: dataset loaders, augmentation, the training loop with

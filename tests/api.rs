@@ -237,6 +237,14 @@ async fn a_real_socket_serves_multipart_uploads() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["faces"].as_array().unwrap().len(), 3);
 
+    let response = post_file("speech.ogg", fixture("speech.ogg")).await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (body["kind"].as_str(), body["classes"]["probabilities"].as_array().map(Vec::len)),
+        (Some("audio"), Some(14))
+    );
+
     let response = post_file("x.gif", b"GIF89a broken".to_vec()).await.unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
 

@@ -182,6 +182,9 @@ pub fn train_face_classifier(
     let (classes, architecture) = (task.classes, task.architecture.clone());
     let task = task.name;
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    // Seeded before the weights are drawn, so a run's initialisation depends
+    // on its seed alone.
+    tch::manual_seed(options.seed);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let mut net = FaceNet::new(&vs.root(), &architecture);
 

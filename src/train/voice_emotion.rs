@@ -246,6 +246,9 @@ pub fn train_voice(
     }
     let extractor = MfccExtractor::new(MfccConfig::voice());
     let windowing = windowing(extractor.config());
+    // Seeded before the weights are drawn, so a run's initialisation depends
+    // on its seed alone.
+    tch::manual_seed(options.seed);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let mut net = VoiceNet::new(&vs.root(), architecture);
 
