@@ -45,6 +45,12 @@ impl FaceNetConfig {
     pub fn emotion() -> Self {
         Self { channels: vec![32, 64, 128, 256], hidden: 256, classes: EMOTIONS.len() as i64, dropout: 0.4 }
     }
+
+    /// The architecture of the shipped face-sex model: the emotion network's
+    /// shape with two outputs, so it can start from the emotion weights.
+    pub fn sex() -> Self {
+        Self { classes: 2, ..Self::emotion() }
+    }
 }
 
 /// One stage: conv-bn-relu, conv-bn, plus a 1x1 projected shortcut, relu, 2x2 max-pool.

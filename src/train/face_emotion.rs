@@ -42,7 +42,12 @@ pub fn run_train(request: &TrainRequest) -> Result<ModelCard> {
     let sets = fer2013::load(&request.data)?;
     let train = split(&sets, Split::Training, &request.data)?;
     let val = split(&sets, Split::PublicTest, &request.data)?;
-    let task = ClassifierTask { name: "face-emotion", classes: &EMOTIONS, architecture: FaceNetConfig::emotion() };
+    let task = ClassifierTask {
+        name: "face-emotion",
+        classes: &EMOTIONS,
+        architecture: FaceNetConfig::emotion(),
+        init_from: None,
+    };
     let state = train_face_classifier(&task, train, val, request.options.clone(), &request.run_dir, request.resume)?;
     export(&request.run_dir.join("best.safetensors"), &state, train.len(), &request.export, &request.data)
 }

@@ -9,8 +9,10 @@
 
 pub mod augment;
 pub mod face_emotion;
+pub mod face_sex;
 pub mod fer2013;
 pub mod metrics;
+pub mod utkface;
 pub mod voice_data;
 pub mod voice_emotion;
 
@@ -166,6 +168,10 @@ pub struct ClassifierTask<'a> {
     pub name: &'a str,
     pub classes: &'a [&'a str],
     pub architecture: FaceNetConfig,
+    /// Weights to start a new run from (transfer learning): every variable
+    /// whose name and shape match is copied, the rest keep their fresh
+    /// initialisation (e.g. a classifier layer with another class count).
+    pub init_from: Option<&'a Path>,
 }
 
 /// Trains a [`FaceNet`] on `train`, validating on `val` after every epoch.
@@ -180,7 +186,6 @@ pub fn train_face_classifier(
     resume: bool,
 ) -> Result<RunState> {
     let (classes, architecture) = (task.classes, task.architecture.clone());
-    let task = task.name;
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     // Seeded before the weights are drawn, so a run's initialisation depends
     // on its seed alone.
@@ -190,7 +195,7 @@ pub fn train_face_classifier(
 
     let mut state = if resume && RunState::<FaceNetConfig, f64>::path(run_dir).is_file() {
         let state = RunState::<FaceNetConfig, f64>::load(run_dir)?;
-        if state.task != task || state.architecture != architecture {
+        if state.task != task.name || state.architecture != architecture {
             bail!("{} holds a run of another task or architecture; use a new --run-dir", run_dir.display());
         }
         vs.load(run_dir.join("last.safetensors")).context("loading last checkpoint")?;
@@ -203,10 +208,14 @@ pub fn train_face_classifier(
                 run_dir.display()
             );
         }
+        if let Some(init) = task.init_from {
+            let copied = copy_matching_variables(&mut vs, init)?;
+            tracing::info!(from = %init.display(), copied, "initialised from pretrained weights");
+        }
         let (mean, std) = pixel_stats(train);
         net.set_input_stats(mean, std);
         RunState {
-            task: task.to_string(),
+            task: task.name.to_string(),
             architecture: architecture.clone(),
             options: options.clone(),
             input_mean: mean,
@@ -235,7 +244,8 @@ pub fn train_face_classifier(
         train = n,
         val = val.len(),
         epochs = options.epochs,
-        "training {task}"
+        "training {}",
+        task.name
     );
 
     for epoch in state.epochs_done..options.epochs {
@@ -311,6 +321,28 @@ pub fn train_face_classifier(
     Ok(state)
 }
 
+/// Copies into `vs` every tensor of the safetensors file `path` whose name
+/// and shape match one of its variables; returns how many were copied.
+pub fn copy_matching_variables(vs: &mut nn::VarStore, path: &Path) -> Result<usize> {
+    let saved = Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut variables = vs.variables();
+    let mut copied = 0;
+    tch::no_grad(|| {
+        for (name, value) in &saved {
+            if let Some(var) = variables.get_mut(name) {
+                if var.size() == value.size() {
+                    var.copy_(value);
+                    copied += 1;
+                }
+            }
+        }
+    });
+    if copied == 0 {
+        bail!("{} shares no variable with this network", path.display());
+    }
+    Ok(copied)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +363,24 @@ mod tests {
         assert_eq!(class_weights(&[5, 50], 0.0), vec![1.0, 1.0]);
     }
 
+    #[test]
+    fn transfer_copies_every_matching_variable_but_the_resized_classifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seven.safetensors");
+        let arch = FaceNetConfig { channels: vec![4, 8], hidden: 8, classes: 7, dropout: 0.0 };
+        let source = nn::VarStore::new(Device::Cpu);
+        let _seven = FaceNet::new(&source.root(), &arch);
+        source.save(&path).unwrap();
+
+        let mut target = nn::VarStore::new(Device::Cpu);
+        let _two = FaceNet::new(&target.root(), &FaceNetConfig { classes: 2, ..arch });
+        let copied = copy_matching_variables(&mut target, &path).unwrap();
+        let (src, dst) = (source.variables(), target.variables());
+        assert_eq!(copied, dst.len() - 2, "all but fc2's weight and bias");
+        assert!(dst["stage0.conv1.weight"].equal(&src["stage0.conv1.weight"]));
+        assert_eq!(dst["fc2.weight"].size(), [2, 8]);
+    }
+
     /// Two classes a network can tell apart (bright vs dark faces): a short run
     /// must learn them, checkpoint, and resume without repeating epochs.
     #[test]
@@ -344,7 +394,7 @@ mod tests {
         };
         let (train, val) = (make(256), make(64));
         let arch = FaceNetConfig { channels: vec![4, 8], hidden: 8, classes: 2, dropout: 0.0 };
-        let task = ClassifierTask { name: "toy", classes: &["dark", "bright"], architecture: arch };
+        let task = ClassifierTask { name: "toy", classes: &["dark", "bright"], architecture: arch, init_from: None };
         let options = TrainOptions { epochs: 2, batch_size: 32, lr: 0.02, ..Default::default() };
         let dir = tempfile::tempdir().unwrap();
         let state = train_face_classifier(&task, &train, &val, options.clone(), dir.path(), false).unwrap();

@@ -1,0 +1,216 @@
+//! The `train face-sex` and `eval face-sex` commands: UTKFace in, shipped
+//! weights and a model card out.
+//!
+//! The network is the face-emotion architecture with two outputs, started
+//! from the shipped face-emotion weights (its convolutions already know 48x48
+//! grayscale faces) and fine-tuned on UTKFace crops made by the serving
+//! pipeline. The split is fixed by [`SPLIT_SEED`] (see [`utkface::part_of`]).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::json;
+use tch::nn;
+
+use super::metrics::ConfusionMatrix;
+use super::utkface::{self, SexSet};
+use super::{evaluate, train_face_classifier, ClassifierTask, RunState, TrainOptions};
+use crate::model::voice::SEXES;
+use crate::model::{
+    card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard, Normalisation, FACE_SIZE,
+};
+
+/// Seed of the fixed train / validation / test split of UTKFace.
+pub const SPLIT_SEED: u64 = 2017;
+
+/// The age from which a face counts as an adult's in the reported metrics.
+pub const ADULT_AGE: u32 = 18;
+
+/// Hyper-parameters of the shipped face-sex model: a fine-tuning schedule.
+pub fn default_options() -> TrainOptions {
+    TrainOptions { epochs: 20, lr: 0.02, ..TrainOptions::default() }
+}
+
+/// Where and how to train.
+pub struct FaceSexTrainRequest {
+    /// UTKFace (`crop_part1/` or any folder of its `[age]_[sex]_...jpg` files).
+    pub data: PathBuf,
+    /// The Haar cascade the server uses, to crop the faces.
+    pub cascade: PathBuf,
+    pub run_dir: PathBuf,
+    pub resume: bool,
+    pub export: PathBuf,
+    /// Weights to start from (the face-emotion model), or none.
+    pub init_from: Option<PathBuf>,
+    pub options: TrainOptions,
+}
+
+/// Trains on the train part, validates on the validation part each epoch,
+/// then exports the best epoch and a card (test metrics come from
+/// [`run_eval`]).
+pub fn run_train(request: &FaceSexTrainRequest) -> Result<ModelCard> {
+    let [train, val, _test] = load(&request.data, &request.cascade)?;
+    let task = ClassifierTask {
+        name: "face-sex",
+        classes: &SEXES,
+        architecture: FaceNetConfig::sex(),
+        init_from: request.init_from.as_deref(),
+    };
+    let state = train_face_classifier(
+        &task,
+        &train.faces,
+        &val.faces,
+        request.options.clone(),
+        &request.run_dir,
+        request.resume,
+    )?;
+    export(&request.run_dir.join("best.safetensors"), &state, &train, request)
+}
+
+fn load(data: &Path, cascade: &Path) -> Result<[SexSet; 3]> {
+    tracing::info!(data = %data.display(), "loading UTKFace");
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let sets = utkface::load(data, cascade, SPLIT_SEED, threads)?;
+    for (name, set) in ["train", "validation", "test"].iter().zip(&sets) {
+        let detected = set.detected.iter().filter(|d| **d).count();
+        tracing::info!(part = name, faces = set.ages.len(), detected, "UTKFace split");
+    }
+    Ok(sets)
+}
+
+fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainRequest) -> Result<ModelCard> {
+    let export = &request.export;
+    if let Some(dir) = export.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::copy(best, export).with_context(|| format!("copying {} to {}", best.display(), export.display()))?;
+    let mut vs = nn::VarStore::new(tch::Device::Cpu);
+    let _net = FaceNet::new(&vs.root(), &state.architecture);
+    vs.load(export)?;
+    let o = &state.options;
+    let detected = train.detected.iter().filter(|d| **d).count();
+    let init = request.init_from.as_ref().map_or("random initialisation".to_string(), |p| {
+        format!("initialised from {} (all but the last layer)", p.file_name().unwrap_or_default().to_string_lossy())
+    });
+    let card = ModelCard {
+        name: "face_sex".into(),
+        description: "Residual VGG-style CNN (the face-emotion architecture with 2 outputs) giving the probabilities \
+                      of female and male for a 48x48 grayscale face crop; averaged over the face and its mirror image."
+            .into(),
+        classes: SEXES.iter().map(|s| s.to_string()).collect(),
+        input: InputSpec {
+            size: [FACE_SIZE, FACE_SIZE],
+            color: "grayscale".into(),
+            normalisation: Normalisation {
+                mean: state.input_mean,
+                std: state.input_std,
+                note: "(grey level 0..255 - mean) / std; statistics of the UTKFace training crops, also stored in the weights".into(),
+            },
+        },
+        architecture: state.architecture.clone(),
+        params: parameter_count(&vs),
+        trained_on: format!(
+            "UTKFace crop_part1, train part of the split seeded {SPLIT_SEED} ({} faces, {detected} cropped by the \
+             serving Haar cascade, the rest by the median detected box); {init}; best of {} epochs on the validation \
+             part (epoch {}); SGD nesterov lr {} cosine, batch {}, weight decay {}, label smoothing {}; augmentation: \
+             mirror, rotation, zoom, shift, contrast/brightness, random erasing",
+            train.ages.len(),
+            state.epochs_done,
+            state.best_epoch,
+            o.lr,
+            o.batch_size,
+            o.weight_decay,
+            o.label_smoothing
+        ),
+        metrics: json!({ "validation_accuracy": state.best_val_accuracy, "split_seed": SPLIT_SEED }),
+        train_command: format!(
+            "emotion-ai train face-sex --data {} --epochs {}{}",
+            request.data.display(),
+            o.epochs,
+            request.init_from.as_ref().map_or(String::new(), |p| format!(" --init-from {}", p.display()))
+        ),
+        eval_command: format!("emotion-ai eval face-sex --data {} --write-card", request.data.display()),
+    };
+    card.save(&card_path(export))?;
+    Ok(card)
+}
+
+/// What `eval face-sex` measured on the held-out test part.
+pub struct FaceSexReport {
+    pub faces: u64,
+    pub accuracy: f64,
+    pub adults: u64,
+    pub adult_accuracy: f64,
+    /// Accuracy on the faces the cascade found (what serving sees).
+    pub detected_accuracy: f64,
+    pub recall: serde_json::Map<String, serde_json::Value>,
+    pub json_path: PathBuf,
+    pub png_path: PathBuf,
+}
+
+/// Evaluates `weights` on the test part (or, for choices made while
+/// developing, the validation part): overall, adults (18+), and faces the
+/// cascade found; writes the confusion matrix as JSON and PNG into `out_dir`
+/// and, with `write_card` (test part only), the metrics into the card.
+pub fn run_eval(
+    data: &Path,
+    cascade: &Path,
+    weights: &Path,
+    out_dir: &Path,
+    part: utkface::Part,
+    write_card: bool,
+) -> Result<FaceSexReport> {
+    if write_card && part != utkface::Part::Test {
+        anyhow::bail!("the card records test-part figures only: drop --write-card or evaluate the test part");
+    }
+    let model = LoadedFaceModel::load(weights)?;
+    let [_, validation, test] = load(data, cascade)?;
+    let test = if part == utkface::Part::Test { test } else { validation };
+    let all = evaluate(&model.net, &test.faces, &SEXES);
+    let adults = evaluate(&model.net, &test.select(&test.adult_indices()), &SEXES);
+    let detected: Vec<i64> = (0..test.detected.len() as i64).filter(|&i| test.detected[i as usize]).collect();
+    let detected = evaluate(&model.net, &test.select(&detected), &SEXES);
+    let recall: serde_json::Map<_, _> =
+        SEXES.iter().zip(all.recall()).map(|(c, r)| (c.to_string(), json!(round4(r)))).collect();
+
+    std::fs::create_dir_all(out_dir)?;
+    let json_path = out_dir.join("face_sex_confusion.json");
+    let png_path = out_dir.join("face_sex_confusion.png");
+    let matrix_json = |m: &ConfusionMatrix| json!({ "samples": m.total(), "accuracy": m.accuracy(), "matrix": m });
+    let report = json!({
+        "model": weights.display().to_string(),
+        "split": format!("UTKFace {part:?} part (seed {SPLIT_SEED})"),
+        "all": matrix_json(&all),
+        "adults": matrix_json(&adults),
+        "detected_by_cascade": matrix_json(&detected),
+        "recall": recall,
+    });
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
+    all.save_png(&png_path, &format!("face_sex on the UTKFace test part ({} faces)", all.total()))?;
+
+    if write_card {
+        let mut card = model.card.clone();
+        let metrics = card.metrics.as_object_mut().ok_or_else(|| anyhow!("card metrics is not an object"))?;
+        metrics.insert("heldout_accuracy".into(), json!(round4(all.accuracy())));
+        metrics.insert("heldout_adult_accuracy".into(), json!(round4(adults.accuracy())));
+        metrics.insert("heldout_detected_accuracy".into(), json!(round4(detected.accuracy())));
+        metrics.insert("heldout_faces".into(), json!(all.total()));
+        metrics.insert("heldout_adults".into(), json!(adults.total()));
+        metrics.insert("heldout_recall".into(), json!(recall));
+        card.save(&card_path(weights))?;
+    }
+    Ok(FaceSexReport {
+        faces: all.total(),
+        accuracy: all.accuracy(),
+        adults: adults.total(),
+        adult_accuracy: adults.accuracy(),
+        detected_accuracy: detected.accuracy(),
+        recall,
+        json_path,
+        png_path,
+    })
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
