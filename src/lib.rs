@@ -1,7 +1,7 @@
 //! emotion-ai reads human emotion from a face photo or a voice clip. For an
 //! image, OpenCV's Haar cascade finds every face and a convolutional network
 //! (libtorch through `tch`) gives the probabilities of the seven FER2013
-//! emotions for each. For a clip, a network on MFCC windows gives the
+//! emotions for each, and a second one the person's sex. For a clip, a network on MFCC windows gives the
 //! probabilities of the 14 emotion x sex classes, per window and for the clip.
 //!
 //! # Layout
@@ -24,10 +24,11 @@
 //!   runs the whole pipeline for one upload; shared by the server and the CLI.
 //!   [`predict::voice`] splits long clips into overlapping windows and
 //!   combines them.
-//! - [`web`]: the axum application ([`web::app`]), its one error type and its
-//!   pages.
-//! - [`train`]: dataset loaders, augmentation, the training loop with
-//!   checkpoints, and evaluation (confusion matrices as JSON and PNG).
+//! - [`web`]: the axum application ([`web::app`]), its one error type, its
+//!   pages and the cross-modal samples they offer ([`web::samples`]).
+//! - [`train`]: dataset loaders (FER2013, RAVDESS and kin, UTKFace),
+//!   augmentation, the training loops with checkpoints, and evaluation
+//!   (confusion matrices as JSON and PNG).
 //!
 //! The `emotion-ai` binary is a thin command line over these: `serve`,
 //! `predict`, `train` and `eval`.

@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use emotion_ai::detect::DetectParams;
 use emotion_ai::model::voice::VoiceNetConfig;
 use emotion_ai::predict::{AnalyzeError, Analyzer, AnalyzerConfig};
-use emotion_ai::train::{face_emotion, voice_emotion, TrainOptions};
+use emotion_ai::train::utkface::Part;
+use emotion_ai::train::{face_emotion, face_sex, voice_emotion, TrainOptions};
 use emotion_ai::web::{self, AppState, ServerLimits};
 
 #[derive(Parser)]
@@ -37,12 +38,15 @@ enum Command {
 /// Where the models are; shared by `serve` and `predict`.
 #[derive(Args)]
 struct ModelArgs {
-    /// Directory holding the shipped models (face_emotion and voice_emotion, .safetensors + .json).
+    /// Directory holding the shipped models (face_emotion, face_sex and voice_emotion, .safetensors + .json).
     #[arg(long, env = "EMOTION_AI_MODELS", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models"))]
     models: PathBuf,
     /// Face emotion weights (default: MODELS/face_emotion.safetensors).
     #[arg(long, env = "EMOTION_AI_FACE_EMOTION_MODEL")]
     face_emotion_model: Option<PathBuf>,
+    /// Face sex weights (default: MODELS/face_sex.safetensors).
+    #[arg(long, env = "EMOTION_AI_FACE_SEX_MODEL")]
+    face_sex_model: Option<PathBuf>,
     /// Voice emotion x sex weights (default: MODELS/voice_emotion.safetensors).
     #[arg(long, env = "EMOTION_AI_VOICE_EMOTION_MODEL")]
     voice_emotion_model: Option<PathBuf>,
@@ -62,6 +66,9 @@ impl ModelArgs {
         let mut config = AnalyzerConfig::with_models_dir(&self.models);
         if let Some(path) = &self.face_emotion_model {
             config.face_emotion_model = path.clone();
+        }
+        if let Some(path) = &self.face_sex_model {
+            config.face_sex_model = path.clone();
         }
         if let Some(path) = &self.voice_emotion_model {
             config.voice_emotion_model = path.clone();
@@ -93,6 +100,9 @@ struct ServeArgs {
     /// Directory of the page's CSS and JS.
     #[arg(long, env = "EMOTION_AI_STATIC", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/static"))]
     static_dir: PathBuf,
+    /// Directory of the cross-modal samples (voices/, faces/).
+    #[arg(long, env = "EMOTION_AI_ASSETS", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/assets"))]
+    assets_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -110,6 +120,8 @@ enum TrainCommand {
     FaceEmotion(TrainFaceEmotion),
     /// The voice emotion x sex network, on RAVDESS (plus CREMA-D, TESS, SAVEE if given).
     VoiceEmotion(TrainVoiceEmotion),
+    /// The face sex network, on UTKFace, fine-tuned from the face emotion weights.
+    FaceSex(TrainFaceSex),
 }
 
 #[derive(Subcommand)]
@@ -118,6 +130,61 @@ enum EvalCommand {
     FaceEmotion(EvalFaceEmotion),
     /// The voice network, on the held-out RAVDESS actors 21-24.
     VoiceEmotion(EvalVoiceEmotion),
+    /// The face sex network, on the held-out part of UTKFace (overall and adults).
+    FaceSex(EvalFaceSex),
+}
+
+#[derive(Args)]
+struct TrainFaceSex {
+    /// UTKFace: a folder of its `[age]_[sex]_[race]_[datetime].jpg.chip.jpg` files (searched recursively).
+    #[arg(long, env = "EMOTION_AI_UTKFACE")]
+    data: PathBuf,
+    /// Directory for checkpoints and the run's state.
+    #[arg(long, default_value = "runs/face-sex")]
+    run_dir: PathBuf,
+    /// Continue the run in --run-dir after its last finished epoch.
+    #[arg(long)]
+    resume: bool,
+    /// Where to write the best weights (the card goes beside them).
+    #[arg(long, default_value = "models/face_sex.safetensors")]
+    export: PathBuf,
+    /// Weights a new run starts from (every layer but the last); "none" for a random start.
+    #[arg(long, default_value = "models/face_emotion.safetensors")]
+    init_from: String,
+    /// Haar cascade that crops the faces (the server's).
+    #[arg(long, env = "EMOTION_AI_CASCADE", default_value = emotion_ai::detect::DEFAULT_CASCADE)]
+    cascade: PathBuf,
+    #[arg(long, default_value_t = face_sex::default_options().epochs)]
+    epochs: usize,
+    #[arg(long, default_value_t = face_sex::default_options().batch_size)]
+    batch_size: i64,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = face_sex::default_options().lr)]
+    lr: f64,
+    #[arg(long, default_value_t = face_sex::default_options().seed)]
+    seed: i64,
+    /// Intra-op threads for libtorch (default: all cores).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+#[derive(Args)]
+struct EvalFaceSex {
+    #[arg(long, env = "EMOTION_AI_UTKFACE")]
+    data: PathBuf,
+    #[arg(long, default_value = "models/face_sex.safetensors")]
+    weights: PathBuf,
+    #[arg(long, env = "EMOTION_AI_CASCADE", default_value = emotion_ai::detect::DEFAULT_CASCADE)]
+    cascade: PathBuf,
+    /// Where the confusion matrix (JSON and PNG) is written.
+    #[arg(long, default_value = "target/eval")]
+    out: PathBuf,
+    /// Record the measured metrics in the model card.
+    #[arg(long)]
+    write_card: bool,
+    /// Which part of the split: `test` (the reported figures) or `validation` (for development).
+    #[arg(long, default_value = "test", value_parser = ["test", "validation"])]
+    part: String,
 }
 
 #[derive(Args)]
@@ -257,6 +324,39 @@ fn main() -> Result<()> {
             let card = voice_emotion::run_train(&request, &VoiceNetConfig::emotion_sex())?;
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);
         }
+        Command::Train(TrainCommand::FaceSex(args)) => {
+            if let Some(n) = args.threads {
+                tch::set_num_threads(n);
+            }
+            let options = TrainOptions {
+                epochs: args.epochs,
+                batch_size: args.batch_size,
+                lr: args.lr,
+                seed: args.seed,
+                ..face_sex::default_options()
+            };
+            let request = face_sex::FaceSexTrainRequest {
+                data: args.data,
+                cascade: args.cascade,
+                run_dir: args.run_dir,
+                resume: args.resume,
+                export: args.export,
+                init_from: (args.init_from != "none").then(|| PathBuf::from(args.init_from)),
+                options,
+            };
+            let card = face_sex::run_train(&request)?;
+            println!("{}", serde_json::to_string_pretty(&card.metrics)?);
+        }
+        Command::Eval(EvalCommand::FaceSex(args)) => {
+            let part = if args.part == "test" { Part::Test } else { Part::Validation };
+            let r = face_sex::run_eval(&args.data, &args.cascade, &args.weights, &args.out, part, args.write_card)?;
+            println!("UTKFace {} part (split seed {}): {} faces", args.part, face_sex::SPLIT_SEED, r.faces);
+            println!("accuracy: {:.2}%", r.accuracy * 100.0);
+            println!("adults (18+, {} faces): {:.2}%", r.adults, r.adult_accuracy * 100.0);
+            println!("faces the cascade found: {:.2}%", r.detected_accuracy * 100.0);
+            println!("recall: {}", serde_json::Value::Object(r.recall));
+            println!("confusion matrix: {} and {}", r.json_path.display(), r.png_path.display());
+        }
         Command::Eval(EvalCommand::VoiceEmotion(args)) => {
             let report = voice_emotion::run_eval(&args.data, &args.weights, &args.out, args.write_card)?;
             println!("held-out RAVDESS actors {:?}, {} clips", voice_emotion::HELDOUT_ACTORS, report.clips);
@@ -288,7 +388,16 @@ fn serve(args: ServeArgs) -> Result<()> {
         queue: args.queue,
         queue_timeout: Duration::from_secs(10),
     };
-    let state = AppState::new(analyzer, limits, args.static_dir);
+    let missing = emotion_ai::web::samples::missing_samples(&args.assets_dir);
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "{} lacks {} cross-modal samples ({}, ...): run python3 scripts/make_samples.py",
+            args.assets_dir.display(),
+            missing.len(),
+            missing[0]
+        );
+    }
+    let state = AppState::new(analyzer, limits, args.static_dir, args.assets_dir);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener =

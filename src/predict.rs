@@ -1,7 +1,7 @@
 //! The whole pipeline behind one call, for either kind of upload:
 //!
-//! - an image: decode, detect every face, crop, run the emotion network on
-//!   all faces as one batch;
+//! - an image: decode, detect every face, crop, run the emotion and sex
+//!   networks on all faces as one batch each;
 //! - a clip: decode to 16 kHz mono, MFCC windows, the voice network, a
 //!   timeline and a clip-level result ([`voice`]).
 //!
@@ -31,6 +31,8 @@ use voice::{emotion_marginal, predict_clip, sex_marginal, Windowing};
 pub struct AnalyzerConfig {
     /// Face emotion weights; the card is the `.json` beside them.
     pub face_emotion_model: PathBuf,
+    /// Face sex weights, card beside them.
+    pub face_sex_model: PathBuf,
     /// Voice emotion x sex weights, card beside them.
     pub voice_emotion_model: PathBuf,
     /// Haar cascade XML.
@@ -48,6 +50,7 @@ impl AnalyzerConfig {
     pub fn with_models_dir(models_dir: &Path) -> Self {
         Self {
             face_emotion_model: models_dir.join("face_emotion.safetensors"),
+            face_sex_model: models_dir.join("face_sex.safetensors"),
             voice_emotion_model: models_dir.join("voice_emotion.safetensors"),
             cascade: PathBuf::from(crate::detect::DEFAULT_CASCADE),
             detect: DetectParams::default(),
@@ -100,6 +103,8 @@ pub struct FaceAnalysis {
     #[serde(rename = "box")]
     pub bbox: FaceBox,
     pub emotion: Distribution,
+    /// The person's sex as the face model sees it.
+    pub sex: Distribution,
 }
 
 /// What the models see in one image: every detected face, largest first.
@@ -176,6 +181,8 @@ pub struct Analyzer {
     /// next to detection.
     face_emotion: Mutex<LoadedFaceModel>,
     face_emotion_card: ModelCard,
+    face_sex: Mutex<LoadedFaceModel>,
+    face_sex_card: ModelCard,
     /// Same reason for the lock; a clip's windows go through in one batch.
     voice_emotion: Mutex<LoadedVoiceModel>,
     voice_emotion_card: VoiceModelCard,
@@ -196,6 +203,9 @@ impl Analyzer {
             .with_context(|| format!("loading face emotion model {}", config.face_emotion_model.display()))?;
         let detectors = DetectorPool::new(&config.cascade, config.detect, config.workers)?;
         let face_emotion_card = face_emotion.card.clone();
+        let face_sex = LoadedFaceModel::load(&config.face_sex_model)
+            .with_context(|| format!("loading face sex model {}", config.face_sex_model.display()))?;
+        let face_sex_card = face_sex.card.clone();
         let voice_emotion = LoadedVoiceModel::load(&config.voice_emotion_model)
             .with_context(|| format!("loading voice emotion model {}", config.voice_emotion_model.display()))?;
         let voice_emotion_card = voice_emotion.card.clone();
@@ -208,6 +218,8 @@ impl Analyzer {
         Ok(Self {
             face_emotion: Mutex::new(face_emotion),
             face_emotion_card,
+            face_sex: Mutex::new(face_sex),
+            face_sex_card,
             mfcc: MfccExtractor::new(features.clone()),
             voice_emotion: Mutex::new(voice_emotion),
             voice_emotion_card,
@@ -300,31 +312,45 @@ impl Analyzer {
         if boxes.is_empty() {
             return Err(AnalyzeError::NoFace { width, height });
         }
-        let emotions = self.classify_faces(&image.gray, &boxes)?;
-        let faces = boxes.into_iter().zip(emotions).map(|(bbox, emotion)| FaceAnalysis { bbox, emotion }).collect();
+        let batch = face_batch(&image.gray, &boxes);
+        let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes)?;
+        let sexes = classify(&self.face_sex, &batch, &self.face_sex_card.classes)?;
+        let faces = boxes
+            .into_iter()
+            .zip(emotions.into_iter().zip(sexes))
+            .map(|(bbox, (emotion, sex))| FaceAnalysis { bbox, emotion, sex })
+            .collect();
         Ok(ImageAnalysis { width, height, faces })
     }
 
-    /// Emotion distributions for the given faces, in one network batch.
-    fn classify_faces(&self, gray: &image::GrayImage, boxes: &[FaceBox]) -> Result<Vec<Distribution>> {
-        let side = FACE_SIZE as usize;
-        let mut pixels = Vec::with_capacity(boxes.len() * side * side);
-        for &b in boxes {
-            pixels.extend_from_slice(crop_face(gray, b).as_raw());
-        }
-        let batch = Tensor::from_slice(&pixels).view([boxes.len() as i64, 1, FACE_SIZE, FACE_SIZE]);
-        let proba = {
-            let model = self.face_emotion.lock().map_err(|_| anyhow::anyhow!("face emotion model lock poisoned"))?;
-            model.net.predict_proba(&batch)
-        };
-        let classes = &self.face_emotion_card.classes;
-        (0..boxes.len() as i64)
-            .map(|i| {
-                let row = Vec::<f32>::try_from(proba.get(i)).context("reading probabilities")?;
-                Ok(Distribution::new(classes, &row))
-            })
-            .collect()
+    /// The face sex model's card.
+    pub fn face_sex_card(&self) -> &ModelCard {
+        &self.face_sex_card
     }
+}
+
+/// The crops of `boxes` as one `[N, 1, 48, 48]` batch.
+fn face_batch(gray: &image::GrayImage, boxes: &[FaceBox]) -> Tensor {
+    let side = FACE_SIZE as usize;
+    let mut pixels = Vec::with_capacity(boxes.len() * side * side);
+    for &b in boxes {
+        pixels.extend_from_slice(crop_face(gray, b).as_raw());
+    }
+    Tensor::from_slice(&pixels).view([boxes.len() as i64, 1, FACE_SIZE, FACE_SIZE])
+}
+
+/// One distribution per face of `batch` from a face model.
+fn classify(model: &Mutex<LoadedFaceModel>, batch: &Tensor, classes: &[String]) -> Result<Vec<Distribution>> {
+    let proba = {
+        let model = model.lock().map_err(|_| anyhow::anyhow!("face model lock poisoned"))?;
+        model.net.predict_proba(batch)
+    };
+    (0..batch.size()[0])
+        .map(|i| {
+            let row = Vec::<f32>::try_from(proba.get(i)).context("reading probabilities")?;
+            Ok(Distribution::new(classes, &row))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -48,6 +48,14 @@ fn assert_face(face: &Value, width: u64, height: u64) {
         .unwrap();
     assert_eq!(emotion["label"], top["label"]);
     assert_eq!(emotion["confidence"], top["probability"]);
+    // The sex, from the face model: female and male, summing to 1.
+    let sex = &face["sex"];
+    let sexes: Vec<&str> =
+        sex["probabilities"].as_array().unwrap().iter().map(|p| p["label"].as_str().unwrap()).collect();
+    assert_eq!(sexes, ["female", "male"]);
+    let sum: f64 = sex["probabilities"].as_array().unwrap().iter().map(|p| p["probability"].as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-4, "sex probabilities sum to {sum}");
+    assert!(sexes.contains(&sex["label"].as_str().unwrap()));
 }
 
 #[tokio::test]
@@ -183,7 +191,10 @@ async fn predict_answers_json_to_api_clients_and_a_page_to_browsers() {
     let html = text_of(response).await;
     assert!(html.contains("1 face found"), "{html}");
     assert!(html.contains("class=\"face-box\""));
-    assert_eq!(html.matches("<meter").count(), 7);
+    // 7 emotion bars and 2 sex bars for the one face, and a voice sample
+    // for its emotion and sex.
+    assert_eq!(html.matches("<meter").count(), 9);
+    assert!(html.contains("<audio controls preload=\"none\" src=\"/assets/voices/"), "{html}");
     assert!(html.contains("src=\"data:image/jpeg;base64,"));
     for emotion in EMOTIONS {
         assert!(html.contains(&format!("<dt>{emotion}</dt>")), "{emotion} bar missing");
@@ -206,6 +217,13 @@ async fn upload_page_health_static_files_and_unknown_paths() {
     let health = json_of(send(Request::get("/healthz").body(Body::empty()).unwrap()).await).await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["models"]["face_emotion"]["classes"].as_array().unwrap().len(), 7);
+    assert_eq!(health["models"]["face_sex"]["classes"].as_array().unwrap().len(), 2);
+
+    // Every cross-modal sample is served.
+    for sample in web::samples::all_samples() {
+        let response = send(Request::get(&sample.url).body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{}", sample.url);
+    }
 
     let css = send(Request::get("/static/style.css").body(Body::empty()).unwrap()).await;
     assert_eq!(css.status(), StatusCode::OK);

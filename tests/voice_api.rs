@@ -180,8 +180,9 @@ async fn browsers_get_an_audio_page_with_player_bars_and_timeline() {
     assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
     let html = text_of(response).await;
     assert!(html.contains("<audio") && html.contains("src=\"data:audio/mpeg;base64,"), "{html}");
-    // 7 emotion bars and 2 sex bars.
+    // 7 emotion bars and 2 sex bars, and a drawn face for the emotion and sex.
     assert_eq!(html.matches("<meter").count(), 9);
+    assert!(html.contains("<img src=\"/assets/faces/"), "{html}");
     for label in EMOTIONS.iter().chain(SEXES.iter()) {
         assert!(html.contains(&format!("<dt>{label}</dt>")), "{label} bar missing");
     }

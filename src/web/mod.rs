@@ -16,6 +16,7 @@
 
 pub mod error;
 mod pages;
+pub mod samples;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,17 +69,20 @@ pub struct AppState {
     /// Permits for running analyses.
     running: Arc<Semaphore>,
     static_dir: PathBuf,
+    assets_dir: PathBuf,
 }
 
 impl AppState {
-    /// Shares `analyzer` under `limits`; static files are served from `static_dir`.
-    pub fn new(analyzer: Arc<Analyzer>, limits: ServerLimits, static_dir: PathBuf) -> Self {
+    /// Shares `analyzer` under `limits`; the page's CSS and script are served
+    /// from `static_dir`, the cross-modal samples from `assets_dir`.
+    pub fn new(analyzer: Arc<Analyzer>, limits: ServerLimits, static_dir: PathBuf, assets_dir: PathBuf) -> Self {
         Self {
             analyzer,
             admission: Arc::new(Semaphore::new(limits.workers + limits.queue)),
             running: Arc::new(Semaphore::new(limits.workers.max(1))),
             limits,
             static_dir,
+            assets_dir,
         }
     }
 }
@@ -98,6 +102,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/predict", post(predict_json))
         .route("/healthz", get(healthz))
         .nest_service("/static", ServeDir::new(&state.static_dir))
+        .nest_service(samples::ASSETS_ROUTE, ServeDir::new(&state.assets_dir))
         .fallback(|| async { AppError::NotFound })
         // The multipart reader enforces this too and reports it as a 413 of ours.
         .layer(DefaultBodyLimit::max(state.limits.max_upload_bytes))
@@ -141,11 +146,13 @@ pub async fn shutdown_signal() {
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     let face = state.analyzer.face_emotion_card();
+    let sex = state.analyzer.face_sex_card();
     let voice = state.analyzer.voice_emotion_card();
     Json(json!({
         "status": "ok",
         "models": {
             "face_emotion": { "classes": face.classes, "metrics": face.metrics },
+            "face_sex": { "classes": sex.classes, "metrics": sex.metrics },
             "voice_emotion": { "classes": voice.classes, "metrics": voice.metrics },
         },
         "busy_workers": state.limits.workers - state.running.available_permits().min(state.limits.workers),

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 
+use super::samples::{face_sample, voice_sample, Sample};
 use super::{AppError, AppState, HtmlError, Upload};
 use crate::decode::audio::ACCEPTED_AUDIO_FORMATS;
 use crate::decode::{sniff, MediaKind, ACCEPTED_IMAGE_FORMATS};
@@ -83,6 +84,8 @@ struct AudioResultPage {
     duration: f32,
     window_seconds: f32,
     emotion_label: String,
+    /// The emotion as an adjective, for "the voice sounds ...".
+    emotion_word: &'static str,
     emotion_confidence: f32,
     sex_label: String,
     sex_confidence: f32,
@@ -90,6 +93,23 @@ struct AudioResultPage {
     sex_bars: Vec<Bar>,
     chart_width: u32,
     windows: Vec<WindowView>,
+    /// A drawn face expressing the predicted emotion and sex.
+    sample: Option<Sample>,
+}
+
+/// "The voice sounds ..." reads better with adjectives than with FER2013's
+/// class names.
+fn adjective(emotion: &str) -> &'static str {
+    match emotion {
+        "angry" => "angry",
+        "disgust" => "disgusted",
+        "fear" => "fearful",
+        "happy" => "happy",
+        "sad" => "sad",
+        "surprise" => "surprised",
+        "neutral" => "neutral",
+        _ => "like this",
+    }
 }
 
 /// Width of one timeline column in chart units.
@@ -129,6 +149,7 @@ fn audio_result(upload: &Upload, analysis: &AudioAnalysis) -> Response {
         duration: analysis.duration_seconds,
         window_seconds: (window_seconds * 10.0).round() / 10.0,
         emotion_label: analysis.emotion.label.clone(),
+        emotion_word: adjective(&analysis.emotion.label),
         emotion_confidence: 100.0 * analysis.emotion.confidence,
         sex_label: analysis.sex.label.clone(),
         sex_confidence: 100.0 * analysis.sex.confidence,
@@ -136,6 +157,7 @@ fn audio_result(upload: &Upload, analysis: &AudioAnalysis) -> Response {
         sex_bars: bars(&analysis.sex),
         chart_width: (windows.len() as u32 * COLUMN).max(COLUMN),
         windows,
+        sample: face_sample(&analysis.emotion.label, &analysis.sex.label),
     })
 }
 
@@ -153,6 +175,11 @@ struct FaceView {
     label: String,
     confidence: f32,
     bars: Vec<Bar>,
+    sex_label: String,
+    sex_confidence: f32,
+    sex_bars: Vec<Bar>,
+    /// A voice expressing this face's emotion, in its predicted sex's voice.
+    sample: Option<Sample>,
 }
 
 #[derive(Template)]
@@ -181,6 +208,10 @@ fn image_result(upload: &Upload, analysis: &ImageAnalysis) -> Response {
             label: face.emotion.label.clone(),
             confidence: 100.0 * face.emotion.confidence,
             bars: bars(&face.emotion),
+            sex_label: face.sex.label.clone(),
+            sex_confidence: 100.0 * face.sex.confidence,
+            sex_bars: bars(&face.sex),
+            sample: voice_sample(&face.emotion.label, &face.sex.label),
         })
         .collect();
     render(&ResultPage { image_src, image_width: analysis.width, image_height: analysis.height, faces })

@@ -32,7 +32,7 @@ pub fn analyzer() -> Arc<Analyzer> {
 }
 
 pub fn state_with(limits: ServerLimits) -> AppState {
-    AppState::new(analyzer(), limits, web::default_static_dir())
+    AppState::new(analyzer(), limits, web::default_static_dir(), web::samples::default_assets_dir())
 }
 
 pub fn state() -> AppState {

@@ -1,0 +1,300 @@
+//! The answer pages in a real browser: Debian's headless Chromium driven
+//! through chromedriver (WebDriver) against the server on a real socket.
+//! Uploads by file input, drag and drop, webcam snapshot and microphone
+//! recording (Chromium's fake capture devices) must each reach an answer page.
+//! Screenshots go to `target/browser/`.
+//!
+//! Needs `chromium` and `chromium-driver` (`scripts/setup.sh` installs them);
+//! without them the test fails with that message rather than passing unseen.
+
+mod common;
+
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use emotion_ai::model::voice::SEXES;
+use emotion_ai::model::EMOTIONS;
+use emotion_ai::web;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A chromedriver process, killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start_driver() -> Driver {
+    for tool in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(tool).is_file(),
+            "{tool} is missing: run scripts/setup.sh (Debian's chromium, chromium-driver)"
+        );
+    }
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting chromedriver");
+    let driver = Driver { child, port };
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not listen on {port} within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    driver
+}
+
+async fn start_browser(driver: &Driver, profile: &Path) -> Client {
+    let capabilities = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", profile.display()),
+                "--window-size=1200,1500",
+                // Capture without hardware or a permission prompt: a synthetic
+                // camera picture and a beeping microphone.
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        },
+    });
+    let Value::Object(capabilities) = capabilities else { unreachable!() };
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("starting headless Chromium through chromedriver")
+}
+
+fn screenshots() -> PathBuf {
+    let dir = root().join("target/browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(screenshots().join(name), png).unwrap();
+}
+
+/// Waits for `css` on the page (the answer of a submitted form).
+async fn wait_for(browser: &Client, css: &str) -> fantoccini::elements::Element {
+    match browser.wait().at_most(Duration::from_secs(30)).for_element(Locator::Css(css)).await {
+        Ok(element) => element,
+        Err(e) => {
+            let source = browser.source().await.unwrap_or_default();
+            panic!("{css} did not appear ({e}); page:\n{}", &source[..source.len().min(3000)]);
+        }
+    }
+}
+
+async fn count(browser: &Client, css: &str) -> usize {
+    browser.find_all(Locator::Css(css)).await.unwrap().len()
+}
+
+/// Runs `script` (a function body) in the page and returns its value.
+async fn js(browser: &Client, script: &str) -> Value {
+    browser.execute(script, vec![]).await.unwrap()
+}
+
+/// Fetches `url` from the page and returns its HTTP status and byte length.
+async fn fetch_from_page(browser: &Client, url: &str) -> (u64, u64) {
+    let script = format!(
+        "const done = arguments[0]; fetch({url:?}).then(async r => done([r.status, (await r.arrayBuffer()).byteLength]))"
+    );
+    let value = browser.execute_async(&script, vec![]).await.unwrap();
+    (value[0].as_u64().unwrap(), value[1].as_u64().unwrap())
+}
+
+/// Opens the upload page and submits `path` through the file input.
+async fn upload(browser: &Client, base: &str, path: &Path) {
+    browser.goto(base).await.unwrap();
+    let input = browser.find(Locator::Css("#file-input")).await.unwrap();
+    input.send_keys(path.to_str().unwrap()).await.unwrap();
+    browser.find(Locator::Css("#upload-form button[type=submit]")).await.unwrap().click().await.unwrap();
+}
+
+/// A 10 s clip (the speech fixture repeated with pauses), so the page shows a
+/// timeline.
+fn ten_second_clip(dir: &Path) -> PathBuf {
+    let speech = fixture("speech.wav");
+    let data = speech.windows(4).position(|w| w == b"data").unwrap() + 8;
+    let samples = &speech[data..];
+    let mut pcm = Vec::new();
+    while pcm.len() < 10 * 16000 * 2 {
+        pcm.extend_from_slice(samples);
+        pcm.extend(std::iter::repeat_n(0u8, 16000));
+    }
+    pcm.truncate(10 * 16000 * 2);
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32.to_le_bytes().as_slice(), &1u16.to_le_bytes(), &1u16.to_le_bytes()] {
+        wav.extend_from_slice(v);
+    }
+    wav.extend_from_slice(&16000u32.to_le_bytes());
+    wav.extend_from_slice(&32000u32.to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&pcm);
+    let path = dir.join("ten-seconds.wav");
+    std::fs::write(&path, wav).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_pages_work_in_headless_chromium() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(web::serve(listener, state(), async {
+        let _ = stopped.await;
+    }));
+    let driver = start_driver().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let browser = start_browser(&driver, &tmp.path().join("profile")).await;
+    let fixtures = root().join("tests/fixtures");
+
+    // A photo: the face boxed and labelled, 7 emotion bars and 2 sex bars,
+    // and a voice sample for its emotion and sex that the server serves.
+    upload(&browser, &base, &fixtures.join("astronaut.jpg")).await;
+    wait_for(&browser, "article.face").await;
+    assert_eq!(count(&browser, "rect.face-box").await, 1);
+    assert!(js(&browser, "return document.querySelector('text.face-tag').textContent")
+        .await
+        .as_str()
+        .unwrap()
+        .starts_with("1 "));
+    assert_eq!(count(&browser, "article.face meter").await, 9);
+    let face = browser.find(Locator::Css("article.face")).await.unwrap();
+    let (emotion, sex) =
+        (face.attr("data-emotion").await.unwrap().unwrap(), face.attr("data-sex").await.unwrap().unwrap());
+    assert!(EMOTIONS.contains(&emotion.as_str()) && SEXES.contains(&sex.as_str()), "{emotion} {sex}");
+    let sample = browser.find(Locator::Css(".voice-sample audio")).await.unwrap();
+    let url = sample.attr("src").await.unwrap().unwrap();
+    assert_eq!(url, format!("/assets/voices/{emotion}_{sex}.mp3"));
+    let (status, bytes) = fetch_from_page(&browser, &url).await;
+    assert!(status == 200 && bytes > 8000, "{url}: {status}, {bytes} bytes");
+    // The picture is displayed with the box over it.
+    assert!(js(&browser, "return document.querySelector('.photo img').naturalWidth").await.as_u64().unwrap() == 256);
+    screenshot(&browser, "image_result.png").await;
+
+    // A clip: player, emotion and sex bars, a timeline, and a drawn face
+    // sample for its emotion and sex.
+    upload(&browser, &base, &ten_second_clip(tmp.path())).await;
+    wait_for(&browser, ".audio-result").await;
+    assert_eq!(count(&browser, "audio.player").await, 1);
+    assert_eq!(count(&browser, ".audio-result meter").await, 9);
+    assert_eq!(count(&browser, ".timeline rect").await, 8 * 7);
+    let voice = browser.find(Locator::Css("article.voice")).await.unwrap();
+    let (emotion, sex) =
+        (voice.attr("data-emotion").await.unwrap().unwrap(), voice.attr("data-sex").await.unwrap().unwrap());
+    let img = browser.find(Locator::Css(".face-sample img")).await.unwrap();
+    assert_eq!(img.attr("src").await.unwrap().unwrap(), format!("/assets/faces/{emotion}_{sex}.svg"));
+    let loaded =
+        js(&browser, "const i = document.querySelector('.face-sample img'); return i.complete && i.naturalWidth").await;
+    assert_eq!(loaded.as_u64(), Some(200), "the face sample must load");
+    screenshot(&browser, "audio_result.png").await;
+
+    // No face: a clear page, no guess.
+    upload(&browser, &base, &fixtures.join("coffee.jpg")).await;
+    wait_for(&browser, "[data-code=no_face]").await;
+    assert_eq!(count(&browser, "article.face").await, 0);
+    screenshot(&browser, "no_face.png").await;
+
+    // An unsupported file: the 415 page names the accepted formats.
+    upload(&browser, &base, &fixtures.join("speech.webm")).await;
+    let error = wait_for(&browser, "[data-code=unsupported_media_type]").await;
+    assert!(error.text().await.unwrap().contains("WAV"));
+
+    // Drag and drop of a picture made in the page (plain grey: no face).
+    browser.goto(&base).await.unwrap();
+    browser
+        .execute_async(
+            "const done = arguments[0];
+             const canvas = document.createElement('canvas'); canvas.width = 320; canvas.height = 240;
+             const g = canvas.getContext('2d'); g.fillStyle = '#888'; g.fillRect(0, 0, 320, 240);
+             canvas.toBlob(blob => {
+               const files = new DataTransfer();
+               files.items.add(new File([blob], 'dropped.png', { type: 'image/png' }));
+               document.getElementById('drop-zone').dispatchEvent(new DragEvent('drop', { dataTransfer: files, bubbles: true, cancelable: true }));
+               done(true);
+             }, 'image/png');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    wait_for(&browser, "[data-code=no_face]").await;
+
+    // The microphone: record 2 s from the fake device; the page encodes WAV.
+    browser.goto(&base).await.unwrap();
+    browser.find(Locator::Css("#record-button")).await.unwrap().click().await.unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::XPath("//button[@id='record-button' and contains(., 'Stop')]"))
+        .await
+        .expect("recording starts");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    browser.find(Locator::Css("#record-button")).await.unwrap().click().await.unwrap();
+    wait_for(&browser, ".audio-result").await;
+    let player = browser.find(Locator::Css("audio.player")).await.unwrap();
+    assert!(
+        player.attr("src").await.unwrap().unwrap().starts_with("data:audio/wav;base64,"),
+        "the recording is sent as WAV"
+    );
+    let duration = js(&browser, "return document.querySelector('p.where').textContent").await;
+    assert!(duration.as_str().unwrap().trim_start().starts_with('2'), "about 2.5 s recorded: {duration}");
+
+    // The webcam: a snapshot of the fake camera goes up as a JPEG image (it
+    // shows no face, so the answer is the no-face page of the image path).
+    browser.goto(&base).await.unwrap();
+    browser.find(Locator::Css("#camera-button")).await.unwrap().click().await.unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#snap-button:not([disabled])"))
+        .await
+        .expect("the webcam opens");
+    browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#camera-video")).await.unwrap();
+    let started = Instant::now();
+    while js(&browser, "return document.getElementById('camera-video').videoWidth").await.as_u64() == Some(0) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the fake camera never produced a frame");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.find(Locator::Css("#snap-button")).await.unwrap().click().await.unwrap();
+    wait_for(&browser, "[data-code=no_face], article.face").await;
+    let title = js(&browser, "return document.title").await;
+    assert!(!title.as_str().unwrap().contains("Unsupported"), "the snapshot must be an accepted image: {title}");
+
+    browser.close().await.unwrap();
+    drop(driver);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
