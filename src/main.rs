@@ -283,16 +283,8 @@ fn main() -> Result<()> {
         Command::Serve(args) => serve(args)?,
         Command::Predict(args) => predict(args)?,
         Command::Train(TrainCommand::FaceEmotion(args)) => {
-            if let Some(n) = args.threads {
-                tch::set_num_threads(n);
-            }
-            let options = TrainOptions {
-                epochs: args.epochs,
-                batch_size: args.batch_size,
-                lr: args.lr,
-                seed: args.seed,
-                ..TrainOptions::default()
-            };
+            let options =
+                train_options(TrainOptions::default(), args.epochs, args.batch_size, args.lr, args.seed, args.threads);
             let request = face_emotion::TrainRequest {
                 data: args.data,
                 run_dir: args.run_dir,
@@ -304,16 +296,14 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);
         }
         Command::Train(TrainCommand::VoiceEmotion(args)) => {
-            if let Some(n) = args.threads {
-                tch::set_num_threads(n);
-            }
-            let options = TrainOptions {
-                epochs: args.epochs,
-                batch_size: args.batch_size,
-                lr: args.lr,
-                seed: args.seed,
-                ..voice_emotion::default_options()
-            };
+            let options = train_options(
+                voice_emotion::default_options(),
+                args.epochs,
+                args.batch_size,
+                args.lr,
+                args.seed,
+                args.threads,
+            );
             let request = voice_emotion::VoiceTrainRequest {
                 data: args.data,
                 run_dir: args.run_dir,
@@ -325,16 +315,14 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);
         }
         Command::Train(TrainCommand::FaceSex(args)) => {
-            if let Some(n) = args.threads {
-                tch::set_num_threads(n);
-            }
-            let options = TrainOptions {
-                epochs: args.epochs,
-                batch_size: args.batch_size,
-                lr: args.lr,
-                seed: args.seed,
-                ..face_sex::default_options()
-            };
+            let options = train_options(
+                face_sex::default_options(),
+                args.epochs,
+                args.batch_size,
+                args.lr,
+                args.seed,
+                args.threads,
+            );
             let request = face_sex::FaceSexTrainRequest {
                 data: args.data,
                 cascade: args.cascade,
@@ -376,6 +364,22 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A task's default options with the command line's overrides; sets
+/// libtorch's thread count when asked.
+fn train_options(
+    defaults: TrainOptions,
+    epochs: usize,
+    batch_size: i64,
+    lr: f64,
+    seed: i64,
+    threads: Option<i32>,
+) -> TrainOptions {
+    if let Some(n) = threads {
+        tch::set_num_threads(n);
+    }
+    TrainOptions { epochs, batch_size, lr, seed, ..defaults }
 }
 
 fn serve(args: ServeArgs) -> Result<()> {

@@ -209,15 +209,25 @@ pub struct ModelCard {
 impl ModelCard {
     /// Reads a card from JSON.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading model card {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing model card {}", path.display()))
+        load_card(path)
     }
 
     /// Writes the card as pretty JSON.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing model card {}", path.display()))
+        save_card(self, path)
     }
+}
+
+/// Reads any model card from JSON.
+pub(crate) fn load_card<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading model card {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing model card {}", path.display()))
+}
+
+/// Writes any model card as pretty JSON with a final newline.
+pub(crate) fn save_card<T: Serialize>(card: &T, path: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(card)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing model card {}", path.display()))
 }
 
 /// The card path that belongs to a weights path: `x.safetensors` -> `x.json`.

@@ -3,27 +3,13 @@
 
 mod common;
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use axum::response::Response;
 use common::*;
 use emotion_ai::model::EMOTIONS;
 use emotion_ai::web::{self, ServerLimits};
 use serde_json::Value;
 use tower::ServiceExt;
-
-async fn send(request: Request<Body>) -> Response {
-    web::app(state()).oneshot(request).await.unwrap()
-}
-
-async fn json_of(response: Response) -> Value {
-    let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
-}
-
-async fn text_of(response: Response) -> String {
-    String::from_utf8(to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
-}
 
 /// Checks one face entry: a box inside the image and 7 probabilities in the
 /// FER order that sum to 1, with the top one named.

@@ -140,31 +140,8 @@ async fn upload(browser: &Client, base: &str, path: &Path) {
 /// A 10 s clip (the speech fixture repeated with pauses), so the page shows a
 /// timeline.
 fn ten_second_clip(dir: &Path) -> PathBuf {
-    let speech = fixture("speech.wav");
-    let data = speech.windows(4).position(|w| w == b"data").unwrap() + 8;
-    let samples = &speech[data..];
-    let mut pcm = Vec::new();
-    while pcm.len() < 10 * 16000 * 2 {
-        pcm.extend_from_slice(samples);
-        pcm.extend(std::iter::repeat_n(0u8, 16000));
-    }
-    pcm.truncate(10 * 16000 * 2);
-    let mut wav = Vec::new();
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + pcm.len() as u32).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32.to_le_bytes().as_slice(), &1u16.to_le_bytes(), &1u16.to_le_bytes()] {
-        wav.extend_from_slice(v);
-    }
-    wav.extend_from_slice(&16000u32.to_le_bytes());
-    wav.extend_from_slice(&32000u32.to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&16u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(pcm.len() as u32).to_le_bytes());
-    wav.extend_from_slice(&pcm);
     let path = dir.join("ten-seconds.wav");
-    std::fs::write(&path, wav).unwrap();
+    std::fs::write(&path, wav(16000, &repeated_speech(10))).unwrap();
     path
 }
 

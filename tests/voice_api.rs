@@ -5,28 +5,12 @@
 
 mod common;
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use axum::response::Response;
 use common::*;
 use emotion_ai::model::voice::{voice_class_names, SEXES};
 use emotion_ai::model::EMOTIONS;
-use emotion_ai::web;
 use serde_json::Value;
-use tower::ServiceExt;
-
-async fn send(request: Request<Body>) -> Response {
-    web::app(state()).oneshot(request).await.unwrap()
-}
-
-async fn json_of(response: Response) -> Value {
-    let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
-}
-
-async fn text_of(response: Response) -> String {
-    String::from_utf8(to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
-}
 
 /// Probabilities of a distribution as (label, p), after checking they sum to
 /// 1 and that the top one is the named label.
@@ -68,35 +52,6 @@ fn assert_audio_answer(body: &Value) {
     assert!(!body["timeline"].as_array().unwrap().is_empty());
 }
 
-/// A 16-bit mono PCM WAV file of `samples` (-1..1) at `rate`.
-fn wav(rate: u32, samples: &[f32]) -> Vec<u8> {
-    let data_len = (samples.len() * 2) as u32;
-    let mut out = Vec::with_capacity(44 + samples.len() * 2);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for &s in samples {
-        out.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes());
-    }
-    out
-}
-
-/// The samples of the 16 kHz mono 16-bit speech fixture.
-fn speech_samples() -> Vec<f32> {
-    let bytes = fixture("speech.wav");
-    let data = bytes.windows(4).position(|w| w == b"data").expect("a data chunk") + 8;
-    bytes[data..].chunks_exact(2).map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])) / 32768.0).collect()
-}
-
 #[tokio::test]
 async fn speech_in_every_supported_container_gets_emotion_sex_and_fourteen_classes() {
     for name in ["speech.wav", "speech.flac", "speech.mp3", "speech.ogg", "speech.m4a"] {
@@ -114,13 +69,7 @@ async fn speech_in_every_supported_container_gets_emotion_sex_and_fourteen_class
 
 #[tokio::test]
 async fn a_minute_long_clip_gets_a_timeline_of_overlapping_windows() {
-    let speech = speech_samples();
-    let mut clip = Vec::with_capacity(60 * 16000);
-    while clip.len() < 60 * 16000 {
-        clip.extend_from_slice(&speech);
-        clip.extend(std::iter::repeat_n(0.0, 8000));
-    }
-    clip.truncate(60 * 16000);
+    let clip = repeated_speech(60);
     let response = send(upload_request("/api/v1/predict", "minute.wav", &wav(16000, &clip), None)).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json_of(response).await;

@@ -171,14 +171,12 @@ pub struct VoiceModelCard {
 impl VoiceModelCard {
     /// Reads a card from JSON.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading model card {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing model card {}", path.display()))
+        super::load_card(path)
     }
 
     /// Writes the card as pretty JSON.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing model card {}", path.display()))
+        super::save_card(self, path)
     }
 }
 

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use serde_json::json;
 use tch::nn;
 
 use super::fer2013::{self, Split};
-use super::{evaluate, train_face_classifier, ClassifierTask, RunState, TrainOptions};
+use super::{evaluate, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
 use crate::model::{
     card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard, Normalisation, EMOTIONS,
     FACE_SIZE,
@@ -54,13 +54,9 @@ pub fn run_train(request: &TrainRequest) -> Result<ModelCard> {
 
 /// Copies a run's best weights to `export` and writes its card.
 pub fn export(best: &Path, state: &RunState, train_faces: usize, export: &Path, data: &Path) -> Result<ModelCard> {
-    if let Some(dir) = export.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::copy(best, export).with_context(|| format!("copying {} to {}", best.display(), export.display()))?;
     let mut vs = nn::VarStore::new(tch::Device::Cpu);
     let _net = FaceNet::new(&vs.root(), &state.architecture);
-    vs.load(export)?;
+    export_weights(best, export, &mut vs)?;
     let o = &state.options;
     let card = ModelCard {
         name: "face_emotion".into(),

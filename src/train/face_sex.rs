@@ -8,13 +8,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use serde_json::json;
 use tch::nn;
 
 use super::metrics::ConfusionMatrix;
 use super::utkface::{self, SexSet};
-use super::{evaluate, train_face_classifier, ClassifierTask, RunState, TrainOptions};
+use super::{evaluate, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
 use crate::model::voice::SEXES;
 use crate::model::{
     card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard, Normalisation, FACE_SIZE,
@@ -80,13 +80,9 @@ fn load(data: &Path, cascade: &Path) -> Result<[SexSet; 3]> {
 
 fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainRequest) -> Result<ModelCard> {
     let export = &request.export;
-    if let Some(dir) = export.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::copy(best, export).with_context(|| format!("copying {} to {}", best.display(), export.display()))?;
     let mut vs = nn::VarStore::new(tch::Device::Cpu);
     let _net = FaceNet::new(&vs.root(), &state.architecture);
-    vs.load(export)?;
+    export_weights(best, export, &mut vs)?;
     let o = &state.options;
     let detected = train.detected.iter().filter(|d| **d).count();
     let init = request.init_from.as_ref().map_or("random initialisation".to_string(), |p| {

@@ -100,12 +100,63 @@ impl<A: Serialize + DeserializeOwned, S: Serialize + DeserializeOwned> RunState<
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
+    /// A new run's state, before its first epoch.
+    pub(crate) fn new(task: &str, architecture: A, options: TrainOptions, input_mean: S, input_std: S) -> Self {
+        Self {
+            task: task.to_string(),
+            architecture,
+            options,
+            input_mean,
+            input_std,
+            epochs_done: 0,
+            best_val_accuracy: 0.0,
+            best_epoch: 0,
+            history: Vec::new(),
+        }
+    }
+
+    /// The run in `run_dir` to continue, when `resume` is set and there is
+    /// one (its weights are in `last.safetensors`): it must be of the same
+    /// task and architecture. `None` means a new run starts; it refuses to
+    /// overwrite an existing run without `resume`.
+    pub(crate) fn resumable(run_dir: &Path, task: &str, architecture: &A, resume: bool) -> Result<Option<Self>>
+    where
+        A: PartialEq,
+    {
+        let exists = Self::path(run_dir).is_file();
+        if !exists {
+            return Ok(None);
+        }
+        if !resume {
+            bail!(
+                "{} already holds a run: pass --resume to continue it, or choose another --run-dir",
+                run_dir.display()
+            );
+        }
+        let state = Self::load(run_dir)?;
+        if state.task != task || &state.architecture != architecture {
+            bail!("{} holds a run of another task or architecture; use a new --run-dir", run_dir.display());
+        }
+        tracing::info!(epochs_done = state.epochs_done, best = state.best_val_accuracy, "resuming run");
+        Ok(Some(state))
+    }
+
     pub(crate) fn save(&self, run_dir: &Path) -> Result<()> {
         let tmp = run_dir.join("state.json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
         std::fs::rename(&tmp, Self::path(run_dir))?;
         Ok(())
     }
+}
+
+/// Copies a run's chosen weights to `export` (creating its directory) and
+/// checks they load into `vs`, whose variables the card will describe.
+pub(crate) fn export_weights(weights: &Path, export: &Path, vs: &mut nn::VarStore) -> Result<()> {
+    if let Some(dir) = export.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::copy(weights, export).with_context(|| format!("copying {} to {}", weights.display(), export.display()))?;
+    vs.load(export).with_context(|| format!("loading {}", export.display()))
 }
 
 /// Saves a var store atomically (write then rename), so an interrupted run
@@ -193,37 +244,19 @@ pub fn train_face_classifier(
     let mut vs = nn::VarStore::new(Device::Cpu);
     let mut net = FaceNet::new(&vs.root(), &architecture);
 
-    let mut state = if resume && RunState::<FaceNetConfig, f64>::path(run_dir).is_file() {
-        let state = RunState::<FaceNetConfig, f64>::load(run_dir)?;
-        if state.task != task.name || state.architecture != architecture {
-            bail!("{} holds a run of another task or architecture; use a new --run-dir", run_dir.display());
+    let mut state = match RunState::resumable(run_dir, task.name, &architecture, resume)? {
+        Some(state) => {
+            vs.load(run_dir.join("last.safetensors")).context("loading last checkpoint")?;
+            state
         }
-        vs.load(run_dir.join("last.safetensors")).context("loading last checkpoint")?;
-        tracing::info!(epochs_done = state.epochs_done, best = state.best_val_accuracy, "resuming run");
-        state
-    } else {
-        if RunState::<FaceNetConfig, f64>::path(run_dir).is_file() {
-            bail!(
-                "{} already holds a run: pass --resume to continue it, or choose another --run-dir",
-                run_dir.display()
-            );
-        }
-        if let Some(init) = task.init_from {
-            let copied = copy_matching_variables(&mut vs, init)?;
-            tracing::info!(from = %init.display(), copied, "initialised from pretrained weights");
-        }
-        let (mean, std) = pixel_stats(train);
-        net.set_input_stats(mean, std);
-        RunState {
-            task: task.name.to_string(),
-            architecture: architecture.clone(),
-            options: options.clone(),
-            input_mean: mean,
-            input_std: std,
-            epochs_done: 0,
-            best_val_accuracy: 0.0,
-            best_epoch: 0,
-            history: Vec::new(),
+        None => {
+            if let Some(init) = task.init_from {
+                let copied = copy_matching_variables(&mut vs, init)?;
+                tracing::info!(from = %init.display(), copied, "initialised from pretrained weights");
+            }
+            let (mean, std) = pixel_stats(train);
+            net.set_input_stats(mean, std);
+            RunState::new(task.name, architecture.clone(), options.clone(), mean, std)
         }
     };
     // A resumed run may extend its schedule (more epochs); nothing else changes.

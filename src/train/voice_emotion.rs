@@ -26,7 +26,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use super::metrics::ConfusionMatrix;
 use super::voice_data::{class_counts, load_clips, VoiceClip};
-use super::{class_weights, learning_rate, save_atomic, EpochRecord, RunState, TrainOptions};
+use super::{class_weights, export_weights, learning_rate, save_atomic, EpochRecord, RunState, TrainOptions};
 use crate::features::{MfccConfig, MfccExtractor};
 use crate::model::voice::{
     voice_class_names, LoadedVoiceModel, VoiceInputSpec, VoiceModelCard, VoiceNet, VoiceNetConfig, VoiceNormalisation,
@@ -252,33 +252,15 @@ pub fn train_voice(
     let mut vs = nn::VarStore::new(Device::Cpu);
     let mut net = VoiceNet::new(&vs.root(), architecture);
 
-    let mut state = if resume && State::path(run_dir).is_file() {
-        let state = State::load(run_dir)?;
-        if state.task != TASK || &state.architecture != architecture {
-            bail!("{} holds a run of another task or architecture; use a new --run-dir", run_dir.display());
+    let mut state = match State::resumable(run_dir, TASK, architecture, resume)? {
+        Some(state) => {
+            vs.load(run_dir.join("last.safetensors")).context("loading last checkpoint")?;
+            state
         }
-        vs.load(run_dir.join("last.safetensors")).context("loading last checkpoint")?;
-        tracing::info!(epochs_done = state.epochs_done, best = state.best_val_accuracy, "resuming run");
-        state
-    } else {
-        if State::path(run_dir).is_file() {
-            bail!(
-                "{} already holds a run: pass --resume to continue it, or choose another --run-dir",
-                run_dir.display()
-            );
-        }
-        let (mean, std) = feature_stats(train, &extractor, windowing.window);
-        net.set_input_stats(&mean, &std);
-        State {
-            task: TASK.into(),
-            architecture: architecture.clone(),
-            options: options.clone(),
-            input_mean: mean,
-            input_std: std,
-            epochs_done: 0,
-            best_val_accuracy: 0.0,
-            best_epoch: 0,
-            history: Vec::new(),
+        None => {
+            let (mean, std) = feature_stats(train, &extractor, windowing.window);
+            net.set_input_stats(&mean, &std);
+            State::new(TASK, architecture.clone(), options.clone(), mean, std)
         }
     };
     state.options.epochs = options.epochs;
@@ -397,13 +379,9 @@ pub fn export(
     export: &Path,
     data: &[PathBuf],
 ) -> Result<VoiceModelCard> {
-    if let Some(dir) = export.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::copy(weights, export).with_context(|| format!("copying {} to {}", weights.display(), export.display()))?;
     let mut vs = nn::VarStore::new(Device::Cpu);
     let _net = VoiceNet::new(&vs.root(), &state.architecture);
-    vs.load(export)?;
+    export_weights(weights, export, &mut vs)?;
     let o = &state.options;
     let card = VoiceModelCard {
         name: "voice_emotion".into(),

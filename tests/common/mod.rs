@@ -6,10 +6,13 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use axum::body::Body;
+use axum::body::{to_bytes, Body};
 use axum::http::{header, Request};
+use axum::response::Response;
 use emotion_ai::predict::{Analyzer, AnalyzerConfig};
 use emotion_ai::web::{self, AppState, ServerLimits};
+use serde_json::Value;
+use tower::ServiceExt;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -67,4 +70,62 @@ pub fn upload_request(uri: &str, filename: &str, bytes: &[u8], accept: Option<&s
         builder = builder.header(header::ACCEPT, accept);
     }
     builder.body(Body::from(multipart_body(&[("file", filename, bytes)]))).unwrap()
+}
+
+/// One request through the whole app with the default limits.
+pub async fn send(request: Request<Body>) -> Response {
+    web::app(state()).oneshot(request).await.unwrap()
+}
+
+/// The body as JSON (the panic shows what it was otherwise).
+pub async fn json_of(response: Response) -> Value {
+    let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// The body as text.
+pub async fn text_of(response: Response) -> String {
+    String::from_utf8(to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
+}
+
+/// A 16-bit mono PCM WAV file of `samples` (-1..1) at `rate`.
+pub fn wav(rate: u32, samples: &[f32]) -> Vec<u8> {
+    let data_len = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + samples.len() * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for &s in samples {
+        out.extend_from_slice(&((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes());
+    }
+    out
+}
+
+/// The samples of the 16 kHz mono 16-bit speech fixture.
+pub fn speech_samples() -> Vec<f32> {
+    let bytes = fixture("speech.wav");
+    let data = bytes.windows(4).position(|w| w == b"data").expect("a data chunk") + 8;
+    bytes[data..].chunks_exact(2).map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])) / 32768.0).collect()
+}
+
+/// `seconds` of the speech fixture repeated, with a 0.5 s pause after each
+/// repetition.
+pub fn repeated_speech(seconds: usize) -> Vec<f32> {
+    let speech = speech_samples();
+    let mut clip = Vec::with_capacity(seconds * 16000);
+    while clip.len() < seconds * 16000 {
+        clip.extend_from_slice(&speech);
+        clip.extend(std::iter::repeat_n(0.0, 8000));
+    }
+    clip.truncate(seconds * 16000);
+    clip
 }
