@@ -29,10 +29,13 @@
 //! - [`train`]: dataset loaders (FER2013, RAVDESS and kin, UTKFace),
 //!   augmentation, the training loops with checkpoints, and evaluation
 //!   (confusion matrices as JSON and PNG).
+//! - [`batch`]: many files at once for the command line: directories walked,
+//!   bounded workers, one JSON line or CSV row per face, clip or window.
 //!
 //! The `emotion-ai` binary is a thin command line over these: `serve`,
 //! `predict`, `train` and `eval`.
 
+pub mod batch;
 pub mod decode;
 pub mod detect;
 pub mod features;

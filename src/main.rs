@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use emotion_ai::batch;
 use emotion_ai::detect::DetectParams;
 use emotion_ai::model::voice::VoiceNetConfig;
-use emotion_ai::predict::{AnalyzeError, Analyzer, AnalyzerConfig};
+use emotion_ai::predict::{Analyzer, AnalyzerConfig};
 use emotion_ai::train::utkface::Part;
 use emotion_ai::train::{face_emotion, face_sex, voice_emotion, TrainOptions};
 use emotion_ai::web::{self, AppState, ServerLimits};
@@ -107,9 +108,21 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct PredictArgs {
-    /// Image or audio files to analyse.
+    /// Image or audio files, or directories (searched recursively; hidden files skipped).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+    /// Output format: one JSON object per line, or CSV with a header.
+    #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
+    format: String,
+    /// Also write one row per analysis window of each clip.
+    #[arg(long)]
+    timeline: bool,
+    /// Files analysed at once (default: the number of cores).
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// Write the rows to this file instead of standard output.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
     #[command(flatten)]
     models: ModelArgs,
 }
@@ -419,29 +432,40 @@ fn serve(args: ServeArgs) -> Result<()> {
 }
 
 fn predict(args: PredictArgs) -> Result<()> {
-    let analyzer = Analyzer::load(args.models.analyzer_config(1))?;
-    let mut failures = 0;
-    for path in &args.paths {
-        let line = match std::fs::read(path) {
-            Err(e) => {
-                failures += 1;
-                serde_json::json!({ "path": path, "error": format!("cannot read: {e}") })
-            }
-            Ok(bytes) => match analyzer.analyze_bytes(&bytes) {
-                Ok(analysis) => serde_json::json!({ "path": path, "result": analysis }),
-                Err(AnalyzeError::NoFace { width, height }) => {
-                    serde_json::json!({ "path": path, "result": { "kind": "image", "width": width, "height": height, "faces": [] }, "error": "no face found" })
-                }
-                Err(e) => {
-                    failures += 1;
-                    serde_json::json!({ "path": path, "error": e.to_string() })
-                }
-            },
-        };
-        println!("{line}");
+    let files = batch::collect_inputs(&args.paths);
+    if files.is_empty() {
+        anyhow::bail!("no files found under {:?}", args.paths);
     }
-    if failures == args.paths.len() {
-        anyhow::bail!("none of the {} files could be analysed", failures);
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
+    let analyzer = Analyzer::load(args.models.analyzer_config(jobs))?;
+    // Each worker runs libtorch single-threaded: parallelism comes from files.
+    tch::set_num_threads(1);
+    let format = if args.format == "csv" { batch::Format::Csv } else { batch::Format::JsonLines };
+    let out: Box<dyn std::io::Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut writer = batch::RowWriter::new(out, format);
+    // indicatif draws only when standard error is a terminal.
+    let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(indicatif::ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} files, {elapsed_precise}, eta {eta_precise} {msg}",
+    )?);
+    let summary = batch::run(&analyzer, &files, jobs, args.timeline, &mut writer, |path| {
+        bar.set_message(path.display().to_string());
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    tracing::info!(
+        files = summary.files,
+        analysed = summary.analysed,
+        failed = summary.failed,
+        rows = summary.rows,
+        "batch done"
+    );
+    if summary.analysed == 0 {
+        anyhow::bail!("none of the {} files could be analysed (see the error rows)", summary.files);
     }
     Ok(())
 }
