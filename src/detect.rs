@@ -23,7 +23,7 @@ use crate::model::FACE_SIZE;
 pub const DEFAULT_CASCADE: &str = "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml";
 
 /// A face's bounding box in the uploaded image's pixel coordinates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FaceBox {
     pub x: u32,
     pub y: u32,

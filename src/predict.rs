@@ -62,14 +62,14 @@ impl AnalyzerConfig {
 }
 
 /// One class and its probability; lists of these keep the model's class order.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ClassProbability {
     pub label: String,
     pub probability: f32,
 }
 
 /// A probability distribution over named classes, with its most likely class.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Distribution {
     /// The most probable class.
     pub label: String,
@@ -97,7 +97,7 @@ impl Distribution {
 }
 
 /// What the models see in one face.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FaceAnalysis {
     /// Where the face is, in the uploaded image's pixels.
     #[serde(rename = "box")]
@@ -108,7 +108,7 @@ pub struct FaceAnalysis {
 }
 
 /// What the models see in one image: every detected face, largest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ImageAnalysis {
     pub width: u32,
     pub height: u32,
@@ -116,7 +116,7 @@ pub struct ImageAnalysis {
 }
 
 /// One window of a clip's timeline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TimelineWindow {
     pub start_seconds: f32,
     pub end_seconds: f32,
@@ -128,7 +128,7 @@ pub struct TimelineWindow {
 }
 
 /// What the voice model hears in one clip.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AudioAnalysis {
     pub duration_seconds: f32,
     /// The upload's own sample rate and channel count (it is analysed as
@@ -146,7 +146,7 @@ pub struct AudioAnalysis {
 }
 
 /// The answer for one upload, tagged by kind in JSON (`"kind": "image"`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Analysis {
     Image(ImageAnalysis),

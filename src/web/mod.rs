@@ -14,6 +14,7 @@
 //! request beyond that gets an immediate 503 with `Retry-After` instead of
 //! piling up.
 
+pub mod api;
 pub mod error;
 mod pages;
 pub mod samples;
@@ -101,6 +102,8 @@ pub fn app(state: AppState) -> Router {
         .route("/predict", post(predict_negotiated))
         .route("/api/v1/predict", post(predict_json))
         .route("/healthz", get(healthz))
+        .route("/api/v1/models", get(api::models))
+        .route("/api/openapi.json", get(api::openapi))
         .nest_service("/static", ServeDir::new(&state.static_dir))
         .nest_service(samples::ASSETS_ROUTE, ServeDir::new(&state.assets_dir))
         .fallback(|| async { AppError::NotFound })
@@ -144,19 +147,21 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+/// Liveness, with the models' classes and metrics.
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, description = "the server is up", body = api::Health)))]
+async fn healthz(State(state): State<AppState>) -> Json<api::Health> {
     let face = state.analyzer.face_emotion_card();
     let sex = state.analyzer.face_sex_card();
     let voice = state.analyzer.voice_emotion_card();
-    Json(json!({
-        "status": "ok",
-        "models": {
+    Json(api::Health {
+        status: "ok".into(),
+        busy_workers: state.limits.workers - state.running.available_permits().min(state.limits.workers),
+        models: json!({
             "face_emotion": { "classes": face.classes, "metrics": face.metrics },
             "face_sex": { "classes": sex.classes, "metrics": sex.metrics },
             "voice_emotion": { "classes": voice.classes, "metrics": voice.metrics },
-        },
-        "busy_workers": state.limits.workers - state.running.available_permits().min(state.limits.workers),
-    }))
+        }),
+    })
 }
 
 /// An upload read from a multipart request.
@@ -221,6 +226,17 @@ fn wants_json(headers: &HeaderMap) -> bool {
     accept.contains("application/json") && !accept.contains("text/html")
 }
 
+/// Analyses one upload and answers JSON.
+#[utoipa::path(post, path = "/api/v1/predict", tag = "predict",
+    request_body(content = api::UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "faces of an image, or a clip's emotion, sex and timeline", body = Analysis),
+        (status = 400, description = "no file, not multipart, two files, or an empty file (`missing_file`, `bad_request`, `too_many_files`, `empty_file`)", body = ErrorBody),
+        (status = 413, description = "upload, image or clip over the limits (`payload_too_large`, `image_too_large`, `audio_too_long`)", body = ErrorBody),
+        (status = 415, description = "neither a supported image nor supported audio (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "corrupt file, no face, or a silent clip (`corrupt_file`, `no_face`, `no_speech`)", body = ErrorBody),
+        (status = 503, description = "every worker busy and the queue full (`busy`), with `Retry-After`", body = ErrorBody),
+    ))]
 async fn predict_json(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
@@ -229,6 +245,19 @@ async fn predict_json(
     Ok(Json(analyze(&state, &upload).await?))
 }
 
+/// The same as `/api/v1/predict`, answering an HTML page unless the client
+/// accepts JSON and not HTML.
+#[utoipa::path(post, path = "/predict", tag = "predict",
+    request_body(content = api::UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "the answer page, or the analysis as JSON",
+            content((Analysis = "application/json"), (String = "text/html"))),
+        (status = 400, description = "no file, not multipart, two files, or an empty file (`missing_file`, `bad_request`, `too_many_files`, `empty_file`)", body = ErrorBody),
+        (status = 413, description = "upload, image or clip over the limits (`payload_too_large`, `image_too_large`, `audio_too_long`)", body = ErrorBody),
+        (status = 415, description = "neither a supported image nor supported audio (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "corrupt file, no face, or a silent clip (`corrupt_file`, `no_face`, `no_speech`)", body = ErrorBody),
+        (status = 503, description = "every worker busy and the queue full (`busy`), with `Retry-After`", body = ErrorBody),
+    ))]
 async fn predict_negotiated(
     State(state): State<AppState>,
     headers: HeaderMap,

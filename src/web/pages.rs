@@ -21,6 +21,7 @@ struct IndexPage {
 }
 
 /// `GET /`: the upload form.
+#[utoipa::path(get, path = "/", tag = "meta", responses((status = 200, description = "the upload page", content_type = "text/html")))]
 pub async fn index(State(state): State<AppState>) -> Response {
     let page = IndexPage {
         accepted: ACCEPTED_IMAGE_FORMATS,

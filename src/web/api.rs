@@ -1,0 +1,115 @@
+//! The API's contract: the OpenAPI 3 document generated from the handlers'
+//! annotations and the response types' schemas (utoipa), served at
+//! `/api/openapi.json`, and the model metadata at `/api/v1/models`.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::{OpenApi, ToSchema};
+
+use super::AppState;
+
+/// The multipart upload every predict route takes.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the request body; the handlers read the multipart stream
+pub struct UploadForm {
+    /// The image (JPEG, PNG, BMP, GIF, WebP, TIFF) or clip (WAV, FLAC, MP3,
+    /// Ogg Vorbis, M4A/AAC); the format is read from the bytes.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// What one shipped model is, and how well it measured.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelInfo {
+    pub name: String,
+    pub description: String,
+    /// Output classes, in the network's order.
+    pub classes: Vec<String>,
+    /// Input format and normalisation, as in the model card.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    pub params: i64,
+    pub trained_on: String,
+    /// Measured accuracy and the splits it was measured on, as in the card.
+    #[schema(value_type = Object)]
+    pub metrics: Value,
+}
+
+/// The three shipped models.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Models {
+    pub face_emotion: ModelInfo,
+    pub face_sex: ModelInfo,
+    pub voice_emotion: ModelInfo,
+}
+
+/// Health and the models' classes and metrics.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the server answers.
+    pub status: String,
+    /// Analyses running now.
+    pub busy_workers: usize,
+    #[schema(value_type = Object)]
+    pub models: Value,
+}
+
+fn info(card: &impl Serialize) -> ModelInfo {
+    let card = serde_json::to_value(card).unwrap_or(Value::Null);
+    let text = |key: &str| card[key].as_str().unwrap_or_default().to_string();
+    ModelInfo {
+        name: text("name"),
+        description: text("description"),
+        classes: serde_json::from_value(card["classes"].clone()).unwrap_or_default(),
+        input: card["input"].clone(),
+        params: card["params"].as_i64().unwrap_or_default(),
+        trained_on: text("trained_on"),
+        metrics: card["metrics"].clone(),
+    }
+}
+
+/// The shipped models: classes, input, size, data and measured accuracy.
+#[utoipa::path(get, path = "/api/v1/models", tag = "models",
+    responses((status = 200, description = "the shipped models, from their cards", body = Models)))]
+pub async fn models(State(state): State<AppState>) -> Json<Models> {
+    let analyzer = &state.analyzer;
+    Json(Models {
+        face_emotion: info(analyzer.face_emotion_card()),
+        face_sex: info(analyzer.face_sex_card()),
+        voice_emotion: info(analyzer.voice_emotion_card()),
+    })
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
+    responses((status = 200, description = "the OpenAPI 3 document of this API", content_type = "application/json")))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The OpenAPI document: every route of [`super::app`] but the static files.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "emotion-ai",
+        description = "Emotion (and sex) from a face photo or a voice clip. Errors are JSON \
+                       `{code, message, status}` with a stable `code`.",
+    ),
+    paths(
+        super::predict_json,
+        super::predict_negotiated,
+        super::healthz,
+        models,
+        openapi,
+        super::pages::index,
+    ),
+    components(schemas(UploadForm, super::ErrorBody)),
+    tags(
+        (name = "predict", description = "analyse an image or a clip"),
+        (name = "models", description = "what the models are and how well they measured"),
+        (name = "meta", description = "health and this document"),
+    )
+)]
+pub struct ApiDoc;

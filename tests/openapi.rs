@@ -1,0 +1,102 @@
+//! The API contract: the served OpenAPI document lists every route, every
+//! `$ref` in it resolves, and real answers (an image, a clip, an error, the
+//! models, health) validate against the schemas it declares (OpenAPI 3.1
+//! schemas are JSON Schema 2020-12).
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use serde_json::{json, Value};
+
+async fn get(uri: &str) -> Value {
+    let response = send(Request::get(uri).body(Body::empty()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK, "{uri}");
+    json_of(response).await
+}
+
+/// Every `$ref` under `value`.
+fn refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+/// Validates `instance` against the schema the document gives `name`.
+fn assert_valid(doc: &Value, name: &str, instance: &Value) {
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": doc["components"],
+    });
+    let validator =
+        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("schema {name} does not compile: {e}"));
+    let errors: Vec<String> =
+        validator.iter_errors(instance).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}\n{instance}");
+}
+
+#[tokio::test]
+async fn the_document_lists_every_route_and_resolves() {
+    let doc = get("/api/openapi.json").await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(doc["info"]["title"], "emotion-ai");
+    let paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    for route in ["/", "/predict", "/api/v1/predict", "/api/v1/models", "/healthz", "/api/openapi.json"] {
+        assert!(paths.contains(&route), "{route} missing from {paths:?}");
+    }
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            assert!(operation["responses"]["200"].is_object(), "{method} {path} documents no 200");
+        }
+    }
+    let predict = &doc["paths"]["/api/v1/predict"]["post"];
+    assert!(predict["requestBody"]["content"]["multipart/form-data"].is_object());
+    for status in ["400", "413", "415", "422", "503"] {
+        assert!(predict["responses"][status].is_object(), "predict documents no {status}");
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("unexpected $ref {r}"));
+        assert!(doc["components"]["schemas"][name].is_object(), "{r} does not resolve");
+    }
+}
+
+#[tokio::test]
+async fn real_answers_validate_against_the_declared_schemas() {
+    let doc = get("/api/openapi.json").await;
+    for (name, bytes) in [("astronaut.jpg", fixture("astronaut.jpg")), ("speech.ogg", fixture("speech.ogg"))] {
+        let response = send(upload_request("/api/v1/predict", name, &bytes, None)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{name}");
+        assert_valid(&doc, "Analysis", &json_of(response).await);
+    }
+    let response = send(upload_request("/api/v1/predict", "coffee.jpg", &fixture("coffee.jpg"), None)).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_valid(&doc, "ErrorBody", &json_of(response).await);
+    assert_valid(&doc, "Health", &get("/healthz").await);
+
+    let models = get("/api/v1/models").await;
+    assert_valid(&doc, "Models", &models);
+    assert_eq!(models["face_sex"]["classes"], json!(["female", "male"]));
+    assert!(models["voice_emotion"]["metrics"]["heldout_actor_emotion7_accuracy"].as_f64().unwrap() > 0.55);
+    assert!(models["face_sex"]["metrics"]["heldout_adult_accuracy"].as_f64().unwrap() > 0.93);
+    assert!(models["face_emotion"]["metrics"]["fer2013_private_test_accuracy"].as_f64().unwrap() > 0.6);
+
+    // The schema is not vacuous: a wrong answer fails it.
+    let schema = json!({"$ref": "#/components/schemas/Analysis", "components": doc["components"]});
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(!validator.is_valid(&json!({"kind": "image", "width": "wide"})));
+    assert!(!validator.is_valid(&json!({"kind": "video"})));
+}
