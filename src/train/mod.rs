@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::model::{parameter_count, FaceNet, FaceNetConfig};
@@ -139,6 +139,26 @@ impl<A: Serialize + DeserializeOwned, S: Serialize + DeserializeOwned> RunState<
         }
         tracing::info!(epochs_done = state.epochs_done, best = state.best_val_accuracy, "resuming run");
         Ok(Some(state))
+    }
+
+    /// Records a finished epoch: `last.safetensors` always, `best.safetensors`
+    /// when the caller's rule says `is_best`, then the state itself.
+    pub(crate) fn finish_epoch(
+        &mut self,
+        record: EpochRecord,
+        is_best: bool,
+        vs: &nn::VarStore,
+        run_dir: &Path,
+    ) -> Result<()> {
+        save_atomic(vs, &run_dir.join("last.safetensors"))?;
+        if is_best {
+            self.best_val_accuracy = record.val_accuracy;
+            self.best_epoch = record.epoch;
+            save_atomic(vs, &run_dir.join("best.safetensors"))?;
+        }
+        self.epochs_done = record.epoch;
+        self.history.push(record);
+        self.save(run_dir)
     }
 
     pub(crate) fn save(&self, run_dir: &Path) -> Result<()> {
@@ -299,17 +319,9 @@ pub fn train_face_classifier(
             let idx = order.narrow(0, step as i64 * options.batch_size, options.batch_size);
             let xs = augment.apply(&train.images.index_select(0, &idx));
             let ys = train.labels.index_select(0, &idx);
-            let logits = net.forward_t(&xs, true);
-            let loss = logits.cross_entropy_loss::<&Tensor>(
-                &ys,
-                Some(&weights),
-                Reduction::Mean,
-                -100,
-                options.label_smoothing,
-            );
-            opt.backward_step(&loss);
-            loss_sum += loss.double_value(&[]);
-            correct += logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
+            let (loss, right) = train_step(&net, &mut opt, &xs, &ys, &weights, options.label_smoothing);
+            loss_sum += loss;
+            correct += right;
             seen += options.batch_size;
             bar.inc(1);
             if step % 20 == 0 {
@@ -341,17 +353,27 @@ pub fn train_face_classifier(
             secs = format!("{:.0}", record.seconds),
             "epoch done"
         );
-        save_atomic(&vs, &run_dir.join("last.safetensors"))?;
-        if val_accuracy > state.best_val_accuracy {
-            state.best_val_accuracy = val_accuracy;
-            state.best_epoch = epoch + 1;
-            save_atomic(&vs, &run_dir.join("best.safetensors"))?;
-        }
-        state.epochs_done = epoch + 1;
-        state.history.push(record);
-        state.save(run_dir)?;
+        let is_best = val_accuracy > state.best_val_accuracy;
+        state.finish_epoch(record, is_best, &vs, run_dir)?;
     }
     Ok(state)
+}
+
+/// One optimisation step on a batch: weighted, label-smoothed cross-entropy,
+/// backward, update. Returns the loss and how many predictions were right.
+pub(crate) fn train_step(
+    net: &impl nn::ModuleT,
+    opt: &mut nn::Optimizer,
+    xs: &Tensor,
+    ys: &Tensor,
+    class_weights: &Tensor,
+    label_smoothing: f64,
+) -> (f64, i64) {
+    let logits = net.forward_t(xs, true);
+    let loss = logits.cross_entropy_loss::<&Tensor>(ys, Some(class_weights), Reduction::Mean, -100, label_smoothing);
+    opt.backward_step(&loss);
+    let correct = logits.argmax(-1, false).eq_tensor(ys).sum(Kind::Int64).int64_value(&[]);
+    (loss.double_value(&[]), correct)
 }
 
 /// Copies into `vs` every tensor of the safetensors file `path` whose name

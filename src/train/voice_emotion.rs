@@ -21,12 +21,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use tch::nn::{self, ModuleT, OptimizerConfig};
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
 
 use super::metrics::ConfusionMatrix;
 use super::voice_data::{class_counts, load_clips, VoiceClip};
-use super::{class_weights, export_weights, learning_rate, save_atomic, EpochRecord, RunState, TrainOptions};
+use super::{class_weights, export_weights, learning_rate, train_step, EpochRecord, RunState, TrainOptions};
 use crate::features::{MfccConfig, MfccExtractor};
 use crate::model::voice::{
     voice_class_names, LoadedVoiceModel, VoiceInputSpec, VoiceModelCard, VoiceNet, VoiceNetConfig, VoiceNormalisation,
@@ -308,17 +308,9 @@ pub fn train_voice(
             opt.set_lr(lr);
             let xs = xs_all.narrow(0, (step * batch) as i64, batch as i64);
             let ys = ys_all.narrow(0, (step * batch) as i64, batch as i64);
-            let logits = net.forward_t(&xs, true);
-            let loss = logits.cross_entropy_loss::<&Tensor>(
-                &ys,
-                Some(&weights),
-                Reduction::Mean,
-                -100,
-                options.label_smoothing,
-            );
-            opt.backward_step(&loss);
-            loss_sum += loss.double_value(&[]);
-            correct += logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
+            let (loss, right) = train_step(&net, &mut opt, &xs, &ys, &weights, options.label_smoothing);
+            loss_sum += loss;
+            correct += right;
             seen += batch as i64;
             bar.inc(1);
         }
@@ -342,16 +334,9 @@ pub fn train_voice(
             secs = format!("{:.0}", record.seconds),
             "epoch done"
         );
-        save_atomic(&vs, &run_dir.join("last.safetensors"))?;
         // Later epochs win ties: with a decaying rate they are the better-settled weights.
-        if record.val_accuracy >= state.best_val_accuracy {
-            state.best_val_accuracy = record.val_accuracy;
-            state.best_epoch = epoch + 1;
-            save_atomic(&vs, &run_dir.join("best.safetensors"))?;
-        }
-        state.epochs_done = epoch + 1;
-        state.history.push(record);
-        state.save(run_dir)?;
+        let is_best = record.val_accuracy >= state.best_val_accuracy;
+        state.finish_epoch(record, is_best, &vs, run_dir)?;
     }
     Ok(state)
 }
