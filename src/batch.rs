@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::model::voice::SEXES;
 use crate::model::EMOTIONS;
 use crate::predict::{Analysis, AnalyzeError, Analyzer, Distribution};
+use crate::web::AppError;
 
 /// The files to analyse: files as given, directories walked recursively
 /// (sorted, hidden files and folders skipped).
@@ -150,24 +151,14 @@ impl Row {
     }
 }
 
-/// The stable code of an analysis error, as the HTTP API names it.
-fn error_code(e: &AnalyzeError) -> &'static str {
-    match e {
-        AnalyzeError::Empty => "empty_file",
-        AnalyzeError::UnsupportedFormat | AnalyzeError::UnsupportedAudio(_) => "unsupported_media_type",
-        AnalyzeError::NoFace { .. } => "no_face",
-        AnalyzeError::NoSpeech => "no_speech",
-        AnalyzeError::Audio(crate::decode::audio::AudioDecodeError::TooLong { .. }) => "audio_too_long",
-        AnalyzeError::Decode(crate::decode::ImageDecodeError::TooLarge { .. }) => "image_too_large",
-        AnalyzeError::Decode(_) | AnalyzeError::Audio(_) => "corrupt_file",
-        AnalyzeError::Internal(_) => "internal",
-    }
-}
-
 /// The rows of one file's outcome.
 pub fn rows_for(path: &Path, outcome: Result<Analysis, AnalyzeError>, timeline: bool) -> Vec<Row> {
     match outcome {
-        Err(e) => vec![Row::error(path, error_code(&e), e.to_string())],
+        Err(e) => {
+            let message = e.to_string();
+            // The API's own mapping, so both name an error alike.
+            vec![Row::error(path, AppError::from(e).code(), message)]
+        }
         Ok(Analysis::Image(image)) => image
             .faces
             .iter()
