@@ -20,6 +20,8 @@
 //! - [`model`]: the networks (`new(vs, config)` + `forward_t`), their
 //!   safetensors weights and JSON model cards; [`model::voice`] is the
 //!   emotion x sex voice network.
+//! - [`fusion`]: face and voice emotion distributions combined into one,
+//!   each weighted by its calibration (a temperature fitted on held-out data).
 //! - [`predict`]: the [`predict::Analyzer`], which owns the loaded models and
 //!   runs the whole pipeline for one upload; shared by the server and the CLI.
 //!   [`predict::voice`] splits long clips into overlapping windows and
@@ -28,7 +30,8 @@
 //!   pages and the cross-modal samples they offer ([`web::samples`]).
 //! - [`train`]: dataset loaders (FER2013, RAVDESS and kin, UTKFace),
 //!   augmentation, the training loops with checkpoints, and evaluation
-//!   (confusion matrices as JSON and PNG).
+//!   (confusion matrices as JSON and PNG, calibration), and the pseudo-pair
+//!   evaluation of fusion.
 //! - [`batch`]: many files at once for the command line: directories walked,
 //!   bounded workers, one JSON line or CSV row per face, clip or window.
 //!
@@ -39,6 +42,7 @@ pub mod batch;
 pub mod decode;
 pub mod detect;
 pub mod features;
+pub mod fusion;
 pub mod model;
 pub mod predict;
 pub mod train;

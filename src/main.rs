@@ -12,7 +12,7 @@ use emotion_ai::detect::DetectParams;
 use emotion_ai::model::voice::VoiceNetConfig;
 use emotion_ai::predict::{Analyzer, AnalyzerConfig};
 use emotion_ai::train::utkface::Part;
-use emotion_ai::train::{face_emotion, face_sex, voice_emotion, TrainOptions};
+use emotion_ai::train::{face_emotion, face_sex, fusion_eval, voice_emotion, TrainOptions};
 use emotion_ai::web::{self, AppState, ServerLimits};
 
 #[derive(Parser)]
@@ -145,6 +145,34 @@ enum EvalCommand {
     VoiceEmotion(EvalVoiceEmotion),
     /// The face sex network, on the held-out part of UTKFace (overall and adults).
     FaceSex(EvalFaceSex),
+    /// Face + voice fusion on pseudo-pairs (a held-out face and a held-out
+    /// clip with the same true emotion); needs the cards' calibration.
+    Fusion(EvalFusion),
+}
+
+#[derive(Args)]
+struct EvalFusion {
+    /// FER2013 (faces of PrivateTest, or PublicTest with --part validation).
+    #[arg(long, env = "EMOTION_AI_FER2013")]
+    fer2013: PathBuf,
+    /// RAVDESS (actors 21-24, or 19-20 with --part validation); repeatable.
+    #[arg(long, env = "EMOTION_AI_RAVDESS", required = true)]
+    ravdess: Vec<PathBuf>,
+    #[arg(long, default_value = "models/face_emotion.safetensors")]
+    face_weights: PathBuf,
+    #[arg(long, default_value = "models/voice_emotion.safetensors")]
+    voice_weights: PathBuf,
+    /// `test` (the reported figures) or `validation` (for development).
+    #[arg(long, default_value = "test", value_parser = ["test", "validation"])]
+    part: String,
+    /// Clips drawn for every face.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    #[arg(long, default_value_t = 2017)]
+    seed: u64,
+    /// Where fusion_eval.json is written.
+    #[arg(long, default_value = "target/eval")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -356,6 +384,7 @@ fn main() -> Result<()> {
             println!("adults (18+, {} faces): {:.2}%", r.adults, r.adult_accuracy * 100.0);
             println!("faces the cascade found: {:.2}%", r.detected_accuracy * 100.0);
             println!("recall: {}", serde_json::Value::Object(r.recall));
+            print_calibration(&r.calibration);
             println!("confusion matrix: {} and {}", r.json_path.display(), r.png_path.display());
         }
         Command::Eval(EvalCommand::VoiceEmotion(args)) => {
@@ -365,14 +394,51 @@ fn main() -> Result<()> {
             println!("7-emotion accuracy: {:.2}%", report.emotion7_accuracy * 100.0);
             println!("sex accuracy: {:.2}%", report.sex_accuracy * 100.0);
             println!("7-emotion recall: {}", serde_json::Value::Object(report.emotion7_recall));
+            print_calibration(&report.emotion7_calibration);
+            println!("sex ECE: {:.2}%", report.sex_calibration.ece * 100.0);
             let pngs: Vec<String> = report.png_paths.iter().map(|p| p.display().to_string()).collect();
             println!("confusion matrices: {} and {}", report.json_path.display(), pngs.join(", "));
+        }
+        Command::Eval(EvalCommand::Fusion(args)) => {
+            let report = fusion_eval::run_eval(&fusion_eval::FusionEvalRequest {
+                fer2013: args.fer2013,
+                ravdess: args.ravdess,
+                face_weights: args.face_weights,
+                voice_weights: args.voice_weights,
+                validation: args.part == "validation",
+                rounds: args.rounds,
+                seed: args.seed,
+                out_dir: args.out,
+            })?;
+            println!(
+                "{} pseudo-pairs: {} faces of {} x {} clips of {} (temperatures: face {:.3}, voice {:.3})",
+                report.pairs,
+                report.faces,
+                report.face_split,
+                report.clips,
+                report.voice_split,
+                report.face_temperature,
+                report.voice_temperature
+            );
+            println!("{:<52} {:>9} {:>9} {:>7} {:>7}", "rule", "accuracy", "balanced", "ECE", "NLL");
+            for r in &report.rules {
+                println!(
+                    "{:<52} {:>8.2}% {:>8.2}% {:>6.2}% {:>7.4}",
+                    r.rule,
+                    r.accuracy * 100.0,
+                    r.balanced_accuracy * 100.0,
+                    r.ece * 100.0,
+                    r.nll
+                );
+            }
+            println!("report: {}", report.json_path.display());
         }
         Command::Eval(EvalCommand::FaceEmotion(args)) => {
             let report = face_emotion::run_eval(&args.data, &args.weights, &args.out, args.write_card)?;
             println!("FER2013 PrivateTest accuracy: {:.2}%", report.accuracy * 100.0);
             println!("balanced accuracy (mean recall): {:.2}%", report.balanced_accuracy * 100.0);
             println!("per-class recall: {}", serde_json::Value::Object(report.per_class_recall));
+            print_calibration(&report.calibration);
             println!("confusion matrix: {} and {}", report.json_path.display(), report.png_path.display());
         }
     }
@@ -468,4 +534,19 @@ fn predict(args: PredictArgs) -> Result<()> {
         anyhow::bail!("none of the {} files could be analysed (see the error rows)", summary.files);
     }
     Ok(())
+}
+
+/// One line on a model's calibration.
+fn print_calibration(c: &emotion_ai::train::metrics::CalibrationSummary) {
+    println!(
+        "expected calibration error ({} bins): {:.2}% as given, {:.2}% after temperature {:.3} (fitted on {}); \
+         NLL {:.4} -> {:.4}",
+        emotion_ai::train::metrics::ECE_BINS,
+        c.raw.ece * 100.0,
+        c.calibrated.ece * 100.0,
+        c.temperature,
+        c.fitted_on,
+        c.raw.nll,
+        c.calibrated.nll
+    );
 }

@@ -202,6 +202,10 @@ pub struct ModelCard {
     pub params: i64,
     pub trained_on: String,
     pub metrics: serde_json::Value,
+    /// Post-hoc temperature fitted on held-out data, used to weigh this model
+    /// in face + voice fusion; absent until `eval --write-card` fits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::fusion::Calibration>,
     pub train_command: String,
     pub eval_command: String,
 }

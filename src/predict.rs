@@ -22,6 +22,7 @@ use crate::decode::audio::{decode_audio, AudioDecodeError, DecodedAudio};
 use crate::decode::{decode_image, sniff, DecodedImage, ImageDecodeError, ImageLimits, MediaKind};
 use crate::detect::{crop_face, DetectParams, DetectorPool, FaceBox};
 use crate::features::MfccExtractor;
+use crate::fusion::{fuse, Calibration, Evidence};
 use crate::model::voice::{voice_class_names, LoadedVoiceModel, VoiceModelCard};
 use crate::model::{LoadedFaceModel, ModelCard, FACE_SIZE};
 use voice::{emotion_marginal, predict_clip, sex_marginal, Windowing};
@@ -145,6 +146,28 @@ pub struct AudioAnalysis {
     pub timeline: Vec<TimelineWindow>,
 }
 
+/// Face and voice read together (see [`crate::fusion`] for the rule).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FusedEmotion {
+    /// The 7 emotions given every modality below.
+    pub emotion: Distribution,
+    /// What went in: the largest face of the image and the clip, or only the
+    /// one of them that could be analysed.
+    pub sources: Vec<FusionSource>,
+}
+
+/// One modality's part in a fused answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FusionSource {
+    /// `face` or `voice`.
+    pub modality: String,
+    /// Its weight in the log-linear pool: 1 / the temperature fitted on the
+    /// model's held-out data.
+    pub weight: f32,
+    /// The emotion distribution that went in, as the model gave it.
+    pub emotion: Distribution,
+}
+
 /// The answer for one upload, tagged by kind in JSON (`"kind": "image"`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -209,6 +232,13 @@ impl Analyzer {
         let voice_emotion = LoadedVoiceModel::load(&config.voice_emotion_model)
             .with_context(|| format!("loading voice emotion model {}", config.voice_emotion_model.display()))?;
         let voice_emotion_card = voice_emotion.card.clone();
+        if voice_emotion_card.emotions != face_emotion_card.classes {
+            anyhow::bail!(
+                "the face and voice models list different emotions ({:?} and {:?}): they cannot be fused",
+                face_emotion_card.classes,
+                voice_emotion_card.emotions
+            );
+        }
         let features = &voice_emotion_card.input.features;
         let rate = f64::from(features.sample_rate);
         let windowing = Windowing {
@@ -226,6 +256,40 @@ impl Analyzer {
             windowing,
             detectors,
             config,
+        })
+    }
+
+    /// Fuses the emotion of the image's largest face (the first) and of the
+    /// clip, each weighted by its model's calibration; either may be absent
+    /// (`None` when both are).
+    pub fn fuse(&self, image: Option<&ImageAnalysis>, audio: Option<&AudioAnalysis>) -> Option<FusedEmotion> {
+        let temperature = |c: &Option<Calibration>| c.as_ref().map_or(1.0, |c| c.temperature);
+        let mut sources = Vec::new();
+        if let Some(face) = image.and_then(|i| i.faces.first()) {
+            sources.push(("face", temperature(&self.face_emotion_card.calibration), &face.emotion));
+        }
+        if let Some(audio) = audio {
+            sources.push(("voice", temperature(&self.voice_emotion_card.calibration), &audio.emotion));
+        }
+        let probabilities: Vec<Vec<f32>> =
+            sources.iter().map(|(_, _, d)| d.probabilities.iter().map(|p| p.probability).collect()).collect();
+        let evidence: Vec<Evidence> = sources
+            .iter()
+            .zip(&probabilities)
+            .map(|(&(_, temperature, _), probabilities)| Evidence { probabilities, temperature })
+            .collect();
+        // The classes agree (checked at load), so fusing can only fail on no evidence.
+        let fused = fuse(&evidence).ok()?;
+        Some(FusedEmotion {
+            emotion: Distribution::new(&self.face_emotion_card.classes, &fused),
+            sources: sources
+                .into_iter()
+                .map(|(modality, temperature, emotion)| FusionSource {
+                    modality: modality.into(),
+                    weight: (1.0 / temperature) as f32,
+                    emotion: emotion.clone(),
+                })
+                .collect(),
         })
     }
 

@@ -1,14 +1,16 @@
 //! The `train face-emotion` and `eval face-emotion` commands: FER2013 in,
 //! shipped weights and a model card out.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use serde_json::json;
 use tch::nn;
 
-use super::fer2013::{self, Split};
-use super::{evaluate, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
+use super::fer2013::{self, FaceSet, Split};
+use super::metrics::CalibrationSummary;
+use super::{distributions, evaluate, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
 use crate::model::{
     card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard, Normalisation, EMOTIONS,
     FACE_SIZE,
@@ -83,6 +85,7 @@ pub fn export(best: &Path, state: &RunState, train_faces: usize, export: &Path, 
             train_faces, state.epochs_done, state.best_epoch, o.lr, o.batch_size, o.weight_decay, o.label_smoothing, o.class_weight_power
         ),
         metrics: json!({ "fer2013_public_test_accuracy": state.best_val_accuracy }),
+        calibration: None,
         train_command: format!("emotion-ai train face-emotion --data {} --epochs {}", data.display(), o.epochs),
         eval_command: format!("emotion-ai eval face-emotion --data {} --write-card", data.display()),
     };
@@ -95,6 +98,8 @@ pub struct EvalReport {
     pub accuracy: f64,
     pub balanced_accuracy: f64,
     pub per_class_recall: serde_json::Map<String, serde_json::Value>,
+    /// ECE on PrivateTest, raw and with the temperature fitted on PublicTest.
+    pub calibration: CalibrationSummary,
     pub json_path: PathBuf,
     pub png_path: PathBuf,
 }
@@ -107,6 +112,7 @@ pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -
     let sets = fer2013::load(data)?;
     let test = split(&sets, Split::PrivateTest, data)?;
     let matrix = evaluate(&model.net, test, &EMOTIONS);
+    let calibration = calibrate(&model, &sets, data)?;
     let recall = matrix.recall();
     let per_class_recall: serde_json::Map<_, _> =
         EMOTIONS.iter().zip(&recall).map(|(c, r)| (c.to_string(), json!((r * 10000.0).round() / 10000.0))).collect();
@@ -122,6 +128,7 @@ pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -
         "balanced_accuracy": matrix.balanced_accuracy(),
         "per_class_recall": per_class_recall,
         "confusion_matrix": matrix,
+        "calibration": calibration,
     });
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
     matrix.save_png(&png_path, &format!("face_emotion on FER2013 PrivateTest ({} faces)", matrix.total()))?;
@@ -133,13 +140,36 @@ pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -
         metrics.insert("fer2013_private_test_balanced_accuracy".into(), json!(matrix.balanced_accuracy()));
         metrics.insert("per_class_recall".into(), json!(per_class_recall));
         metrics.insert("private_test_samples".into(), json!(matrix.total()));
+        metrics.insert("private_test_ece".into(), json!(round4(calibration.raw.ece)));
+        metrics.insert("private_test_ece_calibrated".into(), json!(round4(calibration.calibrated.ece)));
+        card.calibration = Some(calibration.card_entry());
         card.save(&card_path(weights))?;
     }
     Ok(EvalReport {
         accuracy: matrix.accuracy(),
         balanced_accuracy: matrix.balanced_accuracy(),
         per_class_recall,
+        calibration,
         json_path,
         png_path,
     })
+}
+
+/// Fits the temperature on PublicTest and measures ECE on PrivateTest.
+fn calibrate(model: &LoadedFaceModel, sets: &HashMap<Split, FaceSet>, data: &Path) -> Result<CalibrationSummary> {
+    let (validation, validation_truth) = distributions(&model.net, split(sets, Split::PublicTest, data)?);
+    let (test, test_truth) = distributions(&model.net, split(sets, Split::PrivateTest, data)?);
+    Ok(CalibrationSummary::fit((&validation, &validation_truth), (&test, &test_truth), "FER2013 PublicTest"))
+}
+
+/// The emotion distribution of every FER2013 face of `part`, with the true
+/// emotions (for `eval fusion`).
+pub fn heldout_distributions(data: &Path, weights: &Path, part: Split) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
+    let model = LoadedFaceModel::load(weights)?;
+    let sets = fer2013::load(data)?;
+    Ok(distributions(&model.net, split(&sets, part, data)?))
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }

@@ -12,7 +12,7 @@ use anyhow::{anyhow, Result};
 use serde_json::json;
 use tch::nn;
 
-use super::metrics::ConfusionMatrix;
+use super::metrics::{CalibrationSummary, ConfusionMatrix};
 use super::utkface::{self, SexSet};
 use super::{evaluate, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
 use crate::model::voice::SEXES;
@@ -119,6 +119,7 @@ fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainR
             o.label_smoothing
         ),
         metrics: json!({ "validation_accuracy": state.best_val_accuracy, "split_seed": SPLIT_SEED }),
+        calibration: None,
         train_command: format!(
             "emotion-ai train face-sex --data {} --epochs {}{}",
             request.data.display(),
@@ -140,6 +141,9 @@ pub struct FaceSexReport {
     /// Accuracy on the faces the cascade found (what serving sees).
     pub detected_accuracy: f64,
     pub recall: serde_json::Map<String, serde_json::Value>,
+    /// ECE on the evaluated part (all ages), raw and with the temperature
+    /// fitted on the validation part.
+    pub calibration: CalibrationSummary,
     pub json_path: PathBuf,
     pub png_path: PathBuf,
 }
@@ -161,6 +165,12 @@ pub fn run_eval(
     }
     let model = LoadedFaceModel::load(weights)?;
     let [_, validation, test] = load(data, cascade)?;
+    let calibration = {
+        let (fit, fit_truth) = super::distributions(&model.net, &validation.faces);
+        let evaluated = if part == utkface::Part::Test { &test } else { &validation };
+        let (p, truth) = super::distributions(&model.net, &evaluated.faces);
+        CalibrationSummary::fit((&fit, &fit_truth), (&p, &truth), "UTKFace validation part")
+    };
     let test = if part == utkface::Part::Test { test } else { validation };
     let all = evaluate(&model.net, &test.faces, &SEXES);
     let adults = evaluate(&model.net, &test.select(&test.adult_indices()), &SEXES);
@@ -180,6 +190,7 @@ pub fn run_eval(
         "adults": matrix_json(&adults),
         "detected_by_cascade": matrix_json(&detected),
         "recall": recall,
+        "calibration": calibration,
     });
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
     all.save_png(&png_path, &format!("face_sex on the UTKFace test part ({} faces)", all.total()))?;
@@ -193,6 +204,9 @@ pub fn run_eval(
         metrics.insert("heldout_faces".into(), json!(all.total()));
         metrics.insert("heldout_adults".into(), json!(adults.total()));
         metrics.insert("heldout_recall".into(), json!(recall));
+        metrics.insert("heldout_ece".into(), json!(round4(calibration.raw.ece)));
+        metrics.insert("heldout_ece_calibrated".into(), json!(round4(calibration.calibrated.ece)));
+        card.calibration = Some(calibration.card_entry());
         card.save(&card_path(weights))?;
     }
     Ok(FaceSexReport {
@@ -202,6 +216,7 @@ pub fn run_eval(
         adult_accuracy: adults.accuracy(),
         detected_accuracy: detected.accuracy(),
         recall,
+        calibration,
         json_path,
         png_path,
     })

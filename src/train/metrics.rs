@@ -93,6 +93,159 @@ impl ConfusionMatrix {
     }
 }
 
+/// How well a model's confidence matches its accuracy, on one labelled set.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationReport {
+    pub samples: u64,
+    /// Expected calibration error: the sample-weighted mean, over equal-width
+    /// confidence bins, of |accuracy - mean confidence| (top-1).
+    pub ece: f64,
+    /// The largest such gap over non-empty bins.
+    pub max_gap: f64,
+    /// Mean negative log-likelihood of the true class.
+    pub nll: f64,
+    pub bins: Vec<ReliabilityBin>,
+}
+
+/// One confidence bin of a reliability diagram.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReliabilityBin {
+    pub lower: f64,
+    pub upper: f64,
+    pub samples: u64,
+    pub mean_confidence: f64,
+    pub accuracy: f64,
+}
+
+/// Calibration of top-1 predictions over `bins` equal-width confidence bins
+/// (15 is the usual choice), from each sample's distribution and true class.
+pub fn calibration(probabilities: &[Vec<f32>], truth: &[usize], bins: usize) -> CalibrationReport {
+    let bins = bins.max(1);
+    let mut count = vec![0u64; bins];
+    let mut confidence_sum = vec![0.0f64; bins];
+    let mut correct = vec![0u64; bins];
+    let mut nll = 0.0;
+    for (p, &t) in probabilities.iter().zip(truth) {
+        let (top, &confidence) = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap_or((usize::MAX, &0.0));
+        let confidence = f64::from(confidence);
+        let bin = ((confidence * bins as f64) as usize).min(bins - 1);
+        count[bin] += 1;
+        confidence_sum[bin] += confidence;
+        correct[bin] += u64::from(top == t);
+        nll -= f64::from(p.get(t).copied().unwrap_or(0.0)).max(1e-12).ln();
+    }
+    let samples: u64 = count.iter().sum();
+    let mut ece = 0.0;
+    let mut max_gap = 0.0f64;
+    let bins: Vec<ReliabilityBin> = (0..bins)
+        .map(|b| {
+            let n = count[b].max(1) as f64;
+            let bin = ReliabilityBin {
+                lower: b as f64 / bins as f64,
+                upper: (b + 1) as f64 / bins as f64,
+                samples: count[b],
+                mean_confidence: confidence_sum[b] / n,
+                accuracy: correct[b] as f64 / n,
+            };
+            if count[b] > 0 {
+                let gap = (bin.accuracy - bin.mean_confidence).abs();
+                ece += gap * count[b] as f64 / samples as f64;
+                max_gap = max_gap.max(gap);
+            }
+            bin
+        })
+        .collect();
+    CalibrationReport { samples, ece, max_gap, nll: nll / samples.max(1) as f64, bins }
+}
+
+/// The temperature `T` minimising the mean negative log-likelihood of
+/// `p^(1/T)` (renormalised) on a labelled set: a golden-section search over
+/// log T in [1/10, 10], where the likelihood is unimodal in practice.
+pub fn fit_temperature(probabilities: &[Vec<f32>], truth: &[usize]) -> f64 {
+    let nll = |log_t: f64| -> f64 {
+        let t = log_t.exp();
+        probabilities
+            .iter()
+            .zip(truth)
+            .map(|(p, &k)| {
+                let q = crate::fusion::temper(p, t).unwrap_or_else(|_| p.clone());
+                -f64::from(q.get(k).copied().unwrap_or(0.0)).max(1e-12).ln()
+            })
+            .sum::<f64>()
+    };
+    let golden = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut a, mut b) = (0.1f64.ln(), 10f64.ln());
+    let mut c = b - golden * (b - a);
+    let mut d = a + golden * (b - a);
+    let (mut fc, mut fd) = (nll(c), nll(d));
+    for _ in 0..40 {
+        if fc < fd {
+            b = d;
+            d = c;
+            fd = fc;
+            c = b - golden * (b - a);
+            fc = nll(c);
+        } else {
+            a = c;
+            c = d;
+            fc = fd;
+            d = a + golden * (b - a);
+            fd = nll(d);
+        }
+    }
+    ((a + b) / 2.0).exp()
+}
+
+/// Each distribution tempered by `temperature` (see [`crate::fusion::temper`]).
+pub fn tempered(probabilities: &[Vec<f32>], temperature: f64) -> Vec<Vec<f32>> {
+    probabilities.iter().map(|p| crate::fusion::temper(p, temperature).unwrap_or_else(|_| p.clone())).collect()
+}
+
+/// A model's calibration on its test split, before and after the
+/// temperature fitted on its validation split.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationSummary {
+    pub temperature: f64,
+    pub fitted_on: String,
+    pub validation_samples: u64,
+    /// As the model gives its probabilities.
+    pub raw: CalibrationReport,
+    /// After the temperature.
+    pub calibrated: CalibrationReport,
+}
+
+/// Reliability bins used for every reported ECE.
+pub const ECE_BINS: usize = 15;
+
+impl CalibrationSummary {
+    /// Fits the temperature on `validation` (distributions and true classes)
+    /// and measures both versions on `test`.
+    pub fn fit(validation: (&[Vec<f32>], &[usize]), test: (&[Vec<f32>], &[usize]), fitted_on: &str) -> Self {
+        let temperature = fit_temperature(validation.0, validation.1);
+        Self {
+            temperature,
+            fitted_on: fitted_on.to_string(),
+            validation_samples: validation.0.len() as u64,
+            raw: calibration(test.0, test.1, ECE_BINS),
+            calibrated: calibration(&tempered(test.0, temperature), test.1, ECE_BINS),
+        }
+    }
+
+    /// What the model card records.
+    pub fn card_entry(&self) -> crate::fusion::Calibration {
+        crate::fusion::Calibration {
+            temperature: (self.temperature * 1e4).round() / 1e4,
+            fitted_on: self.fitted_on.clone(),
+            samples: self.validation_samples,
+        }
+    }
+}
+
+/// The rows of a `[N, K]` probability tensor.
+pub fn tensor_rows(probabilities: &tch::Tensor) -> Vec<Vec<f32>> {
+    (0..probabilities.size()[0]).map(|i| Vec::<f32>::try_from(probabilities.get(i)).unwrap_or_default()).collect()
+}
+
 fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing plot: {e:?}")
 }
@@ -132,5 +285,46 @@ mod tests {
         m.save_png(&path, "test").unwrap();
         let img = image::open(&path).unwrap();
         assert!(img.width() > 100 && img.height() > 100);
+    }
+
+    #[test]
+    fn perfectly_calibrated_predictions_have_zero_ece() {
+        // Confidence 0.75 and right 3 times out of 4; confidence 1 and right.
+        let p = vec![vec![0.75, 0.25]; 4].into_iter().chain([vec![1.0, 0.0]]).collect::<Vec<_>>();
+        let truth = [0, 0, 0, 1, 0];
+        let report = calibration(&p, &truth, 10);
+        assert_eq!(report.samples, 5);
+        assert!(report.ece.abs() < 1e-9, "{report:?}");
+        assert_eq!(report.bins.iter().map(|b| b.samples).sum::<u64>(), 5);
+        assert_eq!(report.bins[7].samples, 4);
+        assert_eq!(report.bins[9].samples, 1, "confidence 1.0 falls in the last bin");
+    }
+
+    #[test]
+    fn over_confidence_shows_as_ece() {
+        // Always 0.9 sure, right half the time: a gap of 0.4 everywhere.
+        let p = vec![vec![0.9, 0.1]; 10];
+        let truth: Vec<usize> = (0..10).map(|i| i % 2).collect();
+        let report = calibration(&p, &truth, 15);
+        assert!((report.ece - 0.4).abs() < 1e-6, "{report:?}");
+        assert!((report.max_gap - 0.4).abs() < 1e-6);
+        let expected_nll = -(0.5 * 0.9f64.ln() + 0.5 * 0.1f64.ln());
+        assert!((report.nll - expected_nll).abs() < 1e-6);
+    }
+
+    #[test]
+    fn fitted_temperature_undoes_over_confidence() {
+        // Right 60% of the time at 0.9 confidence: T > 1 softens towards 0.6.
+        let p = vec![vec![0.9f32, 0.1]; 100];
+        let truth: Vec<usize> = (0..100).map(|i| usize::from(i % 5 >= 3)).collect();
+        let t = fit_temperature(&p, &truth);
+        assert!(t > 1.5, "temperature {t}");
+        let calibrated = tempered(&p, t);
+        assert!((calibrated[0][0] - 0.6).abs() < 0.01, "{:?}", calibrated[0]);
+        assert!(calibration(&calibrated, &truth, 15).ece < 0.01);
+        // Under-confident predictions get T < 1.
+        let p = vec![vec![0.6f32, 0.4]; 100];
+        let truth = vec![0usize; 100];
+        assert!(fit_temperature(&p, &truth) < 0.5);
     }
 }

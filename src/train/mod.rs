@@ -11,6 +11,7 @@ pub mod augment;
 pub mod face_emotion;
 pub mod face_sex;
 pub mod fer2013;
+pub mod fusion_eval;
 pub mod metrics;
 pub mod utkface;
 pub mod voice_data;
@@ -223,6 +224,12 @@ pub fn predict_set(net: &FaceNet, set: &FaceSet) -> Tensor {
         start += len;
     }
     Tensor::cat(&parts, 0)
+}
+
+/// A network's distribution for every face of a set, and the true classes.
+pub fn distributions(net: &FaceNet, set: &FaceSet) -> (Vec<Vec<f32>>, Vec<usize>) {
+    let truth = Vec::<i64>::try_from(&set.labels).unwrap_or_default();
+    (metrics::tensor_rows(&predict_set(net, set)), truth.into_iter().map(|t| t as usize).collect())
 }
 
 /// Confusion matrix of a network's top-1 predictions on a set.

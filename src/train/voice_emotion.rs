@@ -24,7 +24,7 @@ use serde_json::json;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use super::metrics::ConfusionMatrix;
+use super::metrics::{calibration, CalibrationReport, CalibrationSummary, ConfusionMatrix, ECE_BINS};
 use super::voice_data::{class_counts, load_clips, VoiceClip};
 use super::{class_weights, export_weights, learning_rate, train_step, EpochRecord, RunState, TrainOptions};
 use crate::features::{MfccConfig, MfccExtractor};
@@ -407,6 +407,7 @@ pub fn export(
             "validation_actors": VALIDATION_ACTORS,
             "validation_emotion7_accuracy": state.best_val_accuracy,
         }),
+        calibration: None,
         train_command: format!("emotion-ai train voice-emotion {} --epochs {}", data_args(data), o.epochs),
         eval_command: format!("emotion-ai eval voice-emotion {} --write-card", data_args(data)),
     };
@@ -422,6 +423,11 @@ pub struct VoiceEvalReport {
     pub emotion7_accuracy: f64,
     pub sex_accuracy: f64,
     pub emotion7_recall: serde_json::Map<String, serde_json::Value>,
+    /// 7-emotion ECE on the held-out actors, raw and with the temperature
+    /// fitted on the validation actors.
+    pub emotion7_calibration: CalibrationSummary,
+    /// Sex ECE on the held-out actors (not used by fusion; no temperature).
+    pub sex_calibration: CalibrationReport,
     pub json_path: PathBuf,
     pub png_paths: Vec<PathBuf>,
 }
@@ -436,11 +442,26 @@ fn rounded(x: f64) -> f64 {
 pub fn run_eval(data: &[PathBuf], weights: &Path, out_dir: &Path, write_card: bool) -> Result<VoiceEvalReport> {
     let model = LoadedVoiceModel::load(weights)?;
     let extractor = MfccExtractor::new(model.card.input.features.clone());
-    let (_, _, test) = split_by_speaker(load_clips(data, extractor.config().sample_rate)?);
-    if test.is_empty() {
-        bail!("no clips of the held-out RAVDESS actors {HELDOUT_ACTORS:?} under {data:?}");
+    let (_, validation, test) = split_by_speaker(load_clips(data, extractor.config().sample_rate)?);
+    if test.is_empty() || validation.is_empty() {
+        bail!("no clips of the held-out RAVDESS actors {HELDOUT_ACTORS:?} or {VALIDATION_ACTORS:?} under {data:?}");
     }
     let predictions = predict_clips(&model.net, &extractor, &test)?;
+    let emotion7_calibration = {
+        let emotions = |p: &[Vec<f32>]| p.iter().map(|j| emotion_marginal(j)).collect::<Vec<_>>();
+        let truth = |clips: &[VoiceClip]| clips.iter().map(|c| c.label.emotion).collect::<Vec<_>>();
+        let validation_predictions = emotions(&predict_clips(&model.net, &extractor, &validation)?);
+        CalibrationSummary::fit(
+            (&validation_predictions, &truth(&validation)),
+            (&emotions(&predictions), &truth(&test)),
+            &format!("RAVDESS actors {VALIDATION_ACTORS:?} (validation)"),
+        )
+    };
+    let sex_calibration = calibration(
+        &predictions.iter().map(|j| sex_marginal(j)).collect::<Vec<_>>(),
+        &test.iter().map(|c| c.label.sex).collect::<Vec<_>>(),
+        ECE_BINS,
+    );
     let (joint, emotion7, sex) = confusion_matrices(&predictions, &test);
     let emotion7_recall: serde_json::Map<_, _> =
         EMOTIONS.iter().zip(emotion7.recall()).map(|(c, r)| (c.to_string(), json!(rounded(r)))).collect();
@@ -461,6 +482,8 @@ pub fn run_eval(data: &[PathBuf], weights: &Path, out_dir: &Path, write_card: bo
         "confusion_class14": joint,
         "confusion_emotion7": emotion7,
         "confusion_sex": sex,
+        "emotion7_calibration": emotion7_calibration,
+        "sex_calibration": sex_calibration,
     });
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
     let title = |what: &str| format!("voice_emotion, {what}, RAVDESS actors 21-24 ({} clips)", joint.total());
@@ -477,6 +500,13 @@ pub fn run_eval(data: &[PathBuf], weights: &Path, out_dir: &Path, write_card: bo
         metrics.insert("heldout_actor_emotion7_balanced_accuracy".into(), json!(rounded(emotion7.balanced_accuracy())));
         metrics.insert("heldout_actor_sex_accuracy".into(), json!(rounded(sex.accuracy())));
         metrics.insert("heldout_actor_emotion7_recall".into(), json!(emotion7_recall));
+        metrics.insert("heldout_actor_emotion7_ece".into(), json!(rounded(emotion7_calibration.raw.ece)));
+        metrics.insert(
+            "heldout_actor_emotion7_ece_calibrated".into(),
+            json!(rounded(emotion7_calibration.calibrated.ece)),
+        );
+        metrics.insert("heldout_actor_sex_ece".into(), json!(rounded(sex_calibration.ece)));
+        card.calibration = Some(emotion7_calibration.card_entry());
         card.save(&card_path(weights))?;
     }
     Ok(VoiceEvalReport {
@@ -485,9 +515,30 @@ pub fn run_eval(data: &[PathBuf], weights: &Path, out_dir: &Path, write_card: bo
         emotion7_accuracy: emotion7.accuracy(),
         sex_accuracy: sex.accuracy(),
         emotion7_recall,
+        emotion7_calibration,
+        sex_calibration,
         json_path,
         png_paths: vec![png14, png7],
     })
+}
+
+/// The clip-level 7-emotion distribution of every clip of the held-out
+/// actors (or, with `validation`, the validation actors), with the true
+/// emotions (for `eval fusion`).
+pub fn heldout_distributions(
+    data: &[PathBuf],
+    weights: &Path,
+    validation: bool,
+) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
+    let model = LoadedVoiceModel::load(weights)?;
+    let extractor = MfccExtractor::new(model.card.input.features.clone());
+    let (_, validation_clips, test) = split_by_speaker(load_clips(data, extractor.config().sample_rate)?);
+    let clips = if validation { validation_clips } else { test };
+    if clips.is_empty() {
+        bail!("no clips of the RAVDESS actors to evaluate on under {data:?}");
+    }
+    let predictions = predict_clips(&model.net, &extractor, &clips)?;
+    Ok((predictions.iter().map(|j| emotion_marginal(j)).collect(), clips.iter().map(|c| c.label.emotion).collect()))
 }
 
 #[cfg(test)]
