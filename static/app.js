@@ -1,6 +1,7 @@
 // Upload page: drag and drop, webcam snapshot and microphone recording. Each
-// puts one file into the form's file input and submits the form, so every
-// way in goes through the same endpoint and answer page.
+// puts its file(s) into the form's file input and submits the form, so every
+// way in goes through the same endpoint and answer page. Two files (a photo
+// and a clip of one person) are sent together and fused by the server.
 (function () {
   "use strict";
   const zone = document.getElementById("drop-zone");
@@ -11,18 +12,19 @@
   const status = document.getElementById("capture-status");
   const say = (text) => { if (status) status.textContent = text; };
 
-  function submitFile(file) {
+  function submitFiles(chosen) {
     const files = new DataTransfer();
-    files.items.add(file);
+    chosen.slice(0, 2).forEach((file) => files.items.add(file));
     input.files = files.files;
-    label.textContent = file.name;
+    label.textContent = Array.from(input.files, (f) => f.name).join(" + ");
     form.classList.add("sending");
     form.requestSubmit();
   }
+  const submitFile = (file) => submitFiles([file]);
 
   form.addEventListener("submit", () => form.classList.add("sending"));
   input.addEventListener("change", () => {
-    if (input.files.length) label.textContent = input.files[0].name;
+    if (input.files.length) label.textContent = Array.from(input.files, (f) => f.name).join(" + ");
   });
   ["dragenter", "dragover"].forEach((type) =>
     zone.addEventListener(type, (event) => { event.preventDefault(); zone.classList.add("over"); }));
@@ -30,7 +32,7 @@
     zone.addEventListener(type, (event) => { event.preventDefault(); zone.classList.remove("over"); }));
   zone.addEventListener("drop", (event) => {
     if (!event.dataTransfer.files.length) return;
-    submitFile(event.dataTransfer.files[0]);
+    submitFiles(Array.from(event.dataTransfer.files));
   });
 
   const cameraButton = document.getElementById("camera-button");

@@ -131,9 +131,16 @@ async fn fetch_from_page(browser: &Client, url: &str) -> (u64, u64) {
 
 /// Opens the upload page and submits `path` through the file input.
 async fn upload(browser: &Client, base: &str, path: &Path) {
+    upload_files(browser, base, &[path]).await
+}
+
+/// Chooses `paths` in the page's file input (several at once, as a user
+/// selecting them together would) and submits the form.
+async fn upload_files(browser: &Client, base: &str, paths: &[&Path]) {
     browser.goto(base).await.unwrap();
     let input = browser.find(Locator::Css("#file-input")).await.unwrap();
-    input.send_keys(path.to_str().unwrap()).await.unwrap();
+    let paths: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    input.send_keys(&paths.join("\n")).await.unwrap();
     browser.find(Locator::Css("#upload-form button[type=submit]")).await.unwrap().click().await.unwrap();
 }
 
@@ -198,6 +205,17 @@ async fn answer_pages_work_in_headless_chromium() {
         js(&browser, "const i = document.querySelector('.face-sample img'); return i.complete && i.naturalWidth").await;
     assert_eq!(loaded.as_u64(), Some(200), "the face sample must load");
     screenshot(&browser, "audio_result.png").await;
+
+    // A photo and a clip chosen together: the fused answer first, then both parts.
+    upload_files(&browser, &base, &[&fixtures.join("astronaut.jpg"), &fixtures.join("speech.wav")]).await;
+    wait_for(&browser, ".fusion-result").await;
+    assert_eq!(count(&browser, "article.fused meter").await, 7);
+    assert_eq!(count(&browser, "li[data-modality]").await, 2);
+    assert_eq!(count(&browser, "rect.face-box").await, 1);
+    assert_eq!(count(&browser, "audio.player").await, 1);
+    let headline = js(&browser, "return document.querySelector('h1').textContent").await;
+    assert!(headline.as_str().unwrap().contains("Face and voice together"), "{headline}");
+    screenshot(&browser, "fusion_result.png").await;
 
     // No face: a clear page, no guess.
     upload(&browser, &base, &fixtures.join("coffee.jpg")).await;

@@ -6,7 +6,7 @@
 mod common;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{header, Request, StatusCode};
 use common::*;
 use serde_json::{json, Value};
 
@@ -80,7 +80,26 @@ async fn real_answers_validate_against_the_declared_schemas() {
     for (name, bytes) in [("astronaut.jpg", fixture("astronaut.jpg")), ("speech.ogg", fixture("speech.ogg"))] {
         let response = send(upload_request("/api/v1/predict", name, &bytes, None)).await;
         assert_eq!(response.status(), StatusCode::OK, "{name}");
-        assert_valid(&doc, "Analysis", &json_of(response).await);
+        let answer = json_of(response).await;
+        assert_valid(&doc, "Analysis", &answer);
+        assert_valid(&doc, "Answer", &answer);
+    }
+    // An image and a clip: whole, and with one part's error in place of its result.
+    let jpeg = fixture("astronaut.jpg");
+    let silence = wav(16_000, &vec![0.0; 48_000]);
+    for (what, clip) in [("a clip", fixture("speech.wav")), ("a silent clip", silence)] {
+        let request = Request::post("/api/v1/predict")
+            .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={BOUNDARY}"))
+            .body(Body::from(multipart_body(&[("image", "a.jpg", &jpeg), ("audio", "b.wav", &clip)])))
+            .unwrap();
+        let answer = json_of(send(request).await).await;
+        assert_eq!(answer["kind"], "fusion", "{what}: {answer}");
+        assert_valid(&doc, "Answer", &answer);
+        assert_valid(&doc, "FusionAnalysis", &answer);
+    }
+    let form = &doc["components"]["schemas"]["UploadForm"]["properties"];
+    for field in ["file", "image", "audio"] {
+        assert_eq!(form[field]["format"], "binary", "upload field {field}: {form}");
     }
     let response = send(upload_request("/api/v1/predict", "coffee.jpg", &fixture("coffee.jpg"), None)).await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -93,10 +112,20 @@ async fn real_answers_validate_against_the_declared_schemas() {
     assert!(models["voice_emotion"]["metrics"]["heldout_actor_emotion7_accuracy"].as_f64().unwrap() > 0.55);
     assert!(models["face_sex"]["metrics"]["heldout_adult_accuracy"].as_f64().unwrap() > 0.93);
     assert!(models["face_emotion"]["metrics"]["fer2013_private_test_accuracy"].as_f64().unwrap() > 0.6);
+    // The calibration fusion weighs by, and the ECE it was judged on.
+    for model in ["face_emotion", "voice_emotion", "face_sex"] {
+        let t = models[model]["calibration"]["temperature"].as_f64().unwrap_or_default();
+        assert!(t > 0.25 && t < 4.0, "{model} temperature {t}");
+    }
+    assert!(models["face_emotion"]["metrics"]["private_test_ece"].as_f64().unwrap() < 0.2);
+    assert!(models["voice_emotion"]["metrics"]["heldout_actor_emotion7_ece"].as_f64().unwrap() < 0.2);
 
     // The schema is not vacuous: a wrong answer fails it.
     let schema = json!({"$ref": "#/components/schemas/Analysis", "components": doc["components"]});
     let validator = jsonschema::validator_for(&schema).unwrap();
     assert!(!validator.is_valid(&json!({"kind": "image", "width": "wide"})));
+    let fusion = json!({"$ref": "#/components/schemas/FusionAnalysis", "components": doc["components"]});
+    let validator = jsonschema::validator_for(&fusion).unwrap();
+    assert!(!validator.is_valid(&json!({"kind": "fusion", "image": null, "audio": null})), "fused is required");
     assert!(!validator.is_valid(&json!({"kind": "video"})));
 }

@@ -8,16 +8,57 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
-use super::AppState;
+use super::{AppState, ErrorBody};
+use crate::predict::{Analysis, AudioAnalysis, FusedEmotion, ImageAnalysis};
 
-/// The multipart upload every predict route takes.
+/// The multipart upload the predict routes take: `file` alone, or an image
+/// and a clip of the same person in `image` and `audio` (or in two `file`
+/// fields; they are told apart by content) for a fused answer.
 #[derive(ToSchema)]
 #[allow(dead_code)] // documents the request body; the handlers read the multipart stream
 pub struct UploadForm {
     /// The image (JPEG, PNG, BMP, GIF, WebP, TIFF) or clip (WAV, FLAC, MP3,
     /// Ogg Vorbis, M4A/AAC); the format is read from the bytes.
-    #[schema(value_type = String, format = Binary)]
-    file: Vec<u8>,
+    #[schema(value_type = Option<String>, format = Binary)]
+    file: Option<Vec<u8>>,
+    /// A photo, sent with `audio` to fuse face and voice.
+    #[schema(value_type = Option<String>, format = Binary)]
+    image: Option<Vec<u8>>,
+    /// A clip of the same person, sent with `image`.
+    #[schema(value_type = Option<String>, format = Binary)]
+    audio: Option<Vec<u8>>,
+}
+
+/// The `kind` of a fused answer.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FusionKind {
+    Fusion,
+}
+
+/// The answer for an image and a clip sent together: each one's own result
+/// (or, when it could not be analysed, its error) and the fused emotion.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FusionAnalysis {
+    /// Always `fusion`.
+    pub kind: FusionKind,
+    /// The image's faces, unless `image_error` says why not.
+    pub image: Option<ImageAnalysis>,
+    pub image_error: Option<ErrorBody>,
+    /// The clip's emotion, sex and timeline, unless `audio_error` says why not.
+    pub audio: Option<AudioAnalysis>,
+    pub audio_error: Option<ErrorBody>,
+    /// Face (the largest) and voice combined; from the one that could be
+    /// analysed when the other could not.
+    pub fused: FusedEmotion,
+}
+
+/// What a predict route answers: one upload's analysis, or a fused pair's.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Answer {
+    Single(Analysis),
+    Fusion(Box<FusionAnalysis>),
 }
 
 /// What one shipped model is, and how well it measured.
@@ -35,6 +76,10 @@ pub struct ModelInfo {
     /// Measured accuracy and the splits it was measured on, as in the card.
     #[schema(value_type = Object)]
     pub metrics: Value,
+    /// The temperature fitted on held-out data (`null` if none): fusion
+    /// weighs the model by its inverse.
+    #[schema(value_type = Option<Object>)]
+    pub calibration: Option<Value>,
 }
 
 /// The three shipped models.
@@ -67,6 +112,7 @@ fn info(card: &impl Serialize) -> ModelInfo {
         params: card["params"].as_i64().unwrap_or_default(),
         trained_on: text("trained_on"),
         metrics: card["metrics"].clone(),
+        calibration: card.get("calibration").cloned(),
     }
 }
 
@@ -107,7 +153,7 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     ),
     components(schemas(UploadForm, super::ErrorBody)),
     tags(
-        (name = "predict", description = "analyse an image or a clip"),
+        (name = "predict", description = "analyse an image, a clip, or both of one person (fused)"),
         (name = "models", description = "what the models are and how well they measured"),
         (name = "meta", description = "health and this document"),
     )

@@ -18,9 +18,13 @@ use crate::predict::AnalyzeError;
 pub enum AppError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("the request has no file: send multipart/form-data with the upload in a field named `file`")]
+    #[error(
+        "the request has no file: send multipart/form-data with the upload in a field named `file` \
+         (or a photo in `image` and a clip in `audio`)"
+    )]
     MissingFile,
-    #[error("send one file per request (got a second `{0}` field)")]
+    /// The detail says what was sent.
+    #[error("send one file, or one image and one audio clip of the same person ({0})")]
     TooManyFiles(String),
     #[error("the uploaded file is empty")]
     EmptyFile,
@@ -48,7 +52,7 @@ pub enum AppError {
 }
 
 /// The JSON body of every error response.
-#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable identifier, for programs.
     pub code: String,

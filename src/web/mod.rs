@@ -3,8 +3,10 @@
 //! Routes (built in one place, [`app`]):
 //! - `GET /`: the upload page.
 //! - `POST /predict`: multipart field `file` holding an image or an audio
-//!   clip (told apart by content); an HTML result page, or JSON when the
-//!   client sends `Accept: application/json`.
+//!   clip (told apart by content), or an image and a clip of one person
+//!   (fields `image` and `audio`, or two `file` fields) whose emotions are
+//!   fused; an HTML result page, or JSON when the client sends
+//!   `Accept: application/json`.
 //! - `POST /api/v1/predict`: the same, always JSON.
 //! - `GET /healthz`: liveness plus the loaded models.
 //! - `GET /static/*`: CSS and JS (no CDN).
@@ -32,14 +34,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::{AppError, ErrorBody, HtmlError};
 
-use crate::predict::{Analysis, Analyzer};
+use crate::decode::{sniff, MediaKind};
+use crate::predict::{Analysis, AnalyzeError, Analyzer};
+use api::{Answer, FusionAnalysis, FusionKind};
 
 /// Limits of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -169,8 +173,20 @@ pub struct Upload {
     pub bytes: Bytes,
 }
 
-/// Reads the single `file` field of a multipart request.
-async fn read_upload(multipart: Result<Multipart, MultipartRejection>, limit: usize) -> Result<Upload, AppError> {
+/// The multipart fields that may hold an upload.
+const UPLOAD_FIELDS: [&str; 3] = ["file", "image", "audio"];
+
+/// What a predict request carries.
+pub enum Uploads {
+    /// One file, image or clip.
+    One(Upload),
+    /// An image and a clip of the same person, to be fused.
+    Pair { image: Upload, audio: Upload },
+}
+
+/// Reads the upload fields of a multipart request: one `file` (or `image`,
+/// or `audio`), or two of them holding an image and a clip.
+async fn read_uploads(multipart: Result<Multipart, MultipartRejection>, limit: usize) -> Result<Uploads, AppError> {
     let mut multipart = multipart.map_err(|e| {
         AppError::BadRequest(format!(
             "expected a multipart/form-data upload with the file in a field named `file` ({})",
@@ -186,38 +202,119 @@ async fn read_upload(multipart: Result<Multipart, MultipartRejection>, limit: us
             AppError::BadRequest(format!("{what}: {}", e.body_text()))
         }
     };
-    let mut upload = None;
+    let mut uploads: Vec<(String, Upload)> = Vec::new();
     while let Some(field) = multipart.next_field().await.map_err(|e| reading_error(e, "malformed multipart body"))? {
         let name = field.name().unwrap_or_default().to_string();
-        if name != "file" {
+        if !UPLOAD_FIELDS.contains(&name.as_str()) {
             continue;
         }
-        if upload.is_some() {
-            return Err(AppError::TooManyFiles(name));
+        if uploads.len() == 2 {
+            return Err(AppError::TooManyFiles(format!("got a third file, in a `{name}` field")));
         }
         let bytes = field.bytes().await.map_err(|e| reading_error(e, "could not read the upload"))?;
-        upload = Some(Upload { bytes });
+        uploads.push((name, Upload { bytes }));
     }
-    // An empty file is reported by the decoder, like every other content problem.
-    upload.ok_or(AppError::MissingFile)
+    let second = uploads.pop();
+    match (uploads.pop(), second) {
+        (None, None) => Err(AppError::MissingFile),
+        // An empty file is reported by the decoder, like every other content problem.
+        (None, Some((_, one))) => Ok(Uploads::One(one)),
+        (Some(first), Some(second)) => pair(first, second),
+        (Some(_), None) => unreachable!("pop takes the last upload first"),
+    }
 }
 
-/// Runs the analysis on a blocking thread within the server's bounds.
-async fn analyze(state: &AppState, upload: &Upload) -> Result<Analysis, AppError> {
-    let _admitted = state.admission.clone().try_acquire_owned().map_err(|_| AppError::Busy)?;
+/// Which of two uploads is the image and which the clip: by content, or by
+/// field name when the content says neither (that upload then fails on its own).
+fn pair(first: (String, Upload), second: (String, Upload)) -> Result<Uploads, AppError> {
+    let kind = |u: &Upload| match sniff(&u.bytes) {
+        MediaKind::Image(_) => Some(true),
+        MediaKind::Audio(_) => Some(false),
+        _ => None,
+    };
+    let first_is_image = match (kind(&first.1), kind(&second.1)) {
+        (Some(true), Some(true)) => return Err(AppError::TooManyFiles("got two images".into())),
+        (Some(false), Some(false)) => return Err(AppError::TooManyFiles("got two clips".into())),
+        (Some(a), _) => a,
+        (None, Some(b)) => !b,
+        (None, None) => first.0 != "audio" && second.0 != "image",
+    };
+    let (image, audio) = if first_is_image { (first.1, second.1) } else { (second.1, first.1) };
+    Ok(Uploads::Pair { image, audio })
+}
+
+/// Holds a worker for the caller: waits within the queue's bounds, or
+/// answers 503 at once when the queue is full.
+async fn admit(state: &AppState) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), AppError> {
+    let admitted = state.admission.clone().try_acquire_owned().map_err(|_| AppError::Busy)?;
     let running = tokio::time::timeout(state.limits.queue_timeout, state.running.clone().acquire_owned())
         .await
         .map_err(|_| AppError::Busy)?
         .map_err(|_| AppError::Busy)?;
+    Ok((admitted, running))
+}
+
+/// Runs `work` on a blocking thread within the server's bounds.
+async fn run_bounded<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&Analyzer) -> T + Send + 'static,
+) -> Result<T, AppError> {
+    let permits = admit(state).await?;
     let analyzer = state.analyzer.clone();
-    let bytes = upload.bytes.clone();
     tokio::task::spawn_blocking(move || {
-        let _running = running;
-        analyzer.analyze_bytes(&bytes)
+        let _permits = permits;
+        work(&analyzer)
     })
     .await
-    .map_err(|e| AppError::Internal(format!("analysis task failed: {e}")))?
-    .map_err(AppError::from)
+    .map_err(|e| AppError::Internal(format!("analysis task failed: {e}")))
+}
+
+/// Analyses one upload.
+async fn analyze(state: &AppState, upload: &Upload) -> Result<Analysis, AppError> {
+    let bytes = upload.bytes.clone();
+    run_bounded(state, move |analyzer| analyzer.analyze_bytes(&bytes)).await?.map_err(AppError::from)
+}
+
+/// Analyses an image and a clip of one person on one worker and fuses them.
+/// A part that cannot be analysed is reported in the answer and left out of
+/// the fusion; when neither can, the image's error is the answer.
+async fn analyze_pair(state: &AppState, image: &Upload, audio: &Upload) -> Result<FusionAnalysis, AppError> {
+    let (image, audio) = (image.bytes.clone(), audio.bytes.clone());
+    let (image, audio, fused) = run_bounded(state, move |analyzer| {
+        let image = analyzer.analyze_image_bytes(&image);
+        let audio = analyzer.analyze_audio_bytes(&audio);
+        let fused = analyzer.fuse(image.as_ref().ok(), audio.as_ref().ok());
+        (image, audio, fused)
+    })
+    .await?;
+    let (image, image_error) = split_outcome(image);
+    let (audio, audio_error) = split_outcome(audio);
+    match fused {
+        Some(fused) => Ok(FusionAnalysis {
+            kind: FusionKind::Fusion,
+            image,
+            image_error: image_error.map(|e| e.body()),
+            audio,
+            audio_error: audio_error.map(|e| e.body()),
+            fused,
+        }),
+        None => Err(image_error.or(audio_error).unwrap_or(AppError::Internal("nothing to fuse".into()))),
+    }
+}
+
+fn split_outcome<T>(outcome: Result<T, AnalyzeError>) -> (Option<T>, Option<AppError>) {
+    match outcome {
+        Ok(value) => (Some(value), None),
+        Err(e) => (None, Some(AppError::from(e))),
+    }
+}
+
+/// Analyses whatever the request carries.
+async fn answer(state: &AppState, uploads: &Uploads) -> Result<Answer, AppError> {
+    match uploads {
+        Uploads::One(upload) => analyze(state, upload).await.map(Answer::Single),
+        Uploads::Pair { image, audio } => analyze_pair(state, image, audio).await.map(|f| Answer::Fusion(Box::new(f))),
+    }
 }
 
 /// Whether the client asked for JSON rather than a page.
@@ -230,8 +327,8 @@ fn wants_json(headers: &HeaderMap) -> bool {
 #[utoipa::path(post, path = "/api/v1/predict", tag = "predict",
     request_body(content = api::UploadForm, content_type = "multipart/form-data"),
     responses(
-        (status = 200, description = "faces of an image, or a clip's emotion, sex and timeline", body = Analysis),
-        (status = 400, description = "no file, not multipart, two files, or an empty file (`missing_file`, `bad_request`, `too_many_files`, `empty_file`)", body = ErrorBody),
+        (status = 200, description = "faces of an image, a clip's emotion, sex and timeline, or both with the fused emotion (`kind` says which)", body = Answer),
+        (status = 400, description = "no file, not multipart, two images, two clips or three files, or an empty file (`missing_file`, `bad_request`, `too_many_files`, `empty_file`)", body = ErrorBody),
         (status = 413, description = "upload, image or clip over the limits (`payload_too_large`, `image_too_large`, `audio_too_long`)", body = ErrorBody),
         (status = 415, description = "neither a supported image nor supported audio (`unsupported_media_type`)", body = ErrorBody),
         (status = 422, description = "corrupt file, no face, or a silent clip (`corrupt_file`, `no_face`, `no_speech`)", body = ErrorBody),
@@ -240,9 +337,9 @@ fn wants_json(headers: &HeaderMap) -> bool {
 async fn predict_json(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Result<Json<Analysis>, AppError> {
-    let upload = read_upload(multipart, state.limits.max_upload_bytes).await?;
-    Ok(Json(analyze(&state, &upload).await?))
+) -> Result<Json<Answer>, AppError> {
+    let uploads = read_uploads(multipart, state.limits.max_upload_bytes).await?;
+    Ok(Json(answer(&state, &uploads).await?))
 }
 
 /// The same as `/api/v1/predict`, answering an HTML page unless the client
@@ -251,8 +348,8 @@ async fn predict_json(
     request_body(content = api::UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "the answer page, or the analysis as JSON",
-            content((Analysis = "application/json"), (String = "text/html"))),
-        (status = 400, description = "no file, not multipart, two files, or an empty file (`missing_file`, `bad_request`, `too_many_files`, `empty_file`)", body = ErrorBody),
+            content((Answer = "application/json"), (String = "text/html"))),
+        (status = 400, description = "no file, not multipart, two images, two clips or three files, or an empty file (`missing_file`, `bad_request`, `too_many_files`, `empty_file`)", body = ErrorBody),
         (status = 413, description = "upload, image or clip over the limits (`payload_too_large`, `image_too_large`, `audio_too_long`)", body = ErrorBody),
         (status = 415, description = "neither a supported image nor supported audio (`unsupported_media_type`)", body = ErrorBody),
         (status = 422, description = "corrupt file, no face, or a silent clip (`corrupt_file`, `no_face`, `no_speech`)", body = ErrorBody),
@@ -264,13 +361,13 @@ async fn predict_negotiated(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let json = wants_json(&headers);
-    let result = match read_upload(multipart, state.limits.max_upload_bytes).await {
-        Ok(upload) => analyze(&state, &upload).await.map(|analysis| (upload, analysis)),
+    let result = match read_uploads(multipart, state.limits.max_upload_bytes).await {
+        Ok(uploads) => answer(&state, &uploads).await.map(|answer| (uploads, answer)),
         Err(e) => Err(e),
     };
     match (result, json) {
         (Ok((_, analysis)), true) => Json(analysis).into_response(),
-        (Ok((upload, analysis)), false) => pages::result(&upload, &analysis),
+        (Ok((uploads, answer)), false) => pages::result(&uploads, &answer),
         (Err(e), true) => e.into_response(),
         (Err(e), false) => HtmlError(e).into_response(),
     }

@@ -5,8 +5,9 @@ use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
 
+use super::api::{Answer, FusionAnalysis};
 use super::samples::{face_sample, voice_sample, Sample};
-use super::{AppError, AppState, HtmlError, Upload};
+use super::{AppError, AppState, ErrorBody, HtmlError, Upload, Uploads};
 use crate::decode::audio::ACCEPTED_AUDIO_FORMATS;
 use crate::decode::{sniff, MediaKind, ACCEPTED_IMAGE_FORMATS};
 use crate::predict::{Analysis, AudioAnalysis, Distribution, ImageAnalysis};
@@ -53,12 +54,15 @@ fn data_url(upload: &Upload) -> String {
     format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&upload.bytes))
 }
 
-/// The answer page for either kind of upload.
-pub fn result(upload: &Upload, analysis: &Analysis) -> Response {
-    match analysis {
-        Analysis::Image(image) => image_result(upload, image),
-        Analysis::Audio(audio) => audio_result(upload, audio),
-    }
+/// The answer page for whatever the request carried.
+pub fn result(uploads: &Uploads, answer: &Answer) -> Response {
+    let body = match (uploads, answer) {
+        (Uploads::One(upload), Answer::Single(Analysis::Image(image))) => image_result(upload, image),
+        (Uploads::One(upload), Answer::Single(Analysis::Audio(audio))) => audio_result(upload, audio),
+        (Uploads::Pair { image, audio }, Answer::Fusion(fusion)) => fusion_result(image, audio, fusion),
+        _ => Err(AppError::Internal("the answer does not match the uploads".into())),
+    };
+    body.unwrap_or_else(|e| HtmlError(e).into_response())
 }
 
 /// One probability in a timeline column, in chart units (0..100 tall).
@@ -81,13 +85,21 @@ struct WindowView {
 #[derive(Template)]
 #[template(path = "audio_result.html")]
 struct AudioResultPage {
+    emotion_word: &'static str,
+    emotion_confidence: f32,
+    /// The rendered [`AudioSection`].
+    body: String,
+}
+
+/// A clip's player, bars, timeline and face sample.
+#[derive(Template)]
+#[template(path = "audio_section.html")]
+struct AudioSection {
     audio_src: String,
     duration: f32,
     window_seconds: f32,
     emotion_label: String,
     /// The emotion as an adjective, for "the voice sounds ...".
-    emotion_word: &'static str,
-    emotion_confidence: f32,
     sex_label: String,
     sex_confidence: f32,
     emotion_bars: Vec<Bar>,
@@ -116,7 +128,13 @@ fn adjective(emotion: &str) -> &'static str {
 /// Width of one timeline column in chart units.
 const COLUMN: u32 = 10;
 
-fn audio_result(upload: &Upload, analysis: &AudioAnalysis) -> Response {
+fn audio_result(upload: &Upload, analysis: &AudioAnalysis) -> Result<Response, AppError> {
+    let emotion_word = adjective(&analysis.emotion.label);
+    let emotion_confidence = 100.0 * analysis.emotion.confidence;
+    Ok(render(&AudioResultPage { emotion_word, emotion_confidence, body: audio_section(upload, analysis)? }))
+}
+
+fn audio_section(upload: &Upload, analysis: &AudioAnalysis) -> Result<String, AppError> {
     let loudest = analysis.timeline.iter().map(|w| w.rms).fold(0.0f32, f32::max);
     let windows: Vec<WindowView> = analysis
         .timeline
@@ -145,13 +163,11 @@ fn audio_result(upload: &Upload, analysis: &AudioAnalysis) -> Response {
         })
         .collect();
     let window_seconds = analysis.timeline.first().map_or(0.0, |w| w.end_seconds - w.start_seconds);
-    render(&AudioResultPage {
+    to_html(&AudioSection {
         audio_src: data_url(upload),
         duration: analysis.duration_seconds,
         window_seconds: (window_seconds * 10.0).round() / 10.0,
         emotion_label: analysis.emotion.label.clone(),
-        emotion_word: adjective(&analysis.emotion.label),
-        emotion_confidence: 100.0 * analysis.emotion.confidence,
         sex_label: analysis.sex.label.clone(),
         sex_confidence: 100.0 * analysis.sex.confidence,
         emotion_bars: bars(&analysis.emotion),
@@ -186,6 +202,16 @@ struct FaceView {
 #[derive(Template)]
 #[template(path = "result.html")]
 struct ResultPage {
+    /// How many faces.
+    faces: usize,
+    /// The rendered [`ImageSection`].
+    body: String,
+}
+
+/// A photo with its boxes, and every face's bars and voice sample.
+#[derive(Template)]
+#[template(path = "image_section.html")]
+struct ImageSection {
     image_src: String,
     image_width: u32,
     image_height: u32,
@@ -193,7 +219,11 @@ struct ResultPage {
 }
 
 /// The answer page for an analysed image.
-fn image_result(upload: &Upload, analysis: &ImageAnalysis) -> Response {
+fn image_result(upload: &Upload, analysis: &ImageAnalysis) -> Result<Response, AppError> {
+    Ok(render(&ResultPage { faces: analysis.faces.len(), body: image_section(upload, analysis)? }))
+}
+
+fn image_section(upload: &Upload, analysis: &ImageAnalysis) -> Result<String, AppError> {
     let image_src = data_url(upload);
     let faces = analysis
         .faces
@@ -215,7 +245,63 @@ fn image_result(upload: &Upload, analysis: &ImageAnalysis) -> Response {
             sample: voice_sample(&face.emotion.label, &face.sex.label),
         })
         .collect();
-    render(&ResultPage { image_src, image_width: analysis.width, image_height: analysis.height, faces })
+    to_html(&ImageSection { image_src, image_width: analysis.width, image_height: analysis.height, faces })
+}
+
+/// One modality's part in the fused answer, as the page lists it.
+struct SourceView {
+    modality: String,
+    label: String,
+    confidence: f32,
+    weight: f32,
+}
+
+#[derive(Template)]
+#[template(path = "fusion_result.html")]
+struct FusionPage {
+    label: String,
+    emotion_word: &'static str,
+    confidence: f32,
+    bars: Vec<Bar>,
+    sources: Vec<SourceView>,
+    image_error: Option<ErrorBody>,
+    audio_error: Option<ErrorBody>,
+    /// The rendered [`ImageSection`] and [`AudioSection`], empty for a part
+    /// that could not be analysed.
+    image_body: String,
+    audio_body: String,
+}
+
+/// The answer page for an image and a clip analysed together.
+fn fusion_result(image: &Upload, audio: &Upload, fusion: &FusionAnalysis) -> Result<Response, AppError> {
+    let fused = &fusion.fused.emotion;
+    let image_body = fusion.image.as_ref().map(|a| image_section(image, a)).transpose()?.unwrap_or_default();
+    let audio_body = fusion.audio.as_ref().map(|a| audio_section(audio, a)).transpose()?.unwrap_or_default();
+    Ok(render(&FusionPage {
+        label: fused.label.clone(),
+        emotion_word: adjective(&fused.label),
+        confidence: 100.0 * fused.confidence,
+        bars: bars(fused),
+        sources: fusion
+            .fused
+            .sources
+            .iter()
+            .map(|s| SourceView {
+                modality: s.modality.clone(),
+                label: s.emotion.label.clone(),
+                confidence: 100.0 * s.emotion.confidence,
+                weight: s.weight,
+            })
+            .collect(),
+        image_error: fusion.image_error.clone(),
+        audio_error: fusion.audio_error.clone(),
+        image_body,
+        audio_body,
+    }))
+}
+
+fn to_html(page: &impl Template) -> Result<String, AppError> {
+    page.render().map_err(|e| AppError::Internal(format!("rendering page: {e}")))
 }
 
 fn render(page: &impl Template) -> Response {
