@@ -146,6 +146,17 @@ pub fn decode_image(bytes: &[u8], limits: ImageLimits) -> Result<DecodedImage, I
     let MediaKind::Image(format) = sniff(bytes) else {
         return Err(ImageDecodeError::UnsupportedFormat);
     };
+    // A decoder that panics on a hostile file must not turn into a 500.
+    std::panic::catch_unwind(|| decode_known_format(bytes, format, limits)).unwrap_or_else(|_| {
+        Err(ImageDecodeError::Corrupt { format: format_name(format), detail: "the decoder gave up on it".into() })
+    })
+}
+
+fn decode_known_format(
+    bytes: &[u8],
+    format: ImageFormat,
+    limits: ImageLimits,
+) -> Result<DecodedImage, ImageDecodeError> {
     let corrupt =
         |e: image::ImageError| ImageDecodeError::Corrupt { format: format_name(format), detail: e.to_string() };
 

@@ -98,6 +98,9 @@ struct ServeArgs {
     /// Largest upload accepted, in MiB.
     #[arg(long, env = "EMOTION_AI_MAX_UPLOAD_MIB", default_value_t = 20)]
     max_upload_mib: usize,
+    /// Longest a request may take, upload included, before a 408.
+    #[arg(long, env = "EMOTION_AI_REQUEST_TIMEOUT_SECS", default_value_t = ServerLimits::default().request_timeout.as_secs())]
+    request_timeout_secs: u64,
     /// Directory of the page's CSS and JS.
     #[arg(long, env = "EMOTION_AI_STATIC", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/static"))]
     static_dir: PathBuf,
@@ -469,7 +472,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_upload_bytes: args.max_upload_mib * 1024 * 1024,
         workers,
         queue: args.queue,
-        queue_timeout: Duration::from_secs(10),
+        queue_timeout: ServerLimits::default().queue_timeout,
+        request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
     };
     let missing = emotion_ai::web::samples::missing_samples(&args.assets_dir);
     if !missing.is_empty() {

@@ -162,6 +162,30 @@ async fn a_full_server_answers_503_with_retry_after_at_once() {
 }
 
 #[tokio::test]
+async fn an_upload_that_stalls_gets_408_at_the_request_timeout() {
+    let limits = ServerLimits { request_timeout: std::time::Duration::from_millis(300), ..ServerLimits::default() };
+    let body = multipart_body(&[("file", "a.jpg", &fixture("astronaut.jpg"))]);
+    // The first kilobyte, then nothing more, ever.
+    let first: Result<Vec<u8>, std::io::Error> = Ok(body[..1024].to_vec());
+    let stalled =
+        futures_util::stream::StreamExt::chain(futures_util::stream::iter([first]), futures_util::stream::pending());
+    let request = Request::post("/api/v1/predict")
+        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(Body::from_stream(stalled))
+        .unwrap();
+    // Bounded so that a missing timeout fails the test instead of hanging it.
+    let response =
+        tokio::time::timeout(std::time::Duration::from_secs(60), web::app(state_with(limits)).oneshot(request))
+            .await
+            .expect("the server must answer a stalled upload")
+            .unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    let body = json_of(response).await;
+    assert_eq!(body["code"], "timeout");
+    assert!(body["message"].as_str().unwrap().contains("1 s limit"), "{body}");
+}
+
+#[tokio::test]
 async fn predict_answers_json_to_api_clients_and_a_page_to_browsers() {
     let jpeg = fixture("astronaut.jpg");
     let response = send(upload_request("/predict", "a.jpg", &jpeg, Some("application/json"))).await;

@@ -28,6 +28,9 @@ pub enum AudioDecodeError {
     Empty,
     #[error("the file is not audio in a supported format ({ACCEPTED_AUDIO_FORMATS})")]
     UnsupportedFormat,
+    /// The container is readable but its codec is not (e.g. ADPCM in WAV).
+    #[error("the clip's codec ({0}) cannot be decoded")]
+    UnsupportedCodec(String),
     #[error("the audio is truncated or corrupt: {0}")]
     Corrupt(String),
     #[error("the file holds no audio samples")]
@@ -61,7 +64,19 @@ pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<
     if bytes.is_empty() {
         return Err(AudioDecodeError::Empty);
     }
-    let (mono, source_rate, source_channels) = decode_mono(bytes, max_seconds)?;
+    // symphonia panics on some hostile headers (a WAV declaring 0 Hz makes a
+    // zero time base): contain it and call the file what it is.
+    let decoded = std::panic::catch_unwind(|| decode_mono(bytes, max_seconds)).unwrap_or_else(|_| {
+        Err(AudioDecodeError::Corrupt("its headers are invalid (the decoder gave up on them)".into()))
+    });
+    let (mono, source_rate, source_channels) = match decoded {
+        // A file whose magic bytes name a container we read, but which no
+        // reader can open, is a damaged file of that kind, not an unknown one.
+        Err(AudioDecodeError::UnsupportedFormat) if opened_by_magic(bytes) => {
+            return Err(AudioDecodeError::Corrupt("the container's headers are missing or damaged".into()))
+        }
+        other => other?,
+    };
     if mono.is_empty() {
         return Err(AudioDecodeError::NoSamples);
     }
@@ -70,6 +85,13 @@ pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<
     }
     let samples = resample(&mono, source_rate, target_rate)?;
     Ok(DecodedAudio { samples, sample_rate: target_rate, source_rate, source_channels })
+}
+
+/// Whether the bytes start like a container this module reads (a failure to
+/// open one is damage; a codec inside it that symphonia lacks is
+/// [`AudioDecodeError::UnsupportedCodec`]).
+fn opened_by_magic(bytes: &[u8]) -> bool {
+    matches!(crate::decode::sniff(bytes), crate::decode::MediaKind::Audio(_))
 }
 
 /// Decodes every packet of the first audio track, averaging channels.
@@ -91,9 +113,11 @@ fn decode_mono(bytes: &[u8], max_seconds: f64) -> Result<(Vec<f32>, u32, usize),
         .sample_rate
         .filter(|&r| r > 0)
         .ok_or_else(|| AudioDecodeError::Corrupt("the stream does not declare a sample rate".into()))?;
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|_| AudioDecodeError::UnsupportedFormat)?;
+    let codecs = symphonia::default::get_codecs();
+    let mut decoder = codecs.make(&track.codec_params, &DecoderOptions::default()).map_err(|_| {
+        let name = codecs.get_codec(track.codec_params.codec).map_or("unknown", |d| d.short_name);
+        AudioDecodeError::UnsupportedCodec(name.to_string())
+    })?;
     let max_frames = (max_seconds * f64::from(source_rate)).ceil() as usize;
     let declared_frames = track.codec_params.n_frames;
 
@@ -279,6 +303,12 @@ mod tests {
             decode_audio(b"plain text, no audio", 16000, 60.0).unwrap_err(),
             AudioDecodeError::UnsupportedFormat
         );
+        // Known containers that no reader can open are damaged, not unknown.
+        assert!(matches!(decode_audio(b"fLaC", 16000, 60.0), Err(AudioDecodeError::Corrupt(_))));
+        // A WAV declaring 0 Hz (symphonia panics on it; found by the bad-input suite).
+        let mut zero_hz = wav(16000, 1, 16, false, 0.5);
+        zero_hz[24..28].copy_from_slice(&0u32.to_le_bytes());
+        assert!(matches!(decode_audio(&zero_hz, 16000, 60.0), Err(AudioDecodeError::Corrupt(_))));
         // A stream of zero length.
         let zero_length = wav(16000, 1, 16, false, 0.0);
         assert_eq!(decode_audio(&zero_length, 16000, 60.0).unwrap_err(), AudioDecodeError::NoSamples);

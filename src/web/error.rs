@@ -45,8 +45,12 @@ pub enum AppError {
     NoSpeech,
     #[error("the server is busy: try again in a few seconds")]
     Busy,
-    #[error("not found")]
+    #[error("not found: the API is under /api/v1 (see /api/openapi.json)")]
     NotFound,
+    #[error("this route does not take that method (uploads are POSTed; see /api/openapi.json)")]
+    MethodNotAllowed,
+    #[error("the request took longer than the {seconds} s limit: send smaller files, or on a faster link")]
+    Timeout { seconds: u64 },
     #[error("internal error")]
     Internal(String),
 }
@@ -76,6 +80,8 @@ impl AppError {
             }
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +102,8 @@ impl AppError {
             Self::NoSpeech => "no_speech",
             Self::Busy => "busy",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Timeout { .. } => "timeout",
             Self::Internal(_) => "internal",
         }
     }
@@ -112,6 +120,8 @@ impl AppError {
             Self::EmptyFile => "Empty file",
             Self::CorruptFile(_) => "Unreadable file",
             Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::Timeout { .. } => "Too slow",
             Self::Internal(_) => "Something went wrong",
             _ => "Bad request",
         }
@@ -159,7 +169,8 @@ impl From<AudioDecodeError> for AppError {
     fn from(e: AudioDecodeError) -> Self {
         match e {
             AudioDecodeError::Empty => Self::EmptyFile,
-            AudioDecodeError::UnsupportedFormat => Self::UnsupportedMediaType("unsupported audio codec".into()),
+            AudioDecodeError::UnsupportedFormat => Self::UnsupportedMediaType("unsupported audio format".into()),
+            AudioDecodeError::UnsupportedCodec(_) => Self::UnsupportedMediaType(e.to_string()),
             AudioDecodeError::TooLong { .. } => Self::AudioTooLong(e.to_string()),
             AudioDecodeError::Corrupt(_) | AudioDecodeError::NoSamples | AudioDecodeError::NonFinite => {
                 Self::CorruptFile(e.to_string())
@@ -226,6 +237,8 @@ mod tests {
             AppError::NoSpeech,
             AppError::Busy,
             AppError::NotFound,
+            AppError::MethodNotAllowed,
+            AppError::Timeout { seconds: 1 },
             AppError::Internal("x".into()),
         ];
         let mut codes: Vec<&str> = all.iter().map(AppError::code).collect();

@@ -26,15 +26,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::BoxError;
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceBuilder;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -56,11 +59,20 @@ pub struct ServerLimits {
     pub queue: usize,
     /// Longest a request waits for a worker before 503.
     pub queue_timeout: Duration,
+    /// Longest a whole request may take, reading the upload included, before
+    /// 408: a client trickling bytes cannot hold a connection for ever.
+    pub request_timeout: Duration,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        Self { max_upload_bytes: 20 * 1024 * 1024, workers: 2, queue: 32, queue_timeout: Duration::from_secs(10) }
+        Self {
+            max_upload_bytes: 20 * 1024 * 1024,
+            workers: 2,
+            queue: 32,
+            queue_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -101,6 +113,7 @@ pub fn default_static_dir() -> PathBuf {
 pub fn app(state: AppState) -> Router {
     let csp = "default-src 'self'; img-src 'self' data: blob:; media-src 'self' data: blob:; \
                style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+    let seconds = state.limits.request_timeout.as_secs_f64().ceil() as u64;
     Router::new()
         .route("/", get(pages::index))
         .route("/predict", post(predict_negotiated))
@@ -111,8 +124,14 @@ pub fn app(state: AppState) -> Router {
         .nest_service("/static", ServeDir::new(&state.static_dir))
         .nest_service(samples::ASSETS_ROUTE, ServeDir::new(&state.assets_dir))
         .fallback(|| async { AppError::NotFound })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         // The multipart reader enforces this too and reports it as a 413 of ours.
         .layer(DefaultBodyLimit::max(state.limits.max_upload_bytes))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |_: BoxError| async move { AppError::Timeout { seconds } }))
+                .timeout(state.limits.request_timeout),
+        )
         .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp)))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
