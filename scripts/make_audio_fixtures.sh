@@ -28,4 +28,7 @@ sox "$tmp/raw.wav" -r 48000 -c 2 -C 2 "$out/speech.ogg"
 # WebM/Opus is what browsers record; symphonia cannot decode it, so it must be
 # refused with 415.
 "$ffmpeg" -loglevel error -y -i "$tmp/raw.wav" -ar 48000 -c:a libopus -b:a 32k "$out/speech.webm"
-ls -l "$out"/speech.*
+# An hour of silence (8 kHz, FLAC's constant subframes make it 96 kB): the
+# decoder must give up at the duration limit, not decode an hour.
+sox -n -r 8000 -c 1 -b 16 -C 8 "$out/hour_of_silence.flac" trim 0 3600
+ls -l "$out"/speech.* "$out/hour_of_silence.flac"
