@@ -35,6 +35,9 @@
 //! - [`batch`]: many files at once for the command line: directories walked,
 //!   bounded workers, one JSON line or CSV row per face, clip or window.
 //!
+//! - [`fuzzing`]: the upload paths as the fuzz targets in `fuzz/` drive
+//!   them, with the invariants they check; the tests replay the corpora.
+//!
 //! The `emotion-ai` binary is a thin command line over these: `serve`,
 //! `predict`, `train` and `eval`.
 
@@ -43,6 +46,7 @@ pub mod decode;
 pub mod detect;
 pub mod features;
 pub mod fusion;
+pub mod fuzzing;
 pub mod model;
 pub mod predict;
 pub mod train;
