@@ -64,6 +64,9 @@ pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<
     if bytes.is_empty() {
         return Err(AudioDecodeError::Empty);
     }
+    if matches!(crate::decode::sniff(bytes), crate::decode::MediaKind::Audio(crate::decode::AudioContainer::Mp4)) {
+        check_mp4_tables(bytes).map_err(AudioDecodeError::Corrupt)?;
+    }
     // symphonia panics on some hostile headers (a WAV declaring 0 Hz makes a
     // zero time base): contain it and call the file what it is.
     let decoded = std::panic::catch_unwind(|| decode_mono(bytes, max_seconds)).unwrap_or_else(|_| {
@@ -85,6 +88,79 @@ pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<
     }
     let samples = resample(&mono, source_rate, target_rate)?;
     Ok(DecodedAudio { samples, sample_rate: target_rate, source_rate, source_channels })
+}
+
+/// Boxes whose children lead to the sample tables (`meta` is a full box:
+/// version and flags come before its children).
+const MP4_CONTAINERS: [&[u8; 4]; 11] =
+    [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf", b"udta", b"moof", b"traf", b"mvex"];
+
+/// Checks every MP4 sample table against the bytes it occupies before
+/// symphonia sees the file: its reader reserves memory for the number of
+/// entries a table *claims* (an `stts` claiming 4 billion entries asks for
+/// 32 GiB, and a failed allocation aborts the process; found by fuzzing).
+/// Also refuses boxes that claim more bytes than their parent holds.
+fn check_mp4_tables(bytes: &[u8]) -> Result<(), String> {
+    fn walk(data: &[u8], depth: usize) -> Result<(), String> {
+        if depth > 12 {
+            return Err("its boxes are nested too deep".into());
+        }
+        let mut at = 0usize;
+        while data.len() - at >= 8 {
+            let kind: [u8; 4] = data[at + 4..at + 8].try_into().unwrap_or_default();
+            let name = String::from_utf8_lossy(&kind).into_owned();
+            let (header, size) = match u32::from_be_bytes(data[at..at + 4].try_into().unwrap_or_default()) {
+                0 => (8, (data.len() - at) as u64),
+                1 if data.len() - at >= 16 => {
+                    (16, u64::from_be_bytes(data[at + 8..at + 16].try_into().unwrap_or_default()))
+                }
+                1 => return Err(format!("its `{name}` box is cut short")),
+                n => (8, u64::from(n)),
+            };
+            if size < header as u64 {
+                return Err(format!("its `{name}` box has an impossible size ({size} bytes)"));
+            }
+            let available = (data.len() - at) as u64;
+            if size > available {
+                // Sample data cut off at the end is judged by the decoder
+                // (against the declared length); a cut header box is damage.
+                if &kind == b"mdat" || &kind == b"free" || &kind == b"skip" {
+                    return Ok(());
+                }
+                return Err(format!("its `{name}` box claims {size} bytes but only {available} remain"));
+            }
+            let payload = &data[at + header..at + size as usize];
+            if MP4_CONTAINERS.contains(&&kind) {
+                walk(payload, depth + 1)?;
+            } else if &kind == b"meta" && payload.len() >= 4 {
+                walk(&payload[4..], depth + 1)?;
+            } else {
+                check_table(&kind, payload).map_err(|e| format!("its `{name}` table {e}"))?;
+            }
+            at += size as usize;
+        }
+        Ok(())
+    }
+    fn check_table(kind: &[u8; 4], payload: &[u8]) -> Result<(), String> {
+        let read_u32 =
+            |at: usize| payload.get(at..at + 4).map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])));
+        // (where the count is, bytes per entry, where the entries start)
+        let (count, entry, start) = match kind {
+            b"stts" | b"ctts" | b"co64" => (read_u32(4), 8, 8),
+            b"stss" | b"stco" => (read_u32(4), 4, 8),
+            b"stsc" => (read_u32(4), 12, 8),
+            // Entries only when every sample's size is not the same.
+            b"stsz" if read_u32(4) == Some(0) => (read_u32(8), 4, 12),
+            _ => return Ok(()),
+        };
+        let count = count.ok_or("is cut short")?;
+        let room = (payload.len().saturating_sub(start) / entry) as u64;
+        if count > room {
+            return Err(format!("claims {count} entries but has room for {room}"));
+        }
+        Ok(())
+    }
+    walk(bytes, 0)
 }
 
 /// Whether the bytes start like a container this module reads (a failure to
@@ -309,6 +385,16 @@ mod tests {
         let mut zero_hz = wav(16000, 1, 16, false, 0.5);
         zero_hz[24..28].copy_from_slice(&0u32.to_le_bytes());
         assert!(matches!(decode_audio(&zero_hz, 16000, 60.0), Err(AudioDecodeError::Corrupt(_))));
+        // An MP4 sample table claiming 4 billion entries (symphonia would
+        // reserve 32 GiB for it; found by fuzzing).
+        let mut m4a = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/speech.m4a")).unwrap();
+        assert!(decode_audio(&m4a, 16000, 60.0).is_ok());
+        let stts = m4a.windows(4).position(|w| w == b"stts").unwrap();
+        m4a[stts + 8..stts + 12].copy_from_slice(&u32::MAX.to_be_bytes());
+        match decode_audio(&m4a, 16000, 60.0) {
+            Err(AudioDecodeError::Corrupt(message)) => assert!(message.contains("`stts` table claims"), "{message}"),
+            other => panic!("expected a corrupt-file error, got {other:?}"),
+        }
         // A stream of zero length.
         let zero_length = wav(16000, 1, 16, false, 0.0);
         assert_eq!(decode_audio(&zero_length, 16000, 60.0).unwrap_err(), AudioDecodeError::NoSamples);
