@@ -6,6 +6,8 @@ pictures shipped in scikit-image's wheel (downloaded from PyPI).
   scikit-image's `astronaut.png`, scaled to 256x256.
 - group.jpg: three copies of that portrait at different sizes, one mirrored,
   side by side on a plain background: a photo with several faces.
+- portrait_640x480.jpg: the top of the full-size portrait (4:3), scaled to
+  640x480: a webcam-like frame with one face, for benchmarks.
 - coffee.jpg: scikit-image's `coffee.png` (a cup of coffee, public domain,
   by Rachel Michetti): a real photo with no face.
 
@@ -40,6 +42,9 @@ def main():
     group.paste(ImageOps.mirror(astronaut.resize((250, 250), Image.LANCZOS)), (300, 30))
     group.paste(astronaut.resize((230, 230), Image.LANCZOS), (560, 50))
     group.save(os.path.join(OUT, "group.jpg"), quality=85)
+
+    astronaut.crop((0, 0, 512, 384)).resize((640, 480), Image.LANCZOS).save(
+        os.path.join(OUT, "portrait_640x480.jpg"), quality=85)
 
     coffee.resize((300, 200), Image.LANCZOS).save(os.path.join(OUT, "coffee.jpg"), quality=85)
 

@@ -17,6 +17,7 @@ APT_PACKAGES=(
   fonts-dejavu-core                                         # text in plots
   espeak-ng sox libsox-fmt-all                              # test fixtures (speech)
   chromium chromium-driver                                  # browser tests
+  wrk curl                                                  # load test (scripts/load_test.sh)
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }

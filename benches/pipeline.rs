@@ -1,0 +1,138 @@
+//! Criterion benchmarks of each stage and of whole requests, on the CPU with
+//! the shipped models: `cargo bench --bench pipeline`. Results and the
+//! machine they were taken on are in BENCHMARKS.md.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use emotion_ai::decode::{decode_image, ImageLimits};
+use emotion_ai::detect::{DetectParams, FaceDetector, DEFAULT_CASCADE};
+use emotion_ai::features::{MfccConfig, MfccExtractor};
+use emotion_ai::model::voice::LoadedVoiceModel;
+use emotion_ai::model::LoadedFaceModel;
+use emotion_ai::predict::{Analyzer, AnalyzerConfig};
+use emotion_ai::web::{self, AppState, ServerLimits};
+use tch::Tensor;
+use tower::ServiceExt;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(root().join("tests/fixtures").join(name)).expect("fixture")
+}
+
+/// `seconds` of the 16 kHz speech fixture, repeated.
+fn speech(seconds: usize) -> Vec<f32> {
+    let bytes = fixture("speech.wav");
+    let data = bytes.windows(4).position(|w| w == b"data").expect("data chunk") + 8;
+    let one: Vec<f32> =
+        bytes[data..].chunks_exact(2).map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])) / 32768.0).collect();
+    one.iter().copied().cycle().take(seconds * 16_000).collect()
+}
+
+fn wav_bytes(samples: &[f32]) -> Vec<u8> {
+    let data_len = (samples.len() * 2) as u32;
+    let mut out = Vec::new();
+    for part in [
+        &b"RIFF"[..],
+        &(36 + data_len).to_le_bytes(),
+        b"WAVEfmt ",
+        &16u32.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &16_000u32.to_le_bytes(),
+        &32_000u32.to_le_bytes(),
+        &2u16.to_le_bytes(),
+        &16u16.to_le_bytes(),
+        b"data",
+        &data_len.to_le_bytes(),
+    ] {
+        out.extend_from_slice(part);
+    }
+    for &s in samples {
+        out.extend_from_slice(&((s * 32767.0) as i16).to_le_bytes());
+    }
+    out
+}
+
+fn stages(c: &mut Criterion) {
+    // One intra-op thread, as each server worker uses.
+    tch::set_num_threads(1);
+    let extractor = MfccExtractor::new(MfccConfig::voice());
+    for seconds in [3, 10] {
+        let clip = speech(seconds);
+        c.bench_function(&format!("mfcc/{seconds}s"), |b| b.iter(|| extractor.compute(&clip)));
+    }
+
+    let portrait = decode_image(&fixture("portrait_640x480.jpg"), ImageLimits::default()).expect("portrait");
+    let mut detector = FaceDetector::new(Path::new(DEFAULT_CASCADE), DetectParams::default()).expect("cascade");
+    assert_eq!(detector.detect(&portrait.gray).expect("detect").len(), 1, "one face in the benchmark portrait");
+    c.bench_function("detect/640x480", |b| b.iter(|| detector.detect(&portrait.gray).expect("detect")));
+    c.bench_function("decode/jpeg_640x480", |b| {
+        let jpeg = fixture("portrait_640x480.jpg");
+        b.iter(|| decode_image(&jpeg, ImageLimits::default()).expect("decode"))
+    });
+
+    let models = root().join("models");
+    let face = LoadedFaceModel::load(&models.join("face_emotion.safetensors")).expect("face model");
+    let sex = LoadedFaceModel::load(&models.join("face_sex.safetensors")).expect("sex model");
+    let voice = LoadedVoiceModel::load(&models.join("voice_emotion.safetensors")).expect("voice model");
+    let one_face = Tensor::rand([1, 1, 48, 48], (tch::Kind::Float, tch::Device::Cpu)) * 255.0;
+    c.bench_function("forward/face_emotion", |b| b.iter(|| face.net.predict_proba(&one_face)));
+    c.bench_function("forward/face_sex", |b| b.iter(|| sex.net.predict_proba(&one_face)));
+    let window = Tensor::randn([1, 40, 300], (tch::Kind::Float, tch::Device::Cpu));
+    c.bench_function("forward/voice_3s_window", |b| b.iter(|| voice.net.predict_proba(&window)));
+}
+
+fn requests(c: &mut Criterion) {
+    tch::set_num_threads(1);
+    let analyzer = Arc::new(Analyzer::load(AnalyzerConfig::with_models_dir(&root().join("models"))).expect("models"));
+    let state = AppState::new(analyzer.clone(), ServerLimits::default(), root().join("static"), root().join("assets"));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let boundary = "bench-boundary";
+    let multipart = |bytes: &[u8]| {
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        body
+    };
+    let inputs = [
+        ("request/image_640x480_one_face", fixture("portrait_640x480.jpg")),
+        ("request/clip_3s_wav", wav_bytes(&speech(3))),
+        ("request/clip_10s_wav", wav_bytes(&speech(10))),
+    ];
+    for (name, bytes) in inputs {
+        let body = multipart(&bytes);
+        c.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    Request::post("/api/v1/predict")
+                        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+                        .body(Body::from(body.clone()))
+                        .expect("request")
+                },
+                |request| {
+                    let response = runtime.block_on(web::app(state.clone()).oneshot(request)).expect("response");
+                    assert!(response.status().is_success(), "{name}: {}", response.status());
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(6));
+    targets = stages, requests
+}
+criterion_main!(benches);

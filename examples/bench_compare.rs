@@ -1,0 +1,101 @@
+//! The Rust half of `scripts/bench_vs_python.sh`: times MFCC extraction and
+//! Haar face detection on the inputs the Python half times (it writes the
+//! clips it used as WAV files so both read identical samples), and prints
+//! the medians as JSON.
+//!
+//! `cargo run --release --example bench_compare -- OUT_DIR`
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use emotion_ai::decode::{decode_image, ImageLimits};
+use emotion_ai::detect::{DetectParams, FaceDetector, DEFAULT_CASCADE};
+use emotion_ai::features::{MfccConfig, MfccExtractor};
+use serde_json::json;
+
+/// Median wall time of `runs` calls of `work` after `warmup` untimed ones, in ms.
+fn median_ms(warmup: usize, runs: usize, mut work: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        work();
+    }
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            work();
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn write_wav(path: &Path, samples: &[f32]) -> anyhow::Result<()> {
+    let data_len = (samples.len() * 2) as u32;
+    let mut out = Vec::new();
+    for part in [
+        &b"RIFF"[..],
+        &(36 + data_len).to_le_bytes(),
+        b"WAVEfmt ",
+        &16u32.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &16_000u32.to_le_bytes(),
+        &32_000u32.to_le_bytes(),
+        &2u16.to_le_bytes(),
+        &16u16.to_le_bytes(),
+        b"data",
+        &data_len.to_le_bytes(),
+    ] {
+        out.extend_from_slice(part);
+    }
+    for &s in samples {
+        out.extend_from_slice(&((s * 32767.0).round() as i16).to_le_bytes());
+    }
+    std::fs::write(path, out)?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/bench".into()));
+    std::fs::create_dir_all(&out)?;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+
+    // The speech fixture repeated to 3, 10 and 60 s, quantised to 16 bits as
+    // written, so Rust and Python see the same samples.
+    let bytes = std::fs::read(fixtures.join("speech.wav"))?;
+    let data = bytes.windows(4).position(|w| w == b"data").ok_or_else(|| anyhow::anyhow!("no data chunk"))? + 8;
+    let speech: Vec<f32> =
+        bytes[data..].chunks_exact(2).map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])) / 32768.0).collect();
+    let extractor = MfccExtractor::new(MfccConfig::voice());
+    let mut results = serde_json::Map::new();
+    for seconds in [3usize, 10, 60] {
+        let clip: Vec<f32> = speech.iter().copied().cycle().take(seconds * 16_000).collect();
+        let clip: Vec<f32> = clip.iter().map(|s| (s * 32767.0).round() / 32767.0).collect();
+        write_wav(&out.join(format!("speech_{seconds}s.wav")), &clip)?;
+        let ms = median_ms(3, 30, || {
+            std::hint::black_box(extractor.compute(&clip));
+        });
+        results.insert(format!("mfcc_{seconds}s"), json!(ms));
+    }
+
+    let params = DetectParams::default();
+    let mut detector = FaceDetector::new(Path::new(DEFAULT_CASCADE), params)?;
+    for name in ["portrait_640x480.jpg", "group.jpg"] {
+        let decoded = decode_image(&std::fs::read(fixtures.join(name))?, ImageLimits::default())?;
+        let faces = detector.detect(&decoded.gray)?.len();
+        let ms = median_ms(3, 30, || {
+            std::hint::black_box(detector.detect(&decoded.gray).expect("detect"));
+        });
+        let stem = name.trim_end_matches(".jpg");
+        results.insert(format!("detect_{stem}"), json!(ms));
+        results.insert(format!("detect_{stem}_faces"), json!(faces));
+    }
+    results.insert(
+        "detect_params".into(),
+        json!({ "scale_factor": params.scale_factor, "min_neighbors": params.min_neighbors,
+                "min_face_fraction": params.min_face_fraction, "min_face_pixels": params.min_face_pixels,
+                "max_side": params.max_side }),
+    );
+    println!("{}", serde_json::Value::Object(results));
+    Ok(())
+}
