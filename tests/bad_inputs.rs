@@ -186,6 +186,7 @@ fn cases() -> Vec<Case> {
         case("WAV header only", File(wav[..44].to_vec()), 422, "corrupt_file"),
         case("WAV with NaN samples", File(speech_with(f32::NAN)), 422, "corrupt_file"),
         case("WAV with infinite samples", File(speech_with(f32::INFINITY)), 422, "corrupt_file"),
+        case("WAV with a sample at 1e30", File(speech_with(1e30)), 422, "corrupt_file"),
         case("WAV with 0 channels", File(wav_with_field(22, &0u16.to_le_bytes())), 422, "corrupt_file"),
         case("WAV at 0 Hz", File(wav_with_field(24, &0u32.to_le_bytes())), 422, "corrupt_file"),
         case("WAV with 0 bits a sample", File(wav_with_field(34, &0u16.to_le_bytes())), 422, "corrupt_file"),

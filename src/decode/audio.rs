@@ -58,6 +58,9 @@ impl DecodedAudio {
     }
 }
 
+/// Largest sample magnitude accepted (full scale is 1).
+const MAX_SAMPLE_MAGNITUDE: f32 = 1000.0;
+
 /// Decodes `bytes` to mono at `target_rate`, refusing clips longer than
 /// `max_seconds`.
 pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<DecodedAudio, AudioDecodeError> {
@@ -86,7 +89,18 @@ pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<
     if mono.iter().any(|s| !s.is_finite()) {
         return Err(AudioDecodeError::NonFinite);
     }
+    // Float formats can hold any value; audio lives in -1..1 (a little over
+    // is headroom). Values a thousand times full scale are not sound, and
+    // overflow the resampler to infinity (found by fuzzing).
+    if mono.iter().any(|s| s.abs() > MAX_SAMPLE_MAGNITUDE) {
+        return Err(AudioDecodeError::Corrupt(format!(
+            "its samples reach far beyond full scale (more than {MAX_SAMPLE_MAGNITUDE} times)"
+        )));
+    }
     let samples = resample(&mono, source_rate, target_rate)?;
+    if samples.iter().any(|s| !s.is_finite()) {
+        return Err(AudioDecodeError::NonFinite);
+    }
     Ok(DecodedAudio { samples, sample_rate: target_rate, source_rate, source_channels })
 }
 
@@ -395,6 +409,15 @@ mod tests {
             Err(AudioDecodeError::Corrupt(message)) => assert!(message.contains("`stts` table claims"), "{message}"),
             other => panic!("expected a corrupt-file error, got {other:?}"),
         }
+        // Finite float samples far beyond full scale (they overflowed the
+        // resampler to infinity; found by fuzzing).
+        let mut huge = wav(16000, 1, 32, true, 0.5);
+        for (i, v) in [1e30f32, -1e30, 3e38].iter().enumerate() {
+            huge[44 + 4 * i..48 + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        assert!(
+            matches!(decode_audio(&huge, 16000, 60.0), Err(AudioDecodeError::Corrupt(m)) if m.contains("full scale"))
+        );
         // A stream of zero length.
         let zero_length = wav(16000, 1, 16, false, 0.0);
         assert_eq!(decode_audio(&zero_length, 16000, 60.0).unwrap_err(), AudioDecodeError::NoSamples);
