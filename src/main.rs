@@ -60,6 +60,12 @@ struct ModelArgs {
     /// Raw detections a face needs to be kept (higher: fewer false positives).
     #[arg(long, env = "EMOTION_AI_MIN_NEIGHBORS", default_value_t = DetectParams::default().min_neighbors)]
     min_neighbors: i32,
+    /// Step between the cascade's scales: larger is faster and finds fewer faces (see BENCHMARKS.md).
+    #[arg(long, env = "EMOTION_AI_SCALE_FACTOR", default_value_t = DetectParams::default().scale_factor)]
+    scale_factor: f64,
+    /// Smallest face searched for, as a fraction of the image's shorter side: larger is faster.
+    #[arg(long, env = "EMOTION_AI_MIN_FACE_FRACTION", default_value_t = DetectParams::default().min_face_fraction)]
+    min_face_fraction: f64,
 }
 
 impl ModelArgs {
@@ -77,6 +83,8 @@ impl ModelArgs {
         config.max_audio_seconds = self.max_audio_seconds;
         config.cascade = self.cascade.clone();
         config.detect.min_neighbors = self.min_neighbors;
+        config.detect.scale_factor = self.scale_factor.max(1.01);
+        config.detect.min_face_fraction = self.min_face_fraction.clamp(0.0, 1.0);
         config.workers = workers;
         config
     }
