@@ -97,7 +97,9 @@ pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<
             "its samples reach far beyond full scale (more than {MAX_SAMPLE_MAGNITUDE} times)"
         )));
     }
-    let samples = resample(&mono, source_rate, target_rate)?;
+    // rubato unwraps its FFT's results; contain a panic there as above.
+    let samples = std::panic::catch_unwind(|| resample(&mono, source_rate, target_rate))
+        .unwrap_or_else(|_| Err(AudioDecodeError::Corrupt("its samples could not be resampled".into())))?;
     if samples.iter().any(|s| !s.is_finite()) {
         return Err(AudioDecodeError::NonFinite);
     }
