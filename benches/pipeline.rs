@@ -36,28 +36,7 @@ fn speech(seconds: usize) -> Vec<f32> {
 }
 
 fn wav_bytes(samples: &[f32]) -> Vec<u8> {
-    let data_len = (samples.len() * 2) as u32;
-    let mut out = Vec::new();
-    for part in [
-        &b"RIFF"[..],
-        &(36 + data_len).to_le_bytes(),
-        b"WAVEfmt ",
-        &16u32.to_le_bytes(),
-        &1u16.to_le_bytes(),
-        &1u16.to_le_bytes(),
-        &16_000u32.to_le_bytes(),
-        &32_000u32.to_le_bytes(),
-        &2u16.to_le_bytes(),
-        &16u16.to_le_bytes(),
-        b"data",
-        &data_len.to_le_bytes(),
-    ] {
-        out.extend_from_slice(part);
-    }
-    for &s in samples {
-        out.extend_from_slice(&((s * 32767.0) as i16).to_le_bytes());
-    }
-    out
+    emotion_ai::decode::audio::pcm16_wav(samples, 16_000)
 }
 
 fn stages(c: &mut Criterion) {

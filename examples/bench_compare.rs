@@ -30,28 +30,7 @@ fn median_ms(warmup: usize, runs: usize, mut work: impl FnMut()) -> f64 {
 }
 
 fn write_wav(path: &Path, samples: &[f32]) -> anyhow::Result<()> {
-    let data_len = (samples.len() * 2) as u32;
-    let mut out = Vec::new();
-    for part in [
-        &b"RIFF"[..],
-        &(36 + data_len).to_le_bytes(),
-        b"WAVEfmt ",
-        &16u32.to_le_bytes(),
-        &1u16.to_le_bytes(),
-        &1u16.to_le_bytes(),
-        &16_000u32.to_le_bytes(),
-        &32_000u32.to_le_bytes(),
-        &2u16.to_le_bytes(),
-        &16u16.to_le_bytes(),
-        b"data",
-        &data_len.to_le_bytes(),
-    ] {
-        out.extend_from_slice(part);
-    }
-    for &s in samples {
-        out.extend_from_slice(&((s * 32767.0).round() as i16).to_le_bytes());
-    }
-    std::fs::write(path, out)?;
+    std::fs::write(path, emotion_ai::decode::audio::pcm16_wav(samples, 16_000))?;
     Ok(())
 }
 
