@@ -9,7 +9,7 @@ use serde_json::json;
 use tch::nn;
 
 use super::fer2013::{self, FaceSet, Split};
-use super::metrics::CalibrationSummary;
+use super::metrics::{round4, CalibrationSummary};
 use super::{distributions, evaluate, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
 use crate::model::{
     card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard, Normalisation, EMOTIONS,
@@ -115,7 +115,7 @@ pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -
     let calibration = calibrate(&model, &sets, data)?;
     let recall = matrix.recall();
     let per_class_recall: serde_json::Map<_, _> =
-        EMOTIONS.iter().zip(&recall).map(|(c, r)| (c.to_string(), json!((r * 10000.0).round() / 10000.0))).collect();
+        EMOTIONS.iter().zip(&recall).map(|(c, r)| (c.to_string(), json!(round4(*r)))).collect();
 
     std::fs::create_dir_all(out_dir)?;
     let json_path = out_dir.join("face_emotion_confusion.json");
@@ -168,8 +168,4 @@ pub fn heldout_distributions(data: &Path, weights: &Path, part: Split) -> Result
     let model = LoadedFaceModel::load(weights)?;
     let sets = fer2013::load(data)?;
     Ok(distributions(&model.net, split(&sets, part, data)?))
-}
-
-fn round4(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
 }

@@ -12,7 +12,7 @@ use anyhow::{anyhow, Result};
 use serde_json::json;
 use tch::nn;
 
-use super::metrics::{CalibrationSummary, ConfusionMatrix};
+use super::metrics::{round4, CalibrationSummary, ConfusionMatrix};
 use super::utkface::{self, SexSet};
 use super::{evaluate, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
 use crate::model::voice::SEXES;
@@ -220,8 +220,4 @@ pub fn run_eval(
         json_path,
         png_path,
     })
-}
-
-fn round4(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
 }

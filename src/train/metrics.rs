@@ -214,6 +214,11 @@ pub struct CalibrationSummary {
     pub calibrated: CalibrationReport,
 }
 
+/// A metric rounded to 4 decimals, as the reports and cards record them.
+pub fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
 /// Reliability bins used for every reported ECE.
 pub const ECE_BINS: usize = 15;
 
@@ -234,7 +239,7 @@ impl CalibrationSummary {
     /// What the model card records.
     pub fn card_entry(&self) -> crate::fusion::Calibration {
         crate::fusion::Calibration {
-            temperature: (self.temperature * 1e4).round() / 1e4,
+            temperature: round4(self.temperature),
             fitted_on: self.fitted_on.clone(),
             samples: self.validation_samples,
         }

@@ -24,7 +24,7 @@ use serde_json::json;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use super::metrics::{calibration, CalibrationReport, CalibrationSummary, ConfusionMatrix, ECE_BINS};
+use super::metrics::{calibration, round4, CalibrationReport, CalibrationSummary, ConfusionMatrix, ECE_BINS};
 use super::voice_data::{class_counts, load_clips, VoiceClip};
 use super::{class_weights, export_weights, learning_rate, train_step, EpochRecord, RunState, TrainOptions};
 use crate::features::{MfccConfig, MfccExtractor};
@@ -432,10 +432,6 @@ pub struct VoiceEvalReport {
     pub png_paths: Vec<PathBuf>,
 }
 
-fn rounded(x: f64) -> f64 {
-    (x * 10000.0).round() / 10000.0
-}
-
 /// Evaluates `weights` on the held-out RAVDESS actors; writes confusion
 /// matrices (JSON, and PNGs for 14 classes and 7 emotions) into `out_dir`
 /// and, with `write_card`, the metrics into the model card.
@@ -464,7 +460,7 @@ pub fn run_eval(data: &[PathBuf], weights: &Path, out_dir: &Path, write_card: bo
     );
     let (joint, emotion7, sex) = confusion_matrices(&predictions, &test);
     let emotion7_recall: serde_json::Map<_, _> =
-        EMOTIONS.iter().zip(emotion7.recall()).map(|(c, r)| (c.to_string(), json!(rounded(r)))).collect();
+        EMOTIONS.iter().zip(emotion7.recall()).map(|(c, r)| (c.to_string(), json!(round4(r)))).collect();
 
     std::fs::create_dir_all(out_dir)?;
     let json_path = out_dir.join("voice_emotion_confusion.json");
@@ -495,17 +491,15 @@ pub fn run_eval(data: &[PathBuf], weights: &Path, out_dir: &Path, write_card: bo
         let metrics = card.metrics.as_object_mut().ok_or_else(|| anyhow!("card metrics is not an object"))?;
         metrics.insert("heldout_actors".into(), json!(HELDOUT_ACTORS));
         metrics.insert("heldout_clips".into(), json!(joint.total()));
-        metrics.insert("heldout_actor_class14_accuracy".into(), json!(rounded(joint.accuracy())));
-        metrics.insert("heldout_actor_emotion7_accuracy".into(), json!(rounded(emotion7.accuracy())));
-        metrics.insert("heldout_actor_emotion7_balanced_accuracy".into(), json!(rounded(emotion7.balanced_accuracy())));
-        metrics.insert("heldout_actor_sex_accuracy".into(), json!(rounded(sex.accuracy())));
+        metrics.insert("heldout_actor_class14_accuracy".into(), json!(round4(joint.accuracy())));
+        metrics.insert("heldout_actor_emotion7_accuracy".into(), json!(round4(emotion7.accuracy())));
+        metrics.insert("heldout_actor_emotion7_balanced_accuracy".into(), json!(round4(emotion7.balanced_accuracy())));
+        metrics.insert("heldout_actor_sex_accuracy".into(), json!(round4(sex.accuracy())));
         metrics.insert("heldout_actor_emotion7_recall".into(), json!(emotion7_recall));
-        metrics.insert("heldout_actor_emotion7_ece".into(), json!(rounded(emotion7_calibration.raw.ece)));
-        metrics.insert(
-            "heldout_actor_emotion7_ece_calibrated".into(),
-            json!(rounded(emotion7_calibration.calibrated.ece)),
-        );
-        metrics.insert("heldout_actor_sex_ece".into(), json!(rounded(sex_calibration.ece)));
+        metrics.insert("heldout_actor_emotion7_ece".into(), json!(round4(emotion7_calibration.raw.ece)));
+        metrics
+            .insert("heldout_actor_emotion7_ece_calibrated".into(), json!(round4(emotion7_calibration.calibrated.ece)));
+        metrics.insert("heldout_actor_sex_ece".into(), json!(round4(sex_calibration.ece)));
         card.calibration = Some(emotion7_calibration.card_entry());
         card.save(&card_path(weights))?;
     }
