@@ -233,13 +233,12 @@ async fn read_uploads(multipart: Result<Multipart, MultipartRejection>, limit: u
         let bytes = field.bytes().await.map_err(|e| reading_error(e, "could not read the upload"))?;
         uploads.push((name, Upload { bytes }));
     }
-    let second = uploads.pop();
-    match (uploads.pop(), second) {
-        (None, None) => Err(AppError::MissingFile),
+    let mut uploads = uploads.into_iter();
+    match (uploads.next(), uploads.next()) {
+        (None, _) => Err(AppError::MissingFile),
         // An empty file is reported by the decoder, like every other content problem.
-        (None, Some((_, one))) => Ok(Uploads::One(one)),
+        (Some((_, one)), None) => Ok(Uploads::One(one)),
         (Some(first), Some(second)) => pair(first, second),
-        (Some(_), None) => unreachable!("pop takes the last upload first"),
     }
 }
 
