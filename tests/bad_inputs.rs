@@ -189,6 +189,7 @@ fn cases() -> Vec<Case> {
         case("WAV with a sample at 1e30", File(speech_with(1e30)), 422, "corrupt_file"),
         case("WAV with 0 channels", File(wav_with_field(22, &0u16.to_le_bytes())), 422, "corrupt_file"),
         case("WAV at 0 Hz", File(wav_with_field(24, &0u32.to_le_bytes())), 422, "corrupt_file"),
+        case("WAV at 4.29 GHz", File(wav_with_field(24, &0xFFFF_DD44u32.to_le_bytes())), 422, "corrupt_file"),
         case("WAV with 0 bits a sample", File(wav_with_field(34, &0u16.to_le_bytes())), 422, "corrupt_file"),
         case("FLAC cut in half", File(flac[..flac.len() / 2].to_vec()), 422, "corrupt_file"),
         case("FLAC magic only", File(b"fLaC".to_vec()), 422, "corrupt_file"),
@@ -253,7 +254,10 @@ async fn every_bad_input_gets_its_exact_error_and_the_server_stays_up() {
     let server = tokio::spawn(emotion_ai::web::serve(listener, state(), async {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::new();
+    // A fresh connection per request: after an early answer (413 before the
+    // body is read) the server closes the connection, and a pooled client
+    // would send the next case down the closed one.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let url = format!("{base}/api/v1/predict");
     let cases = cases();
     assert!(cases.len() >= 30, "the suite has {} inputs", cases.len());

@@ -58,6 +58,9 @@ impl DecodedAudio {
     }
 }
 
+/// Sample rates a clip may declare.
+const SOURCE_RATES: std::ops::RangeInclusive<u32> = 1_000..=384_000;
+
 /// Largest sample magnitude accepted (full scale is 1).
 const MAX_SAMPLE_MAGNITUDE: f32 = 1000.0;
 
@@ -205,6 +208,15 @@ fn decode_mono(bytes: &[u8], max_seconds: f64) -> Result<(Vec<f32>, u32, usize),
         .sample_rate
         .filter(|&r| r > 0)
         .ok_or_else(|| AudioDecodeError::Corrupt("the stream does not declare a sample rate".into()))?;
+    // A header claiming 4 GHz makes the resampler plan enormous FFTs (ten
+    // seconds and more for a 20 kB file; found by fuzzing).
+    if !SOURCE_RATES.contains(&source_rate) {
+        return Err(AudioDecodeError::Corrupt(format!(
+            "it declares a sample rate of {source_rate} Hz (audio files use {} to {} Hz)",
+            SOURCE_RATES.start(),
+            SOURCE_RATES.end()
+        )));
+    }
     let codecs = symphonia::default::get_codecs();
     let mut decoder = codecs.make(&track.codec_params, &DecoderOptions::default()).map_err(|_| {
         let name = codecs.get_codec(track.codec_params.codec).map_or("unknown", |d| d.short_name);
@@ -442,6 +454,12 @@ mod tests {
             Err(AudioDecodeError::Corrupt(message)) => assert!(message.contains("`stts` table claims"), "{message}"),
             other => panic!("expected a corrupt-file error, got {other:?}"),
         }
+        // A WAV declaring 4.29 GHz (the resampler would plan for minutes).
+        let mut fast = wav(16000, 1, 16, false, 0.5);
+        fast[24..28].copy_from_slice(&0xFFFF_DD44u32.to_le_bytes());
+        assert!(
+            matches!(decode_audio(&fast, 16000, 60.0), Err(AudioDecodeError::Corrupt(m)) if m.contains("4294958404 Hz"))
+        );
         // Finite float samples far beyond full scale (they overflowed the
         // resampler to infinity; found by fuzzing).
         let mut huge = wav(16000, 1, 32, true, 0.5);
