@@ -8,7 +8,9 @@
 # script: copy it into fuzz/regressions/<target>/, fix the bug, and
 # tests/fuzz_corpus.rs replays it from then on.
 #
-# Usage: scripts/fuzz.sh [SECONDS]        (CI runs it with 60)
+# Usage: scripts/fuzz.sh [SECONDS]
+#        FUZZ_RUNS=N scripts/fuzz.sh   N executions a target from a fixed seed
+#                                      instead: reproducible, what CI runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
@@ -26,14 +28,25 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_odr_violation=0:alloc_dealloc_mismatc
 cd fuzz
 cargo fuzz build -O
 for target in image_decode_detect audio_decode_mfcc; do
-  echo "fuzzing $target for $seconds s"
+  if [ -n "${FUZZ_RUNS:-}" ]; then echo "fuzzing $target for $FUZZ_RUNS runs"; else echo "fuzzing $target for $seconds s"; fi
   mkdir -p "corpus/$target"
   log="../target/fuzz-$target.log"
   mkdir -p ../target
   status=0
-  cargo fuzz run -O "$target" "corpus/$target" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -max_len=262144 -print_final_stats=1 \
+  if [ -n "${FUZZ_RUNS:-}" ]; then
+    # A fixed seed and count, from the committed seeds only: the same inputs
+    # every time, so CI cannot pass or fail by luck.
+    budget=(-runs="$FUZZ_RUNS" -seed=1)
+    corpus=$(mktemp -d)
+    cp "corpus/$target"/seed-* "$corpus/"
+  else
+    budget=(-max_total_time="$seconds")
+    corpus="corpus/$target"
+  fi
+  cargo fuzz run -O "$target" "$corpus" -- \
+    "${budget[@]}" -timeout=10 -rss_limit_mb=4096 -max_len=262144 -print_final_stats=1 \
     > "$log" 2>&1 || status=$?
+  if [ -n "${FUZZ_RUNS:-}" ]; then rm -rf "$corpus"; fi
   grep -E "INITED|DONE|stat::number_of_executed_units|stat::peak_rss|SUMMARY|panicked" "$log" || true
   if [ "$status" -ne 0 ]; then
     tail -n 60 "$log"
