@@ -70,7 +70,12 @@ pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<
     if bytes.is_empty() {
         return Err(AudioDecodeError::Empty);
     }
-    if matches!(crate::decode::sniff(bytes), crate::decode::MediaKind::Audio(crate::decode::AudioContainer::Mp4)) {
+    use crate::decode::{sniff, AudioContainer, MediaKind};
+    let container = match sniff(bytes) {
+        MediaKind::Audio(container) => Some(container),
+        _ => None,
+    };
+    if container == Some(AudioContainer::Mp4) {
         check_mp4_tables(bytes).map_err(AudioDecodeError::Corrupt)?;
     }
     // symphonia panics on some hostile headers (a WAV declaring 0 Hz makes a
@@ -80,8 +85,9 @@ pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<
     });
     let (mono, source_rate, source_channels) = match decoded {
         // A file whose magic bytes name a container we read, but which no
-        // reader can open, is a damaged file of that kind, not an unknown one.
-        Err(AudioDecodeError::UnsupportedFormat) if opened_by_magic(bytes) => {
+        // reader can open, is a damaged file of that kind, not an unknown one
+        // (a codec symphonia lacks is `UnsupportedCodec`, from the decoder).
+        Err(AudioDecodeError::UnsupportedFormat) if container.is_some() => {
             return Err(AudioDecodeError::Corrupt("the container's headers are missing or damaged".into()))
         }
         other => other?,
@@ -180,13 +186,6 @@ fn check_mp4_tables(bytes: &[u8]) -> Result<(), String> {
         Ok(())
     }
     walk(bytes, 0)
-}
-
-/// Whether the bytes start like a container this module reads (a failure to
-/// open one is damage; a codec inside it that symphonia lacks is
-/// [`AudioDecodeError::UnsupportedCodec`]).
-fn opened_by_magic(bytes: &[u8]) -> bool {
-    matches!(crate::decode::sniff(bytes), crate::decode::MediaKind::Audio(_))
 }
 
 /// Decodes every packet of the first audio track, averaging channels.
