@@ -1,16 +1,15 @@
 //! The `train face-emotion` and `eval face-emotion` commands: FER2013 in,
 //! shipped weights and a model card out.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use serde_json::json;
 use tch::nn;
 
-use super::fer2013::{self, FaceSet, Split};
-use super::metrics::{round4, CalibrationSummary};
-use super::{distributions, evaluate, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
+use super::fer2013::{self, Split};
+use super::metrics::{round4, CalibrationSummary, ConfusionMatrix};
+use super::{distributions, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
 use crate::model::{
     card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard, Normalisation, EMOTIONS,
     FACE_SIZE,
@@ -110,9 +109,12 @@ pub struct EvalReport {
 pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -> Result<EvalReport> {
     let model = LoadedFaceModel::load(weights)?;
     let sets = fer2013::load(data)?;
-    let test = split(&sets, Split::PrivateTest, data)?;
-    let matrix = evaluate(&model.net, test, &EMOTIONS);
-    let calibration = calibrate(&model, &sets, data)?;
+    // One pass over PrivateTest serves both the confusion matrix and the ECE.
+    let (test, test_truth) = distributions(&model.net, split(&sets, Split::PrivateTest, data)?);
+    let matrix = ConfusionMatrix::from_distributions(&EMOTIONS, &test, &test_truth);
+    let (validation, validation_truth) = distributions(&model.net, split(&sets, Split::PublicTest, data)?);
+    let calibration =
+        CalibrationSummary::fit((&validation, &validation_truth), (&test, &test_truth), "FER2013 PublicTest");
     let recall = matrix.recall();
     let per_class_recall: serde_json::Map<_, _> =
         EMOTIONS.iter().zip(&recall).map(|(c, r)| (c.to_string(), json!(round4(*r)))).collect();
@@ -153,13 +155,6 @@ pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -
         json_path,
         png_path,
     })
-}
-
-/// Fits the temperature on PublicTest and measures ECE on PrivateTest.
-fn calibrate(model: &LoadedFaceModel, sets: &HashMap<Split, FaceSet>, data: &Path) -> Result<CalibrationSummary> {
-    let (validation, validation_truth) = distributions(&model.net, split(sets, Split::PublicTest, data)?);
-    let (test, test_truth) = distributions(&model.net, split(sets, Split::PrivateTest, data)?);
-    Ok(CalibrationSummary::fit((&validation, &validation_truth), (&test, &test_truth), "FER2013 PublicTest"))
 }
 
 /// The emotion distribution of every FER2013 face of `part`, with the true

@@ -26,6 +26,14 @@ impl ConfusionMatrix {
         Self { classes: classes.iter().map(|c| c.to_string()).collect(), counts }
     }
 
+    /// The matrix of each distribution's most probable class against the
+    /// true classes.
+    pub fn from_distributions(classes: &[&str], probabilities: &[Vec<f32>], truth: &[usize]) -> Self {
+        let predicted: Vec<i64> = probabilities.iter().map(|p| argmax(p) as i64).collect();
+        let truth: Vec<i64> = truth.iter().map(|&t| t as i64).collect();
+        Self::new(classes, &truth, &predicted)
+    }
+
     /// Number of samples counted.
     pub fn total(&self) -> u64 {
         self.counts.iter().flatten().sum()
@@ -214,6 +222,11 @@ pub struct CalibrationSummary {
     pub calibrated: CalibrationReport,
 }
 
+/// Index of the largest value (the first on a tie; 0 when empty).
+pub fn argmax(values: &[f32]) -> usize {
+    values.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0))).map_or(0, |(i, _)| i)
+}
+
 /// A metric rounded to 4 decimals, as the reports and cards record them.
 pub fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
@@ -280,6 +293,14 @@ mod tests {
         assert!((m.accuracy() - 4.0 / 6.0).abs() < 1e-12);
         assert_eq!(m.recall(), vec![0.5, 1.0, 0.5]);
         assert!((m.balanced_accuracy() - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_matrix_from_distributions_counts_each_top_class() {
+        let p = vec![vec![0.7, 0.2, 0.1], vec![0.1, 0.1, 0.8], vec![0.3, 0.4, 0.3]];
+        let m = ConfusionMatrix::from_distributions(&["a", "b", "c"], &p, &[0, 2, 0]);
+        assert_eq!(m.counts, vec![vec![1, 1, 0], vec![0, 0, 0], vec![0, 0, 1]]);
+        assert_eq!(argmax(&[0.5, 0.5]), 0, "ties go to the first class");
     }
 
     #[test]
