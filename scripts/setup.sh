@@ -53,7 +53,7 @@ else
   $SUDO touch "$TORCH_PREFIX/.complete"
 fi
 
-if [ ! -f /usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml ]; then
+if [ ! -f /usr/share/opencv4/haarcascades/haarcascade_frontalface_alt2.xml ]; then
   log "error: Haar cascade missing after installing opencv-data" ; exit 1
 fi
 log "ready (LIBTORCH=$TORCH_PREFIX/torch)"

@@ -24,6 +24,8 @@
 //!   each weighted by its calibration (a temperature fitted on held-out data).
 //! - [`predict`]: the [`predict::Analyzer`], which owns the loaded models and
 //!   runs the whole pipeline for one upload; shared by the server and the CLI.
+//!   [`pool`] lends each concurrent user its own copy of a network or cascade
+//!   (neither can be shared between threads).
 //!   [`predict::voice`] splits long clips into overlapping windows and
 //!   combines them.
 //! - [`web`]: the axum application ([`web::app`]), its one error type, its
@@ -48,6 +50,7 @@ pub mod features;
 pub mod fusion;
 pub mod fuzzing;
 pub mod model;
+pub mod pool;
 pub mod predict;
 pub mod train;
 pub mod web;

@@ -474,6 +474,10 @@ fn train_options(
 
 fn serve(args: ServeArgs) -> Result<()> {
     let started = Instant::now();
+    // One libtorch thread per network call: requests, and the independent
+    // parts of one request, run side by side instead of each splitting every
+    // convolution over both cores (measured in BENCHMARKS.md).
+    tch::set_num_threads(1);
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
     let analyzer = Arc::new(Analyzer::load(args.models.analyzer_config(workers))?);
     let limits = ServerLimits {

@@ -1,9 +1,14 @@
 //! The whole pipeline behind one call, for either kind of upload:
 //!
 //! - an image: decode, detect every face, crop, run the emotion and sex
-//!   networks on all faces as one batch each;
-//! - a clip: decode to 16 kHz mono, MFCC windows, the voice network, a
-//!   timeline and a clip-level result ([`voice`]).
+//!   networks on all faces as one batch each, side by side;
+//! - a clip: decode to 16 kHz mono, MFCC windows, the voice network (the
+//!   first and second halves of a long clip side by side), a timeline and a
+//!   clip-level result ([`voice`]).
+//!
+//! Networks run libtorch on one thread each (the server and the command line
+//! set it so): parallelism comes from running independent work on separate
+//! threads, which keeps two concurrent requests from fighting over the cores.
 //!
 //! [`Analyzer::analyze_bytes`] tells the two apart by content. An
 //! [`Analyzer`] is built once at start-up (models and cascades loaded then)
@@ -12,7 +17,6 @@
 pub mod voice;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -25,7 +29,8 @@ use crate::features::MfccExtractor;
 use crate::fusion::{fuse, Calibration, Evidence};
 use crate::model::voice::{voice_class_names, LoadedVoiceModel, VoiceModelCard};
 use crate::model::{LoadedFaceModel, ModelCard, FACE_SIZE};
-use voice::{emotion_marginal, predict_clip, sex_marginal, Windowing};
+use crate::pool::Pool;
+use voice::{aggregate, emotion_marginal, predict_windows, sex_marginal, window_starts, Windowing};
 
 /// Where an [`Analyzer`] finds its models and how it bounds its inputs.
 #[derive(Debug, Clone)]
@@ -42,7 +47,8 @@ pub struct AnalyzerConfig {
     pub image_limits: ImageLimits,
     /// Longest clip accepted; decoding stops as soon as a clip passes it.
     pub max_audio_seconds: f64,
-    /// Detectors to keep loaded: the number of concurrent analyses.
+    /// Copies of each network and cascade to keep loaded: the number of
+    /// concurrent analyses (a clip's two halves each take a voice network).
     pub workers: usize,
 }
 
@@ -199,15 +205,12 @@ pub enum AnalyzeError {
 
 /// Models and detectors, loaded once, shared by all requests.
 pub struct Analyzer {
-    /// libtorch tensors are `Send` but not `Sync`; a forward pass on a few
-    /// faces takes about a millisecond, so one lock costs nothing measurable
-    /// next to detection.
-    face_emotion: Mutex<LoadedFaceModel>,
+    /// One copy per concurrent user: a network serves one thread at a time.
+    face_emotion: Pool<LoadedFaceModel>,
     face_emotion_card: ModelCard,
-    face_sex: Mutex<LoadedFaceModel>,
+    face_sex: Pool<LoadedFaceModel>,
     face_sex_card: ModelCard,
-    /// Same reason for the lock; a clip's windows go through in one batch.
-    voice_emotion: Mutex<LoadedVoiceModel>,
+    voice_emotion: Pool<LoadedVoiceModel>,
     voice_emotion_card: VoiceModelCard,
     mfcc: MfccExtractor,
     windowing: Windowing,
@@ -222,16 +225,18 @@ impl Analyzer {
     /// Loads every model and cascade named in `config`; fails loudly if one is
     /// missing, so a server never starts half-equipped.
     pub fn load(config: AnalyzerConfig) -> Result<Self> {
-        let face_emotion = LoadedFaceModel::load(&config.face_emotion_model)
-            .with_context(|| format!("loading face emotion model {}", config.face_emotion_model.display()))?;
-        let detectors = DetectorPool::new(&config.cascade, config.detect, config.workers)?;
-        let face_emotion_card = face_emotion.card.clone();
-        let face_sex = LoadedFaceModel::load(&config.face_sex_model)
-            .with_context(|| format!("loading face sex model {}", config.face_sex_model.display()))?;
-        let face_sex_card = face_sex.card.clone();
-        let voice_emotion = LoadedVoiceModel::load(&config.voice_emotion_model)
-            .with_context(|| format!("loading voice emotion model {}", config.voice_emotion_model.display()))?;
-        let voice_emotion_card = voice_emotion.card.clone();
+        let workers = config.workers.max(1);
+        let face_emotion = face_model_pool("face emotion", &config.face_emotion_model, workers)?;
+        let face_emotion_card = face_emotion.with(|m| m.card.clone())?;
+        let detectors = DetectorPool::new(&config.cascade, config.detect, workers)?;
+        let face_sex = face_model_pool("face sex", &config.face_sex_model, workers)?;
+        let face_sex_card = face_sex.with(|m| m.card.clone())?;
+        let weights = config.voice_emotion_model.clone();
+        let voice_emotion = Pool::new("voice emotion model", 2 * workers, move || {
+            LoadedVoiceModel::load(&weights)
+                .with_context(|| format!("loading voice emotion model {}", weights.display()))
+        })?;
+        let voice_emotion_card = voice_emotion.with(|m| m.card.clone())?;
         if voice_emotion_card.emotions != face_emotion_card.classes {
             anyhow::bail!(
                 "the face and voice models list different emotions ({:?} and {:?}): they cannot be fused",
@@ -246,12 +251,12 @@ impl Analyzer {
             hop: (voice_emotion_card.input.hop_seconds * rate).round() as usize,
         };
         Ok(Self {
-            face_emotion: Mutex::new(face_emotion),
+            face_emotion,
             face_emotion_card,
-            face_sex: Mutex::new(face_sex),
+            face_sex,
             face_sex_card,
             mfcc: MfccExtractor::new(features.clone()),
-            voice_emotion: Mutex::new(voice_emotion),
+            voice_emotion,
             voice_emotion_card,
             windowing,
             detectors,
@@ -324,10 +329,21 @@ impl Analyzer {
         if voice::rms(&audio.samples) < SILENCE_RMS {
             return Err(AnalyzeError::NoSpeech);
         }
-        let prediction = {
-            let model = self.voice_emotion.lock().map_err(|_| anyhow::anyhow!("voice model lock poisoned"))?;
-            predict_clip(&model.net, &self.mfcc, &audio.samples, self.windowing)?
+        let samples = &audio.samples;
+        let starts = window_starts(samples.len(), self.windowing.window, self.windowing.hop);
+        let (first, second) = starts.split_at(starts.len().div_ceil(2));
+        let run = |starts: &[usize]| {
+            self.voice_emotion.with(|m| predict_windows(&m.net, &self.mfcc, samples, starts, self.windowing))?
         };
+        let windows = std::thread::scope(|scope| -> Result<_> {
+            let second = (!second.is_empty()).then(|| scope.spawn(|| run(second)));
+            let mut windows = run(first)?;
+            if let Some(second) = second {
+                windows.extend(second.join().map_err(|_| anyhow::anyhow!("voice network panicked"))??);
+            }
+            Ok(windows)
+        })?;
+        let prediction = voice::ClipPrediction { joint: aggregate(&windows), windows };
         let card = &self.voice_emotion_card;
         let rate = audio.sample_rate as f32;
         let timeline = prediction
@@ -377,8 +393,18 @@ impl Analyzer {
             return Err(AnalyzeError::NoFace { width, height });
         }
         let batch = face_batch(&image.gray, &boxes);
-        let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes)?;
-        let sexes = classify(&self.face_sex, &batch, &self.face_sex_card.classes)?;
+        // The two networks are independent, and each worker runs libtorch on
+        // one thread: side by side they use the second core when a request
+        // runs alone (under load the other workers use it anyway).
+        let (emotions, sexes) = std::thread::scope(|scope| {
+            // Tensors are Send but not Sync: the thread gets its own handle.
+            let sex_batch = batch.shallow_clone();
+            let sexes = scope.spawn(move || classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes));
+            let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes);
+            let sexes = sexes.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex network panicked")));
+            (emotions, sexes)
+        });
+        let (emotions, sexes) = (emotions?, sexes?);
         let faces = boxes
             .into_iter()
             .zip(emotions.into_iter().zip(sexes))
@@ -403,12 +429,17 @@ fn face_batch(gray: &image::GrayImage, boxes: &[FaceBox]) -> Tensor {
     Tensor::from_slice(&pixels).view([boxes.len() as i64, 1, FACE_SIZE, FACE_SIZE])
 }
 
+/// `workers` copies of the face network at `weights`.
+fn face_model_pool(what: &'static str, weights: &Path, workers: usize) -> Result<Pool<LoadedFaceModel>> {
+    let weights = weights.to_path_buf();
+    Pool::new(what, workers, move || {
+        LoadedFaceModel::load(&weights).with_context(|| format!("loading {what} model {}", weights.display()))
+    })
+}
+
 /// One distribution per face of `batch` from a face model.
-fn classify(model: &Mutex<LoadedFaceModel>, batch: &Tensor, classes: &[String]) -> Result<Vec<Distribution>> {
-    let proba = {
-        let model = model.lock().map_err(|_| anyhow::anyhow!("face model lock poisoned"))?;
-        model.net.predict_proba(batch)
-    };
+fn classify(model: &Pool<LoadedFaceModel>, batch: &Tensor, classes: &[String]) -> Result<Vec<Distribution>> {
+    let proba = model.with(|m| m.net.predict_proba(batch))?;
     (0..batch.size()[0])
         .map(|i| {
             let row = Vec::<f32>::try_from(proba.get(i)).context("reading probabilities")?;

@@ -89,6 +89,20 @@ pub fn predict_clip(
     windowing: Windowing,
 ) -> Result<ClipPrediction> {
     let starts = window_starts(samples.len(), windowing.window, windowing.hop);
+    let windows = predict_windows(net, extractor, samples, &starts, windowing)?;
+    let joint = aggregate(&windows);
+    Ok(ClipPrediction { windows, joint })
+}
+
+/// Runs `net` on the windows of `samples` that begin at `starts` (from
+/// [`window_starts`]), in order; callers may split the starts between threads.
+pub fn predict_windows(
+    net: &VoiceNet,
+    extractor: &MfccExtractor,
+    samples: &[f32],
+    starts: &[usize],
+    windowing: Windowing,
+) -> Result<Vec<WindowPrediction>> {
     let mut windows = Vec::with_capacity(starts.len());
     for chunk in starts.chunks(WINDOW_BATCH) {
         let mut maps = Vec::with_capacity(chunk.len());
@@ -110,8 +124,7 @@ pub fn predict_clip(
             });
         }
     }
-    let joint = aggregate(&windows);
-    Ok(ClipPrediction { windows, joint })
+    Ok(windows)
 }
 
 /// RMS-weighted mean of the windows' joint distributions, ignoring windows
