@@ -24,13 +24,15 @@ echo "$python" > "$out/python.json"
 python3 - "$rust" "$python" <<'PY'
 import json, os, sys
 rust, py = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"librosa {py['librosa']}, OpenCV-Python {py['opencv']}; {os.cpu_count()} cores; medians of 30 runs, ms\n")
+print(f"librosa {py['librosa']}, OpenCV-Python {py['opencv']}; {os.cpu_count()} cores; medians of 100 runs after 0.5 s of warm-up, ms\n")
 print("| work | Rust (this crate) | Python | Python / Rust |")
 print("|---|---|---|---|")
-rows = [("MFCC, 3 s clip", "mfcc_3s"), ("MFCC, 10 s clip", "mfcc_10s"), ("MFCC, 60 s clip", "mfcc_60s"),
-        ("Haar detection, 640x480 portrait", "detect_portrait_640x480"),
-        ("Haar detection, 800x300 group (3 faces)", "detect_group")]
+rows = [(f"MFCC, {s} s clip{how}", f"mfcc_{s}s{key}")
+        for how, key in ((f" ({rust['cores']} threads)", ""), (" (one thread)", "_one_thread")) for s in (3, 10, 60)]
+rows += [("Haar detection, 640x480 portrait", "detect_portrait_640x480"),
+        ("Haar detection, 800x300 group", "detect_group")]
 for label, key in rows:
     faces = f" ({rust[key + '_faces']} / {py[key + '_faces']} faces)" if key + "_faces" in rust else ""
-    print(f"| {label}{faces} | {rust[key]:.2f} | {py[key]:.2f} | {py[key] / rust[key]:.1f}x |")
+    python_ms = py[key.removesuffix("_one_thread")]
+    print(f"| {label}{faces} | {rust[key]:.3f} | {python_ms:.2f} | {python_ms / rust[key]:.1f}x |")
 PY

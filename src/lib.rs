@@ -15,7 +15,7 @@
 //!   decoding.
 //! - [`detect`]: Haar-cascade face detection on a bounded-size copy, boxes
 //!   mapped back; cropping faces to the networks' 48x48 input.
-//! - [`features`]: MFCCs of a clip (realfft + `mel_spec`'s filterbank),
+//! - [`features`]: MFCCs of a clip (rustfft + `mel_spec`'s filterbank),
 //!   checked against librosa.
 //! - [`model`]: the networks (`new(vs, config)` + `forward_t`), their
 //!   safetensors weights and JSON model cards; [`model::voice`] is the
