@@ -42,10 +42,15 @@ fn wav_bytes(samples: &[f32]) -> Vec<u8> {
 fn stages(c: &mut Criterion) {
     // One intra-op thread, as each server worker uses.
     tch::set_num_threads(1);
+    // MFCC on one thread, as the server computes each 3 s window, and for a
+    // whole clip split over the cores.
     let extractor = MfccExtractor::new(MfccConfig::voice());
-    for seconds in [3, 10] {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let all_cores = MfccExtractor::new(MfccConfig::voice()).with_threads(cores);
+    for seconds in [3, 10, 60] {
         let clip = speech(seconds);
         c.bench_function(&format!("mfcc/{seconds}s"), |b| b.iter(|| extractor.compute(&clip)));
+        c.bench_function(&format!("mfcc_all_cores/{seconds}s"), |b| b.iter(|| all_cores.compute(&clip)));
     }
 
     let portrait = decode_image(&fixture("portrait_640x480.jpg"), ImageLimits::default()).expect("portrait");
