@@ -368,6 +368,11 @@ impl Analyzer {
         })
     }
 
+    /// How clips are cut into windows (from the voice model's card).
+    pub fn windowing(&self) -> Windowing {
+        self.windowing
+    }
+
     /// The face emotion model's card (classes, input, measured accuracy).
     pub fn face_emotion_card(&self) -> &ModelCard {
         &self.face_emotion_card

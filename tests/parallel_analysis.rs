@@ -12,7 +12,7 @@ use common::*;
 use emotion_ai::decode::audio::DecodedAudio;
 use emotion_ai::features::MfccExtractor;
 use emotion_ai::model::voice::LoadedVoiceModel;
-use emotion_ai::predict::voice::{predict_clip, Windowing};
+use emotion_ai::predict::voice::predict_clip;
 
 fn probabilities(d: &emotion_ai::predict::Distribution) -> Vec<f32> {
     d.probabilities.iter().map(|p| p.probability).collect()
@@ -33,14 +33,9 @@ fn a_long_clip_split_in_two_halves_matches_one_sequential_pass() {
     let audio = DecodedAudio { samples: samples.clone(), sample_rate: 16_000, source_rate: 16_000, source_channels: 1 };
     let answer = analyzer.analyze_audio(&audio).expect("analysis");
 
-    let card = analyzer.voice_emotion_card();
     let model = LoadedVoiceModel::load(&root().join("models/voice_emotion.safetensors")).expect("voice model");
-    let extractor = MfccExtractor::new(card.input.features.clone());
-    let windowing = Windowing {
-        window: (card.input.window_seconds * 16_000.0).round() as usize,
-        hop: (card.input.hop_seconds * 16_000.0).round() as usize,
-    };
-    let sequential = predict_clip(&model.net, &extractor, &samples, windowing).expect("sequential");
+    let extractor = MfccExtractor::new(analyzer.voice_emotion_card().input.features.clone());
+    let sequential = predict_clip(&model.net, &extractor, &samples, analyzer.windowing()).expect("sequential");
 
     assert!(answer.timeline.len() >= 8, "an 11 s clip has 9 windows, got {}", answer.timeline.len());
     assert_eq!(answer.timeline.len(), sequential.windows.len());
