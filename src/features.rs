@@ -32,6 +32,10 @@
 //! complex FFT. [`MfccExtractor::with_threads`] splits long clips between
 //! threads. BENCHMARKS.md compares the result with librosa.
 
+pub mod filter;
+pub mod pitch;
+pub mod voice_input;
+
 use std::sync::Arc;
 
 use multiversion::multiversion;

@@ -50,10 +50,18 @@ impl ConfusionMatrix {
         self.counts.iter().enumerate().map(|(i, row)| row[i] as f64 / row.iter().sum::<u64>().max(1) as f64).collect()
     }
 
-    /// Mean of the per-class recalls (balanced accuracy).
+    /// Mean of the per-class recalls (balanced accuracy) over the classes
+    /// that occur: a corpus without surprise clips is not marked down for
+    /// never being right about surprise.
     pub fn balanced_accuracy(&self) -> f64 {
-        let r = self.recall();
-        r.iter().sum::<f64>() / r.len().max(1) as f64
+        let present: Vec<f64> = self
+            .recall()
+            .into_iter()
+            .zip(&self.counts)
+            .filter(|(_, row)| row.iter().sum::<u64>() > 0)
+            .map(|(r, _)| r)
+            .collect();
+        present.iter().sum::<f64>() / present.len().max(1) as f64
     }
 
     /// Draws the row-normalised matrix as a heat map with counts and recall.
@@ -293,6 +301,9 @@ mod tests {
         assert!((m.accuracy() - 4.0 / 6.0).abs() < 1e-12);
         assert_eq!(m.recall(), vec![0.5, 1.0, 0.5]);
         assert!((m.balanced_accuracy() - 2.0 / 3.0).abs() < 1e-12);
+        // A class nobody belongs to is left out of the balanced accuracy.
+        let absent = ConfusionMatrix::new(&["a", "b", "c"], &[0, 0, 2], &[0, 1, 2]);
+        assert!((absent.balanced_accuracy() - 0.75).abs() < 1e-12);
     }
 
     #[test]
