@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use common::*;
 use emotion_ai::decode::audio::DecodedAudio;
-use emotion_ai::features::MfccExtractor;
 use emotion_ai::model::voice::LoadedVoiceModel;
 use emotion_ai::predict::voice::predict_clip;
 
@@ -34,7 +33,7 @@ fn a_long_clip_split_in_two_halves_matches_one_sequential_pass() {
     let answer = analyzer.analyze_audio(&audio).expect("analysis");
 
     let model = LoadedVoiceModel::load(&root().join("models/voice_emotion.safetensors")).expect("voice model");
-    let extractor = MfccExtractor::new(analyzer.voice_emotion_card().input.features.clone());
+    let extractor = analyzer.voice_emotion_card().input.extractor();
     let sequential = predict_clip(&model.net, &extractor, &samples, analyzer.windowing()).expect("sequential");
 
     assert!(answer.timeline.len() >= 8, "an 11 s clip has 9 windows, got {}", answer.timeline.len());

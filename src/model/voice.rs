@@ -18,6 +18,7 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use super::{card_path, Stage, EMOTIONS};
+use crate::features::voice_input::VoiceFeatureExtractor;
 use crate::features::MfccConfig;
 
 /// Speaker sexes, in the order of the joint classes.
@@ -49,19 +50,39 @@ pub fn voice_class_names() -> Vec<String> {
 /// Shape of a [`VoiceNet`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VoiceNetConfig {
-    /// MFCC coefficients per frame (the input's height).
+    /// Rows of the input map (MFCC coefficients, plus pitch rows if any): the
+    /// input's height. (Named for the MFCC-only input it started as.)
     pub n_mfcc: i64,
     /// Output channels of each residual stage; each stage halves both axes.
     pub channels: Vec<i64>,
     pub classes: i64,
     /// Dropout before the classifier, during training only.
     pub dropout: f64,
+    /// The classifier also reads three statistics of the last two input rows
+    /// (the pitch rows): the mean and spread of log F0 over the voiced frames
+    /// and the voiced share. The convolutions see pitch as one row among
+    /// many; this hands it to the classifier directly, so that sex can rest
+    /// on pitch rather than on one corpus's spectra.
+    #[serde(default)]
+    pub pitch_summary: bool,
 }
 
 impl VoiceNetConfig {
-    /// The architecture of the shipped voice model.
+    /// The architecture of the first voice model (40 MFCC rows).
     pub fn emotion_sex() -> Self {
-        Self { n_mfcc: 40, channels: vec![16, 32, 64, 128], classes: VOICE_CLASSES as i64, dropout: 0.3 }
+        Self {
+            n_mfcc: 40,
+            channels: vec![16, 32, 64, 128],
+            classes: VOICE_CLASSES as i64,
+            dropout: 0.3,
+            pitch_summary: false,
+        }
+    }
+
+    /// The architecture of the shipped voice model: 40 MFCC rows and 2 pitch
+    /// rows, whose statistics the classifier also reads.
+    pub fn emotion_sex_pitch() -> Self {
+        Self { n_mfcc: 42, pitch_summary: true, ..Self::emotion_sex() }
     }
 }
 
@@ -76,6 +97,27 @@ pub struct VoiceNet {
     stages: Vec<Stage>,
     classifier: nn::Linear,
     dropout: f64,
+    pitch_summary: bool,
+}
+
+/// Voicing strength from which a frame's log F0 enters the pitch summary
+/// (the features' own voicing threshold).
+const SUMMARY_VOICED: f64 = crate::features::voice_input::VOICED_STRENGTH as f64;
+
+/// `[N, 3]`: mean and standard deviation of the log-F0 row over voiced
+/// frames, and the voiced share, of raw `[N, rows, frames]` maps whose last
+/// two rows are log F0 and voicing strength.
+fn pitch_statistics(xs: &Tensor) -> Tensor {
+    let rows = xs.size()[1];
+    let f0 = xs.select(1, rows - 2);
+    let voiced = xs.select(1, rows - 1).ge(SUMMARY_VOICED).to_kind(Kind::Float);
+    let count = voiced.sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    let safe = count.clamp_min(1.0);
+    let mean = (&f0 * &voiced).sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / &safe;
+    let centred = (&f0 - mean.unsqueeze(1)) * &voiced;
+    let spread = ((&centred * &centred).sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / &safe + 1e-6).sqrt();
+    let share = count / f0.size()[1] as f64;
+    Tensor::stack(&[mean, spread, share], 1)
 }
 
 impl VoiceNet {
@@ -91,8 +133,10 @@ impl VoiceNet {
             c_in = c_out;
         }
         let height = config.n_mfcc >> config.channels.len();
-        let classifier = nn::linear(vs / "classifier", 2 * c_in * height.max(1), config.classes, Default::default());
-        Self { input_mean, input_std, stages, classifier, dropout: config.dropout }
+        let summary = if config.pitch_summary { 3 } else { 0 };
+        let classifier =
+            nn::linear(vs / "classifier", 2 * c_in * height.max(1) + summary, config.classes, Default::default());
+        Self { input_mean, input_std, stages, classifier, dropout: config.dropout, pitch_summary: config.pitch_summary }
     }
 
     /// Records the training set's per-coefficient mean and std (`n_mfcc`
@@ -126,7 +170,12 @@ impl ModuleT for VoiceNet {
         // [N, C, H, T] -> pool time -> [N, 2 * C * H].
         let mean = ys.mean_dim([3i64].as_slice(), false, Kind::Float);
         let max = ys.amax([3i64].as_slice(), false);
-        Tensor::cat(&[mean, max], 1).flatten(1, -1).dropout(self.dropout, train).apply(&self.classifier)
+        let pooled = Tensor::cat(&[mean, max], 1).flatten(1, -1).dropout(self.dropout, train);
+        if self.pitch_summary {
+            Tensor::cat(&[pooled, pitch_statistics(&xs.to_kind(Kind::Float))], 1).apply(&self.classifier)
+        } else {
+            pooled.apply(&self.classifier)
+        }
     }
 }
 
@@ -134,12 +183,31 @@ impl ModuleT for VoiceNet {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VoiceInputSpec {
     pub features: MfccConfig,
+    /// Each window's mean of every MFCC removed (cepstral mean
+    /// normalisation); absent in cards of models trained without it.
+    #[serde(default)]
+    pub cmn: bool,
+    /// Two pitch rows (log F0, voicing strength) below the MFCCs.
+    #[serde(default)]
+    pub pitch: bool,
     /// Length of one analysis window; longer clips are split into windows.
     pub window_seconds: f64,
     /// Step between windows of a long clip.
     pub hop_seconds: f64,
-    /// Per-coefficient training-set statistics (also in the weights).
+    /// Per-row training-set statistics (also in the weights).
     pub normalisation: VoiceNormalisation,
+}
+
+impl VoiceInputSpec {
+    /// The feature extractor this spec describes.
+    pub fn extractor(&self) -> VoiceFeatureExtractor {
+        VoiceFeatureExtractor::new(self.features.clone(), self.cmn, self.pitch)
+    }
+
+    /// Rows of the network's input map.
+    pub fn rows(&self) -> usize {
+        self.features.n_mfcc + if self.pitch { 2 } else { 0 }
+    }
 }
 
 /// `(mfcc[c] - mean[c]) / std[c]` per coefficient.
@@ -163,6 +231,11 @@ pub struct VoiceModelCard {
     pub architecture: VoiceNetConfig,
     pub params: i64,
     pub trained_on: String,
+    /// Corpora whose clips trained the model or chose its epoch (`ravdess`,
+    /// `emodb`, `speechsex`, ...): any other corpus measures it as one it never
+    /// heard.
+    #[serde(default)]
+    pub training_corpora: Vec<String>,
     pub metrics: serde_json::Value,
     /// Post-hoc temperature fitted on held-out data, used to weigh this model
     /// in face + voice fusion; absent until `eval --write-card` fits it.
@@ -200,8 +273,17 @@ impl LoadedVoiceModel {
         if card.classes != voice_class_names() || card.architecture.classes != VOICE_CLASSES as i64 {
             bail!("model card {} does not list the 14 emotion x sex classes in order", card_path(weights).display());
         }
-        if card.architecture.n_mfcc != card.input.features.n_mfcc as i64 {
-            bail!("model card {}: the network and the features disagree on n_mfcc", card_path(weights).display());
+        if card.architecture.pitch_summary && !card.input.pitch {
+            bail!(
+                "model card {}: the network summarises pitch rows the features do not have",
+                card_path(weights).display()
+            );
+        }
+        if card.architecture.n_mfcc != card.input.rows() as i64 {
+            bail!(
+                "model card {}: the network and the features disagree on the input rows",
+                card_path(weights).display()
+            );
         }
         if !(card.input.window_seconds > 0.0 && card.input.hop_seconds > 0.0) {
             bail!("model card {}: window and hop must be positive", card_path(weights).display());
@@ -244,10 +326,26 @@ mod tests {
     }
 
     #[test]
+    fn pitch_statistics_cover_voiced_frames_only() {
+        // Two frames voiced at log F0 -1 and 0, one unvoiced (strength 0.1).
+        let mut map = vec![0.0f32; 4 * 3];
+        map[6..9].copy_from_slice(&[-1.0, 0.0, 0.7]);
+        map[9..12].copy_from_slice(&[0.9, 0.8, 0.1]);
+        let stats = pitch_statistics(&Tensor::from_slice(&map).view([1, 4, 3]));
+        let v = Vec::<f32>::try_from(stats.flatten(0, -1)).unwrap();
+        assert!((v[0] + 0.5).abs() < 1e-5 && (v[1] - 0.5).abs() < 1e-3 && (v[2] - 2.0 / 3.0).abs() < 1e-5, "{v:?}");
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = VoiceNet::new(&vs.root(), &VoiceNetConfig::emotion_sex_pitch());
+        let p = net.predict_proba(&(Tensor::randn([2, 42, 120], (Kind::Float, Device::Cpu))));
+        assert_eq!(p.size(), vec![2, 14]);
+    }
+
+    #[test]
     fn input_stats_and_weights_reload_identically() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("voice.safetensors");
-        let config = VoiceNetConfig { n_mfcc: 40, channels: vec![4, 8], classes: 14, dropout: 0.0 };
+        let config =
+            VoiceNetConfig { n_mfcc: 40, channels: vec![4, 8], classes: 14, dropout: 0.0, pitch_summary: false };
         let vs = nn::VarStore::new(Device::Cpu);
         let mut net = VoiceNet::new(&vs.root(), &config);
         let mean: Vec<f32> = (0..40).map(|i| i as f32 - 20.0).collect();

@@ -12,7 +12,7 @@
 use anyhow::{Context, Result};
 use tch::Tensor;
 
-use crate::features::MfccExtractor;
+use crate::features::voice_input::VoiceFeatureExtractor;
 use crate::model::voice::{split_class, VoiceNet, SEXES, VOICE_CLASSES};
 use crate::model::EMOTIONS;
 
@@ -84,7 +84,7 @@ pub struct Windowing {
 /// Runs `net` on every window of `samples` and aggregates.
 pub fn predict_clip(
     net: &VoiceNet,
-    extractor: &MfccExtractor,
+    extractor: &VoiceFeatureExtractor,
     samples: &[f32],
     windowing: Windowing,
 ) -> Result<ClipPrediction> {
@@ -98,7 +98,7 @@ pub fn predict_clip(
 /// [`window_starts`]), in order; callers may split the starts between threads.
 pub fn predict_windows(
     net: &VoiceNet,
-    extractor: &MfccExtractor,
+    extractor: &VoiceFeatureExtractor,
     samples: &[f32],
     starts: &[usize],
     windowing: Windowing,
@@ -110,8 +110,8 @@ pub fn predict_windows(
         for &start in chunk {
             let piece = window_samples(samples, start, windowing.window);
             levels.push(rms(&samples[start..(start + windowing.window).min(samples.len())]));
-            let mfcc = extractor.compute(&piece);
-            maps.push(Tensor::from_slice(&mfcc.data).view([mfcc.n_mfcc as i64, mfcc.frames as i64]));
+            let map = extractor.compute(&piece);
+            maps.push(Tensor::from_slice(&map.data).view([map.rows as i64, map.frames as i64]));
         }
         let proba = net.predict_proba(&Tensor::stack(&maps, 0));
         for (i, (&start, level)) in chunk.iter().zip(levels).enumerate() {

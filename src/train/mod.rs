@@ -13,7 +13,10 @@ pub mod face_sex;
 pub mod fer2013;
 pub mod fusion_eval;
 pub mod metrics;
+pub mod nonspeech;
+pub mod speech_check;
 pub mod utkface;
+pub mod voice_augment;
 pub mod voice_data;
 pub mod voice_emotion;
 

@@ -1,12 +1,18 @@
-//! Emotional-speech corpora by their standard file names: RAVDESS, and for
-//! users who have them CREMA-D, TESS and SAVEE.
+//! Speech corpora by their standard file names: RAVDESS, Berlin EmoDB and
+//! the speechsex read-speech collection, and for users who have them
+//! CREMA-D, TESS and SAVEE.
 //!
 //! Labels are mapped onto the 7 FER emotions (RAVDESS's calm is merged into
-//! neutral; TESS's "pleasant surprise" is surprise) and a speaker sex:
+//! neutral; TESS's "pleasant surprise" is surprise) and a speaker sex. A clip
+//! may carry a sex only (speechsex has no emotions; EmoDB's boredom has no
+//! FER-style class): it then trains the sex part of the network alone and is
+//! left out of emotion scores.
 //!
 //! | corpus | file name | sex from |
 //! |---|---|---|
 //! | RAVDESS | `03-01-EE-II-SS-RR-AA.wav` (audio-only speech) | actor parity: odd male |
+//! | EmoDB | `SSTTTEV.wav`, e.g. `03a01Wa` (speaker, text, emotion letter, version) | the speaker list |
+//! | speechsex | `<corpus>/<speaker>/<utterance>.ogg` beside a `speakers.tsv` | `speakers.tsv` (`corpus, speaker, sex, age`) |
 //! | CREMA-D | `1001_DFA_ANG_XX.wav` | `VideoDemographics.csv` (`ActorID`, `Sex`) |
 //! | TESS | `OAF_back_angry.wav`, `YAF_dog_ps.wav` | female (both speakers) |
 //! | SAVEE | `DC_a01.wav`, or `a01.wav` in a speaker folder `DC/` | male (all four) |
@@ -34,8 +40,9 @@ const MALE: usize = 1;
 /// What a file name says about a clip.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoiceLabel {
-    /// Index into [`EMOTIONS`].
-    pub emotion: usize,
+    /// Index into [`EMOTIONS`]; `None` where the corpus has no emotion for
+    /// the clip (sex-only labels).
+    pub emotion: Option<usize>,
     /// Index into [`SEXES`].
     pub sex: usize,
     /// Corpus-qualified speaker id, e.g. `ravdess:12`.
@@ -43,9 +50,15 @@ pub struct VoiceLabel {
 }
 
 impl VoiceLabel {
-    /// The joint emotion x sex class.
-    pub fn class(&self) -> usize {
-        joint_class(self.emotion, self.sex)
+    /// The joint emotion x sex class, when the emotion is known.
+    pub fn class(&self) -> Option<usize> {
+        self.emotion.map(|e| joint_class(e, self.sex))
+    }
+
+    /// The corpus, the part of the speaker id before `:` (`ravdess`, `emodb`,
+    /// `speechsex`, ...).
+    pub fn corpus(&self) -> &str {
+        self.speaker.split_once(':').map_or(self.speaker.as_str(), |(corpus, _)| corpus)
     }
 }
 
@@ -67,7 +80,7 @@ pub fn parse_ravdess(stem: &str) -> Option<VoiceLabel> {
         _ => return None,
     };
     let sex = if actor % 2 == 1 { MALE } else { FEMALE };
-    Some(VoiceLabel { emotion: emotion(name), sex, speaker: format!("ravdess:{actor}") })
+    Some(VoiceLabel { emotion: Some(emotion(name)), sex, speaker: format!("ravdess:{actor}") })
 }
 
 /// CREMA-D `AAAA_SSS_EEE_II`; the actor's sex comes from `VideoDemographics.csv`.
@@ -87,7 +100,7 @@ pub fn parse_crema(stem: &str, sexes: &HashMap<String, usize>) -> Option<VoiceLa
         _ => return None,
     };
     let sex = *sexes.get(actor)?;
-    Some(VoiceLabel { emotion: emotion(name), sex, speaker: format!("crema:{actor}") })
+    Some(VoiceLabel { emotion: Some(emotion(name)), sex, speaker: format!("crema:{actor}") })
 }
 
 /// Reads CREMA-D's `VideoDemographics.csv` (`ActorID,Age,Sex,Race,Ethnicity`).
@@ -132,7 +145,7 @@ pub fn parse_tess(stem: &str) -> Option<VoiceLabel> {
         "sad" => "sad",
         _ => return None,
     };
-    Some(VoiceLabel { emotion: emotion(name), sex: FEMALE, speaker: format!("tess:{}", speaker.to_uppercase()) })
+    Some(VoiceLabel { emotion: Some(emotion(name)), sex: FEMALE, speaker: format!("tess:{}", speaker.to_uppercase()) })
 }
 
 /// SAVEE `DC_a01` (or `a01` inside a folder named after the speaker); all
@@ -160,17 +173,99 @@ pub fn parse_savee(stem: &str, folder: &str) -> Option<VoiceLabel> {
         "su" => "surprise",
         _ => return None,
     };
-    Some(VoiceLabel { emotion: emotion(name), sex: MALE, speaker: format!("savee:{speaker}") })
+    Some(VoiceLabel { emotion: Some(emotion(name)), sex: MALE, speaker: format!("savee:{speaker}") })
+}
+
+/// EmoDB's male speakers (the others, 08 09 13 14 16, are women).
+pub const EMODB_MALE_SPEAKERS: [u32; 5] = [3, 10, 11, 12, 15];
+/// EmoDB's ten speakers.
+pub const EMODB_SPEAKERS: [u32; 10] = [3, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+
+/// EmoDB `SSTTTEV`: speaker (2 digits), text (`a01`..`b10`), emotion letter,
+/// version letter. Boredom (`L`) has no FER-style class: a sex-only label.
+pub fn parse_emodb(stem: &str) -> Option<VoiceLabel> {
+    let bytes = stem.as_bytes();
+    if bytes.len() != 7
+        || !bytes[..2].iter().all(u8::is_ascii_digit)
+        || !matches!(bytes[2], b'a' | b'b')
+        || !bytes[3..5].iter().all(u8::is_ascii_digit)
+        || !bytes[6].is_ascii_lowercase()
+    {
+        return None;
+    }
+    let speaker: u32 = stem[..2].parse().ok()?;
+    if !EMODB_SPEAKERS.contains(&speaker) {
+        return None;
+    }
+    let name = match bytes[5] {
+        b'W' => Some("angry"),
+        b'E' => Some("disgust"),
+        b'A' => Some("fear"),
+        b'F' => Some("happy"),
+        b'T' => Some("sad"),
+        b'N' => Some("neutral"),
+        b'L' => None, // boredom
+        _ => return None,
+    };
+    let sex = if EMODB_MALE_SPEAKERS.contains(&speaker) { MALE } else { FEMALE };
+    Some(VoiceLabel { emotion: name.map(emotion), sex, speaker: format!("emodb:{speaker:02}") })
+}
+
+/// Speaker sexes of the speechsex collection, keyed by `(corpus, speaker)`,
+/// from its `speakers.tsv` (`corpus<TAB>speaker<TAB>sex<TAB>age`, sex `F`/`M`).
+pub fn parse_speechsex_speakers(tsv: &str) -> Result<HashMap<(String, String), usize>> {
+    let mut lines = tsv.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').map(str::trim).collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(corpus_col), Some(speaker_col), Some(sex_col)) = (col("corpus"), col("speaker"), col("sex")) else {
+        bail!("speakers.tsv has no corpus, speaker and sex columns");
+    };
+    let mut sexes = HashMap::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let cells: Vec<&str> = line.split('\t').map(str::trim).collect();
+        let (Some(corpus), Some(speaker), Some(sex)) =
+            (cells.get(corpus_col), cells.get(speaker_col), cells.get(sex_col))
+        else {
+            continue;
+        };
+        let sex = match *sex {
+            "M" | "m" => MALE,
+            "F" | "f" => FEMALE,
+            _ => continue,
+        };
+        sexes.insert((corpus.to_string(), speaker.to_string()), sex);
+    }
+    Ok(sexes)
+}
+
+/// A speechsex clip `<corpus>/<speaker>/<utterance>`: a sex-only label,
+/// speaker `speechsex:<corpus>/<speaker>`.
+pub fn parse_speechsex(path: &Path, sexes: &HashMap<(String, String), usize>) -> Option<VoiceLabel> {
+    let speaker = path.parent()?;
+    let corpus = speaker.parent()?.file_name()?.to_str()?;
+    let speaker = speaker.file_name()?.to_str()?;
+    let sex = *sexes.get(&(corpus.to_string(), speaker.to_string()))?;
+    Some(VoiceLabel { emotion: None, sex, speaker: format!("speechsex:{corpus}/{speaker}") })
 }
 
 /// Labels a file by whichever corpus its name fits.
-pub fn label_for(path: &Path, crema_sexes: &HashMap<String, usize>) -> Option<VoiceLabel> {
+pub fn label_for(path: &Path, tables: &SpeakerTables) -> Option<VoiceLabel> {
     let stem = path.file_stem()?.to_str()?;
     let folder = path.parent().and_then(|p| p.file_name()).and_then(|f| f.to_str()).unwrap_or("");
     parse_ravdess(stem)
-        .or_else(|| parse_crema(stem, crema_sexes))
+        .or_else(|| parse_speechsex(path, &tables.speechsex))
+        .or_else(|| parse_emodb(stem))
+        .or_else(|| parse_crema(stem, &tables.crema))
         .or_else(|| parse_tess(stem))
         .or_else(|| parse_savee(stem, folder))
+}
+
+/// Speaker tables found beside the clips: CREMA-D's demographics and
+/// speechsex's speaker list.
+#[derive(Debug, Clone, Default)]
+pub struct SpeakerTables {
+    pub crema: HashMap<String, usize>,
+    pub speechsex: HashMap<(String, String), usize>,
 }
 
 /// One decoded, labelled clip.
@@ -186,11 +281,12 @@ const AUDIO_EXTENSIONS: [&str; 6] = ["wav", "flac", "mp3", "ogg", "m4a", "aac"];
 
 /// Every labelled clip under `dirs` (recursively), decoded to mono at
 /// `sample_rate`. A `VideoDemographics.csv` anywhere under them enables
-/// CREMA-D. Files whose names fit no corpus are counted and skipped; files
-/// that fail to decode are an error (a damaged dataset should be noticed).
+/// CREMA-D, a `speakers.tsv` the speechsex layout. Files whose names fit no
+/// corpus are counted and skipped; files that fail to decode are an error (a
+/// damaged dataset should be noticed).
 pub fn load_clips(dirs: &[PathBuf], sample_rate: u32) -> Result<Vec<VoiceClip>> {
     let mut files = Vec::new();
-    let mut crema_sexes = HashMap::new();
+    let mut tables = SpeakerTables::default();
     for dir in dirs {
         if !dir.is_dir() {
             bail!("{} is not a directory", dir.display());
@@ -200,37 +296,55 @@ pub fn load_clips(dirs: &[PathBuf], sample_rate: u32) -> Result<Vec<VoiceClip>> 
             let path = entry.into_path();
             let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
             if path.file_name().is_some_and(|n| n == "VideoDemographics.csv") {
-                crema_sexes.extend(parse_crema_demographics(&std::fs::read_to_string(&path)?)?);
+                tables.crema.extend(parse_crema_demographics(&std::fs::read_to_string(&path)?)?);
+            } else if path.file_name().is_some_and(|n| n == "speakers.tsv") {
+                tables.speechsex.extend(parse_speechsex_speakers(&std::fs::read_to_string(&path)?)?);
             } else if ext.is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.as_str())) {
                 files.push(path);
             }
         }
     }
-    let mut clips = Vec::new();
-    let mut skipped = 0usize;
-    for path in files {
-        let Some(label) = label_for(&path, &crema_sexes) else {
-            skipped += 1;
-            continue;
-        };
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let audio = decode_audio(&bytes, sample_rate, 60.0).with_context(|| format!("decoding {}", path.display()))?;
-        clips.push(VoiceClip { samples: audio.samples, label, path });
-    }
+    let labelled: Vec<(PathBuf, VoiceLabel)> =
+        files.iter().filter_map(|path| Some((path.clone(), label_for(path, &tables)?))).collect();
+    let skipped = files.len() - labelled.len();
+    // Decoding dominates loading (thousands of clips): both cores.
+    let clips = std::thread::scope(|scope| -> Result<Vec<VoiceClip>> {
+        let half = labelled.len().div_ceil(2).max(1);
+        let parts: Vec<_> = labelled
+            .chunks(half)
+            .map(|part| {
+                scope.spawn(move || -> Result<Vec<VoiceClip>> {
+                    part.iter()
+                        .map(|(path, label)| {
+                            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                            let audio = decode_audio(&bytes, sample_rate, 60.0)
+                                .with_context(|| format!("decoding {}", path.display()))?;
+                            Ok(VoiceClip { samples: audio.samples, label: label.clone(), path: path.clone() })
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let mut clips = Vec::with_capacity(labelled.len());
+        for part in parts {
+            clips.extend(part.join().map_err(|_| anyhow::anyhow!("a clip loader panicked"))??);
+        }
+        Ok(clips)
+    })?;
     if skipped > 0 {
         tracing::warn!(skipped, "audio files whose names fit no known corpus were skipped");
     }
     if clips.is_empty() {
-        bail!("no RAVDESS, CREMA-D, TESS or SAVEE clips found under {dirs:?}");
+        bail!("no RAVDESS, EmoDB, speechsex, CREMA-D, TESS or SAVEE clips found under {dirs:?}");
     }
     Ok(clips)
 }
 
-/// Clips per joint class, for class weights.
+/// Clips per joint class (of the clips with an emotion), for class weights.
 pub fn class_counts(clips: &[VoiceClip]) -> Vec<i64> {
     let mut counts = vec![0i64; EMOTIONS.len() * SEXES.len()];
-    for clip in clips {
-        counts[clip.label.class()] += 1;
+    for class in clips.iter().filter_map(|c| c.label.class()) {
+        counts[class] += 1;
     }
     counts
 }
@@ -240,7 +354,36 @@ mod tests {
     use super::*;
 
     fn label(emotion_name: &str, sex: usize, speaker: &str) -> Option<VoiceLabel> {
-        Some(VoiceLabel { emotion: emotion(emotion_name), sex, speaker: speaker.into() })
+        Some(VoiceLabel { emotion: Some(emotion(emotion_name)), sex, speaker: speaker.into() })
+    }
+
+    #[test]
+    fn emodb_names() {
+        assert_eq!(parse_emodb("03a01Wa"), label("angry", MALE, "emodb:03"));
+        assert_eq!(parse_emodb("08b10Tc"), label("sad", FEMALE, "emodb:08"));
+        assert_eq!(parse_emodb("16a02Ea"), label("disgust", FEMALE, "emodb:16"));
+        assert_eq!(parse_emodb("11b03Ab"), label("fear", MALE, "emodb:11"));
+        assert_eq!(parse_emodb("13a05Fb"), label("happy", FEMALE, "emodb:13"));
+        assert_eq!(parse_emodb("15a07Nc"), label("neutral", MALE, "emodb:15"));
+        let bored = parse_emodb("09a01La").unwrap();
+        assert_eq!((bored.emotion, bored.sex, bored.corpus()), (None, FEMALE, "emodb"), "boredom: sex only");
+        assert_eq!(parse_emodb("04a01Wa"), None, "no speaker 04");
+        assert_eq!(parse_emodb("03a01Xa"), None);
+        assert_eq!(parse_emodb("03a01W"), None);
+        assert_eq!(parse_emodb("03-01-05-01-01-01-12"), None);
+    }
+
+    #[test]
+    fn speechsex_layout() {
+        let tsv = "corpus\tspeaker\tsex\tage\nspeechocean762\t0024\tF\t25\naudiomnist_az\t07\tM\t30\n";
+        let sexes = parse_speechsex_speakers(tsv).unwrap();
+        let p = |s: &str| PathBuf::from(s);
+        let clip = parse_speechsex(&p("/d/speechsex/speechocean762/0024/000240010.ogg"), &sexes).unwrap();
+        assert_eq!((clip.emotion, clip.sex, clip.speaker.as_str()), (None, FEMALE, "speechsex:speechocean762/0024"));
+        assert_eq!(clip.corpus(), "speechsex");
+        assert_eq!(parse_speechsex(&p("audiomnist_az/07/3_07_1.ogg"), &sexes).unwrap().sex, MALE);
+        assert_eq!(parse_speechsex(&p("audiomnist_az/08/3_08_1.ogg"), &sexes), None, "speaker not listed");
+        assert!(parse_speechsex_speakers("a\tb\n").is_err());
     }
 
     #[test]
@@ -286,11 +429,12 @@ mod tests {
 
     #[test]
     fn label_for_picks_the_corpus_from_the_path() {
-        let none = HashMap::new();
+        let none = SpeakerTables::default();
         let p = |s: &str| PathBuf::from(s);
         assert_eq!(label_for(&p("ravdess/Actor_03/03-01-03-01-01-01-03.flac"), &none).unwrap().speaker, "ravdess:3");
         assert_eq!(label_for(&p("TESS/OAF_happy/OAF_back_happy.wav"), &none).unwrap().speaker, "tess:OAF");
         assert_eq!(label_for(&p("SAVEE/AudioData/JK/n07.wav"), &none).unwrap().speaker, "savee:JK");
+        assert_eq!(label_for(&p("emodb/wav/12b02Wa.flac"), &none).unwrap().speaker, "emodb:12");
         assert_eq!(label_for(&p("music/song.mp3"), &none), None);
     }
 

@@ -1,18 +1,30 @@
 //! The `train voice-emotion` and `eval voice-emotion` commands.
 //!
-//! Split by speaker, never by file (a RAVDESS actor's 60 clips are near
-//! duplicates of each other): RAVDESS actors [`HELDOUT_ACTORS`] are the test
-//! set, [`VALIDATION_ACTORS`] pick the best epoch, every other actor (and any
-//! CREMA-D, TESS or SAVEE clip) trains.
+//! Split by speaker, never by file (a speaker's clips are near duplicates of
+//! each other), corpus by corpus ([`speaker_part`]):
 //!
-//! Each epoch draws a fresh augmented window from every training clip: a
-//! random crop (time shift; clips shorter than the window repeat from a
-//! random phase), speed perturbation of +-10% by linear
-//! interpolation (tempo and pitch together), a gain of +-6 dB, white noise at
-//! 10-30 dB SNR for half the clips, then MFCCs, then a time mask of up to 0.3 s
-//! for half the clips. Validation and evaluation run [`predict_clip`], the
+//! | corpus | test speakers | validation speakers |
+//! |---|---|---|
+//! | RAVDESS | actors [`HELDOUT_ACTORS`] | actors [`VALIDATION_ACTORS`] |
+//! | EmoDB | [`EMODB_HELDOUT_SPEAKERS`] | [`EMODB_VALIDATION_SPEAKERS`] |
+//! | speechsex | 2 in 10 of each sub-corpus's speakers (by a hash of the id) | 1 in 10 |
+//!
+//! and every other speaker (and any CREMA-D, TESS or SAVEE clip) trains. A
+//! corpus *left out* (`--leave-out emodb`) trains nothing and chooses nothing:
+//! all its clips measure the model as a corpus it never heard.
+//!
+//! Clips with a sex but no emotion (speechsex, EmoDB's boredom) train through
+//! the sex marginal of the 14 joint classes, `log sum_e p(e, s)`; every clip
+//! also does (weight [`SEX_LOSS_WEIGHT`]), so sex is learnt from all the
+//! voices there are. Each epoch draws a fresh augmented window from every
+//! clip with an emotion and from [`VoiceTrainRequest::sex_only_per_epoch`]
+//! of the others ([`super::voice_augment`]: speed, microphone colour, rooms,
+//! telephone, band limits, levels, clipping, noise), then its features (MFCCs
+//! with per-window cepstral mean normalisation, and pitch), then a time mask
+//! for half of them. Validation and evaluation run [`predict_clip`], the
 //! exact path a served clip takes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -22,12 +34,14 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tch::nn::{self, OptimizerConfig};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, Reduction, Tensor};
 
-use super::metrics::{calibration, round4, CalibrationReport, CalibrationSummary, ConfusionMatrix, ECE_BINS};
-use super::voice_data::{class_counts, load_clips, VoiceClip};
-use super::{class_weights, export_weights, learning_rate, train_step, EpochRecord, RunState, TrainOptions};
-use crate::features::{MfccConfig, MfccExtractor};
+use super::metrics::{calibration, round4, CalibrationSummary, ConfusionMatrix, ECE_BINS};
+use super::voice_augment::{augment_window, VoiceAugment};
+use super::voice_data::{class_counts, load_clips, VoiceClip, VoiceLabel};
+use super::{class_weights, export_weights, learning_rate, EpochRecord, RunState, TrainOptions};
+use crate::features::voice_input::VoiceFeatureExtractor;
+use crate::features::MfccConfig;
 use crate::model::voice::{
     voice_class_names, LoadedVoiceModel, VoiceInputSpec, VoiceModelCard, VoiceNet, VoiceNetConfig, VoiceNormalisation,
     SEXES,
@@ -39,15 +53,23 @@ use crate::predict::voice::{emotion_marginal, predict_clip, sex_marginal, window
 pub const HELDOUT_ACTORS: [u32; 4] = [21, 22, 23, 24];
 /// RAVDESS actors that choose the best epoch (a man and a woman).
 pub const VALIDATION_ACTORS: [u32; 2] = [19, 20];
+/// EmoDB speakers kept for testing when EmoDB trains (a man, a woman).
+pub const EMODB_HELDOUT_SPEAKERS: [u32; 2] = [3, 8];
+/// EmoDB speakers that help choose the epoch when EmoDB trains.
+pub const EMODB_VALIDATION_SPEAKERS: [u32; 2] = [10, 9];
 /// Length of the network's analysis window.
 pub const WINDOW_SECONDS: f64 = 3.0;
 /// Step between windows of longer clips.
 pub const HOP_SECONDS: f64 = 1.0;
+/// Weight of the sex-marginal loss (on every clip) beside the 14-class loss.
+pub const SEX_LOSS_WEIGHT: f64 = 0.5;
+/// Weight of sex accuracy beside emotion accuracy when choosing the epoch.
+const SEX_SELECTION_WEIGHT: f64 = 0.25;
 
 /// The training defaults for the voice model (AdamW; `lr` is its peak).
 pub fn default_options() -> TrainOptions {
     TrainOptions {
-        epochs: 60,
+        epochs: 40,
         batch_size: 32,
         lr: 2e-3,
         weight_decay: 1e-2,
@@ -57,93 +79,124 @@ pub fn default_options() -> TrainOptions {
     }
 }
 
+/// The input of the shipped model: MFCCs with cepstral mean normalisation
+/// and pitch rows (statistics are filled in by training).
+pub fn input_spec(mean: Vec<f32>, std: Vec<f32>) -> VoiceInputSpec {
+    VoiceInputSpec {
+        features: MfccConfig::voice(),
+        cmn: true,
+        pitch: true,
+        window_seconds: WINDOW_SECONDS,
+        hop_seconds: HOP_SECONDS,
+        normalisation: VoiceNormalisation {
+            mean,
+            std,
+            note: "(x[r] - mean[r]) / std[r] per input row (40 MFCCs after per-window mean removal, log2(F0/200), \
+                   voicing), statistics of the training clips' first 3 s windows, also stored in the weights as \
+                   input_mean / input_std"
+                .into(),
+        },
+    }
+}
+
 /// The windowing of the shipped model, in samples at the features' rate.
 pub fn windowing(features: &MfccConfig) -> Windowing {
     let rate = f64::from(features.sample_rate);
     Windowing { window: (WINDOW_SECONDS * rate) as usize, hop: (HOP_SECONDS * rate) as usize }
 }
 
-/// The RAVDESS actor number of a speaker id, if it is one.
-fn ravdess_actor(speaker: &str) -> Option<u32> {
-    speaker.strip_prefix("ravdess:")?.parse().ok()
+/// Which part of the split a speaker belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitPart {
+    Train,
+    Validation,
+    Test,
 }
 
-/// Splits clips into (train, validation, held-out test) by speaker.
-pub fn split_by_speaker(clips: Vec<VoiceClip>) -> (Vec<VoiceClip>, Vec<VoiceClip>, Vec<VoiceClip>) {
-    let (mut train, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
+/// FNV-1a: a hash that never changes between runs or platforms.
+fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The part of the split of a corpus-qualified speaker id (see the module
+/// docs).
+pub fn speaker_part(speaker: &str) -> SplitPart {
+    let (corpus, id) = speaker.split_once(':').unwrap_or(("", speaker));
+    let number = id.parse::<u32>().ok();
+    match (corpus, number) {
+        ("ravdess", Some(a)) if HELDOUT_ACTORS.contains(&a) => SplitPart::Test,
+        ("ravdess", Some(a)) if VALIDATION_ACTORS.contains(&a) => SplitPart::Validation,
+        ("emodb", Some(s)) if EMODB_HELDOUT_SPEAKERS.contains(&s) => SplitPart::Test,
+        ("emodb", Some(s)) if EMODB_VALIDATION_SPEAKERS.contains(&s) => SplitPart::Validation,
+        ("speechsex", _) => match stable_hash(id) % 10 {
+            0 | 1 => SplitPart::Test,
+            2 => SplitPart::Validation,
+            _ => SplitPart::Train,
+        },
+        _ => SplitPart::Train,
+    }
+}
+
+/// Clips split by speaker.
+#[derive(Debug, Default)]
+pub struct SpeakerSplit {
+    pub train: Vec<VoiceClip>,
+    pub validation: Vec<VoiceClip>,
+    pub test: Vec<VoiceClip>,
+}
+
+/// Splits clips by speaker; every clip of a corpus in `leave_out` is a test
+/// clip.
+pub fn split_by_speaker(clips: Vec<VoiceClip>, leave_out: &[String]) -> SpeakerSplit {
+    let mut split = SpeakerSplit::default();
     for clip in clips {
-        match ravdess_actor(&clip.label.speaker) {
-            Some(a) if HELDOUT_ACTORS.contains(&a) => test.push(clip),
-            Some(a) if VALIDATION_ACTORS.contains(&a) => val.push(clip),
-            _ => train.push(clip),
+        let part = if leave_out.iter().any(|c| c == clip.label.corpus()) {
+            SplitPart::Test
+        } else {
+            speaker_part(&clip.label.speaker)
+        };
+        match part {
+            SplitPart::Train => split.train.push(clip),
+            SplitPart::Validation => split.validation.push(clip),
+            SplitPart::Test => split.test.push(clip),
         }
     }
-    (train, val, test)
+    split
 }
 
-/// Stretches `samples` to `len` samples by linear interpolation.
-fn stretch(samples: &[f32], len: usize) -> Vec<f32> {
-    if samples.len() < 2 || len == 0 {
-        return vec![samples.first().copied().unwrap_or(0.0); len];
-    }
-    let step = (samples.len() - 1) as f64 / (len.max(2) - 1) as f64;
-    (0..len)
-        .map(|i| {
-            let x = i as f64 * step;
-            let j = (x as usize).min(samples.len() - 2);
-            let frac = (x - j as f64) as f32;
-            samples[j] * (1.0 - frac) + samples[j + 1] * frac
-        })
-        .collect()
+/// The corpora of `clips`, sorted, each once.
+pub fn corpora(clips: &[VoiceClip]) -> Vec<String> {
+    let mut names: Vec<String> = clips.iter().map(|c| c.label.corpus().to_string()).collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
-/// One augmented training window of `window` samples from a clip.
-pub fn augment_window(samples: &[f32], window: usize, rng: &mut SmallRng) -> Vec<f32> {
-    let speed: f64 = rng.random_range(0.9..1.1);
-    let source_len = ((window as f64 * speed) as usize).max(1);
-    let start = if samples.len() > source_len { rng.random_range(0..=samples.len() - source_len) } else { 0 };
-    let source = &samples[start..(start + source_len).min(samples.len())];
-    let stretched = stretch(source, ((source.len() as f64 / speed) as usize).min(window));
-    // A short clip repeats to fill the window, from a random phase, as
-    // serving does (see `window_samples`).
-    let phase = if stretched.len() < window { rng.random_range(0..stretched.len().max(1)) } else { 0 };
-    let mut out = window_samples(&stretched, phase, window);
-
-    let gain = 10f32.powf(rng.random_range(-6.0..6.0) / 20.0);
-    let level = crate::predict::voice::rms(&stretched) * gain;
-    let noise_amplitude = if rng.random_bool(0.5) {
-        let snr_db: f32 = rng.random_range(10.0..30.0);
-        // Uniform noise on [-a, a] has RMS a / sqrt(3).
-        level / 10f32.powf(snr_db / 20.0) * 3f32.sqrt()
-    } else {
-        0.0
-    };
-    for s in &mut out {
-        *s *= gain;
-        if noise_amplitude > 0.0 {
-            *s += rng.random_range(-noise_amplitude..noise_amplitude);
-        }
-    }
-    out
-}
-
-/// Sets up to `max_frames` consecutive frames of an MFCC map to the
-/// per-coefficient training mean (zero after normalisation).
+/// Sets up to `max_frames` consecutive frames of a feature map to the
+/// per-row training mean (zero after normalisation).
 fn time_mask(data: &mut [f32], frames: usize, mean: &[f32], max_frames: usize, rng: &mut SmallRng) {
     let width = rng.random_range(0..=max_frames.min(frames));
     let start = rng.random_range(0..=frames - width);
-    for (c, m) in mean.iter().enumerate() {
-        data[c * frames + start..c * frames + start + width].fill(*m);
+    for (r, m) in mean.iter().enumerate() {
+        data[r * frames + start..r * frames + start + width].fill(*m);
     }
 }
 
-/// MFCC maps of one augmented window per clip, as a `[N, n_mfcc, frames]`
+/// Feature maps of one augmented window per clip, as a `[N, rows, frames]`
 /// tensor; the work is split over two threads with seeded generators, so an
 /// epoch's data depend only on the seed and the epoch.
-fn augmented_batch(clips: &[&VoiceClip], extractor: &MfccExtractor, window: usize, mean: &[f32], seed: u64) -> Tensor {
-    let config = extractor.config();
-    let frames = config.frames_for(window);
-    let per_clip = config.n_mfcc * frames;
+fn augmented_batch(
+    clips: &[&VoiceClip],
+    extractor: &VoiceFeatureExtractor,
+    recipe: &VoiceAugment,
+    window: usize,
+    mean: &[f32],
+    seed: u64,
+) -> Tensor {
+    let rows = extractor.rows();
+    let frames = extractor.frames_for(window);
+    let rate = f64::from(extractor.mfcc_config().sample_rate);
+    let per_clip = rows * frames;
     let mut data = vec![0.0f32; clips.len() * per_clip];
     let half = clips.len().div_ceil(2).max(1);
     std::thread::scope(|scope| {
@@ -151,9 +204,8 @@ fn augmented_batch(clips: &[&VoiceClip], extractor: &MfccExtractor, window: usiz
             scope.spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(part as u64));
                 for (clip, slot) in chunk.iter().zip(out.chunks_mut(per_clip)) {
-                    let samples = augment_window(&clip.samples, window, &mut rng);
-                    let mfcc = extractor.compute(&samples);
-                    slot.copy_from_slice(&mfcc.data);
+                    let samples = augment_window(&clip.samples, window, rate, recipe, &mut rng);
+                    slot.copy_from_slice(&extractor.compute(&samples).data);
                     if rng.random_bool(0.5) {
                         time_mask(slot, frames, mean, 30, &mut rng);
                     }
@@ -161,23 +213,22 @@ fn augmented_batch(clips: &[&VoiceClip], extractor: &MfccExtractor, window: usiz
             });
         }
     });
-    Tensor::from_slice(&data).view([clips.len() as i64, config.n_mfcc as i64, frames as i64])
+    Tensor::from_slice(&data).view([clips.len() as i64, rows as i64, frames as i64])
 }
 
-/// Per-coefficient mean and std over every frame of each clip's first window.
-fn feature_stats(clips: &[VoiceClip], extractor: &MfccExtractor, window: usize) -> (Vec<f32>, Vec<f32>) {
-    let n = extractor.config().n_mfcc;
+/// Per-row mean and std over every frame of each clip's first window.
+fn feature_stats(clips: &[VoiceClip], extractor: &VoiceFeatureExtractor, window: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = extractor.rows();
     let (mut sum, mut sum_sq, mut count) = (vec![0f64; n], vec![0f64; n], 0f64);
     for clip in clips {
-        let mfcc = extractor.compute(&window_samples(&clip.samples, 0, window));
-        for c in 0..n {
-            for t in 0..mfcc.frames {
-                let v = f64::from(mfcc.get(c, t));
-                sum[c] += v;
-                sum_sq[c] += v * v;
+        let map = extractor.compute(&window_samples(&clip.samples, 0, window));
+        for (r, row) in map.data.chunks(map.frames).enumerate() {
+            for &v in row {
+                sum[r] += f64::from(v);
+                sum_sq[r] += f64::from(v) * f64::from(v);
             }
         }
-        count += mfcc.frames as f64;
+        count += map.frames as f64;
     }
     let mean: Vec<f32> = sum.iter().map(|s| (s / count) as f32).collect();
     let std =
@@ -185,31 +236,40 @@ fn feature_stats(clips: &[VoiceClip], extractor: &MfccExtractor, window: usize) 
     (mean, std)
 }
 
-/// Clip-level joint probabilities for every clip (the serving path).
-pub fn predict_clips(net: &VoiceNet, extractor: &MfccExtractor, clips: &[VoiceClip]) -> Result<Vec<Vec<f32>>> {
-    let windowing = windowing(extractor.config());
+/// Clip-level joint probabilities for every clip (the serving path), on both
+/// cores.
+pub fn predict_clips(net: &VoiceNet, extractor: &VoiceFeatureExtractor, clips: &[VoiceClip]) -> Result<Vec<Vec<f32>>> {
+    let windowing = windowing(extractor.mfcc_config());
     clips.iter().map(|c| Ok(predict_clip(net, extractor, &c.samples, windowing)?.joint)).collect()
 }
 
 /// Index of the largest value.
 fn argmax(values: &[f32]) -> i64 {
-    values.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as i64)
+    super::metrics::argmax(values) as i64
 }
 
-/// Confusion matrices of clip-level predictions: 14 joint classes, 7
-/// emotions, 2 sexes.
+/// Confusion matrices of clip-level predictions: 14 joint classes and 7
+/// emotions over the clips with an emotion, 2 sexes over all.
 pub fn confusion_matrices(
     predictions: &[Vec<f32>],
     clips: &[VoiceClip],
 ) -> (ConfusionMatrix, ConfusionMatrix, ConfusionMatrix) {
+    let pairs: Vec<(&[f32], &VoiceLabel)> =
+        predictions.iter().map(Vec::as_slice).zip(clips.iter().map(|c| &c.label)).collect();
+    confusion_of(&pairs)
+}
+
+/// [`confusion_matrices`] of (prediction, label) pairs.
+fn confusion_of(pairs: &[(&[f32], &VoiceLabel)]) -> (ConfusionMatrix, ConfusionMatrix, ConfusionMatrix) {
     let names = voice_class_names();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let joint_truth: Vec<i64> = clips.iter().map(|c| c.label.class() as i64).collect();
-    let emotion_truth: Vec<i64> = clips.iter().map(|c| c.label.emotion as i64).collect();
-    let sex_truth: Vec<i64> = clips.iter().map(|c| c.label.sex as i64).collect();
-    let joint: Vec<i64> = predictions.iter().map(|p| argmax(p)).collect();
-    let emotion: Vec<i64> = predictions.iter().map(|p| argmax(&emotion_marginal(p))).collect();
-    let sex: Vec<i64> = predictions.iter().map(|p| argmax(&sex_marginal(p))).collect();
+    let with_emotion: Vec<&(&[f32], &VoiceLabel)> = pairs.iter().filter(|(_, l)| l.emotion.is_some()).collect();
+    let joint_truth: Vec<i64> = with_emotion.iter().filter_map(|(_, l)| l.class()).map(|c| c as i64).collect();
+    let emotion_truth: Vec<i64> = with_emotion.iter().filter_map(|(_, l)| l.emotion).map(|e| e as i64).collect();
+    let joint: Vec<i64> = with_emotion.iter().map(|(p, _)| argmax(p)).collect();
+    let emotion: Vec<i64> = with_emotion.iter().map(|(p, _)| argmax(&emotion_marginal(p))).collect();
+    let sex_truth: Vec<i64> = pairs.iter().map(|(_, l)| l.sex as i64).collect();
+    let sex: Vec<i64> = pairs.iter().map(|(p, _)| argmax(&sex_marginal(p))).collect();
     (
         ConfusionMatrix::new(&names, &joint_truth, &joint),
         ConfusionMatrix::new(&EMOTIONS, &emotion_truth, &emotion),
@@ -217,42 +277,116 @@ pub fn confusion_matrices(
     )
 }
 
+/// One optimisation step on a batch with partial labels: the 14-class loss
+/// on the rows whose `classes` are known (not -1), and the sex-marginal loss
+/// on every row. Returns the loss and the rows whose sex was right.
+fn partial_label_step(
+    net: &VoiceNet,
+    opt: &mut nn::Optimizer,
+    xs: &Tensor,
+    classes: &[i64],
+    sexes: &[i64],
+    weights: &Tensor,
+    label_smoothing: f64,
+) -> (f64, i64) {
+    use tch::nn::ModuleT;
+    let logits = net.forward_t(xs, true);
+    let batch = classes.len() as i64;
+    // [N, 14] emotion-major -> [N, 7, 2] -> log-sum over emotions -> [N, 2].
+    let sex_logits =
+        logits.view([batch, EMOTIONS.len() as i64, SEXES.len() as i64]).logsumexp([1i64].as_slice(), false);
+    let sex_truth = Tensor::from_slice(sexes);
+    let mut loss =
+        sex_logits.cross_entropy_loss::<&Tensor>(&sex_truth, None, Reduction::Mean, -100, 0.0) * SEX_LOSS_WEIGHT;
+    let known: Vec<i64> = (0..batch).filter(|&i| classes[i as usize] >= 0).collect();
+    if !known.is_empty() {
+        let rows = Tensor::from_slice(&known);
+        let truth = Tensor::from_slice(&known.iter().map(|&i| classes[i as usize]).collect::<Vec<_>>());
+        let joint = logits.index_select(0, &rows).cross_entropy_loss::<&Tensor>(
+            &truth,
+            Some(weights),
+            Reduction::Mean,
+            -100,
+            label_smoothing,
+        );
+        // Scaled by the share of rows it covers, so that a batch's loss does not
+        // depend on how many sex-only clips it happened to draw.
+        loss = loss + joint * (known.len() as f64 / batch as f64);
+    }
+    opt.backward_step(&loss);
+    let right = sex_logits.argmax(-1, false).eq_tensor(&sex_truth).sum(Kind::Int64).int64_value(&[]);
+    (loss.double_value(&[]), right)
+}
+
+/// What the epoch is chosen by: the mean 7-emotion accuracy over the
+/// validation corpora that have emotions, plus a quarter of the mean sex
+/// accuracy over all validation corpora.
+fn selection_score(predictions: &[Vec<f32>], clips: &[VoiceClip]) -> (f64, f64, f64) {
+    let (mut emotion, mut sex) = (Vec::new(), Vec::new());
+    for corpus in corpora(clips) {
+        let pairs: Vec<(&[f32], &VoiceLabel)> = predictions
+            .iter()
+            .zip(clips)
+            .filter(|(_, c)| c.label.corpus() == corpus)
+            .map(|(p, c)| (p.as_slice(), &c.label))
+            .collect();
+        let (_, e7, s) = confusion_of(&pairs);
+        if e7.total() > 0 {
+            emotion.push(e7.accuracy());
+        }
+        sex.push(s.accuracy());
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (e, s) = (mean(&emotion), mean(&sex));
+    (e + SEX_SELECTION_WEIGHT * s, e, s)
+}
+
 /// Where and how to train.
 pub struct VoiceTrainRequest {
-    /// Corpus directories (RAVDESS, and optionally CREMA-D, TESS, SAVEE).
+    /// Corpus directories (RAVDESS, EmoDB, speechsex, and optionally CREMA-D,
+    /// TESS, SAVEE).
     pub data: Vec<PathBuf>,
+    /// Corpora to keep out of training and epoch choice entirely.
+    pub leave_out: Vec<String>,
     pub run_dir: PathBuf,
     pub resume: bool,
     /// Weights file to write the best epoch to, with its card beside it.
     pub export: PathBuf,
     pub options: TrainOptions,
+    pub augment: VoiceAugment,
+    /// Clips without an emotion drawn each epoch (they outnumber the others).
+    pub sex_only_per_epoch: usize,
 }
 
 /// Trains the voice network; returns the run's state. The best epoch (by
-/// 7-emotion accuracy on the validation actors) is in `run_dir/best.safetensors`.
+/// [`selection_score`] on the validation clips) is in
+/// `run_dir/best.safetensors`.
 pub fn train_voice(
     train: &[VoiceClip],
     val: &[VoiceClip],
     architecture: &VoiceNetConfig,
-    options: TrainOptions,
-    run_dir: &Path,
-    resume: bool,
+    request: &VoiceTrainRequest,
 ) -> Result<RunState<VoiceNetConfig, Vec<f32>>> {
     const TASK: &str = "voice-emotion";
     type State = RunState<VoiceNetConfig, Vec<f32>>;
+    let (run_dir, options) = (&request.run_dir, request.options.clone());
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     if train.is_empty() || val.is_empty() {
         bail!("training needs clips of both training and validation speakers");
     }
-    let extractor = MfccExtractor::new(MfccConfig::voice());
-    let windowing = windowing(extractor.config());
+    let spec = input_spec(Vec::new(), Vec::new());
+    if architecture.n_mfcc != spec.rows() as i64 {
+        bail!("the network reads {} rows but the features have {}", architecture.n_mfcc, spec.rows());
+    }
+    let extractor = spec.extractor();
+    let windowing = windowing(extractor.mfcc_config());
     // Seeded before the weights are drawn, so a run's initialisation depends
     // on its seed alone.
     tch::manual_seed(options.seed);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let mut net = VoiceNet::new(&vs.root(), architecture);
 
-    let mut state = match State::resumable(run_dir, TASK, architecture, resume)? {
+    let mut state = match State::resumable(run_dir, TASK, architecture, request.resume)? {
         Some(state) => {
             vs.load(run_dir.join("last.safetensors")).context("loading last checkpoint")?;
             state
@@ -267,20 +401,23 @@ pub fn train_voice(
     let options = state.options.clone();
     tch::manual_seed(options.seed + state.epochs_done as i64);
 
-    let n = train.len();
+    let (with_emotion, sex_only): (Vec<&VoiceClip>, Vec<&VoiceClip>) =
+        train.iter().partition(|c| c.label.emotion.is_some());
+    let per_epoch = with_emotion.len() + request.sex_only_per_epoch.min(sex_only.len());
     let batch = options.batch_size as usize;
-    let steps_per_epoch = n / batch;
+    let steps_per_epoch = per_epoch / batch;
     if steps_per_epoch == 0 {
-        bail!("{n} training clips are fewer than one batch of {batch}");
+        bail!("{per_epoch} training clips an epoch are fewer than one batch of {batch}");
     }
     let total_steps = steps_per_epoch * options.epochs;
     let weights =
         Tensor::from_slice(&class_weights(&class_counts(train), options.class_weight_power)).to_kind(Kind::Float);
     let mut opt = nn::AdamW { wd: options.weight_decay, ..Default::default() }.build(&vs, options.lr)?;
-    let labels: Vec<i64> = train.iter().map(|c| c.label.class() as i64).collect();
     tracing::info!(
         params = parameter_count(&vs),
-        train = n,
+        with_emotion = with_emotion.len(),
+        sex_only = sex_only.len(),
+        per_epoch,
         val = val.len(),
         epochs = options.epochs,
         "training {TASK}"
@@ -289,13 +426,25 @@ pub fn train_voice(
     for epoch in state.epochs_done..options.epochs {
         let started = Instant::now();
         let mut rng = SmallRng::seed_from_u64(options.seed as u64 * 1_000_003 + epoch as u64);
-        let mut order: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            order.swap(i, rng.random_range(0..=i));
+        let mut extra: Vec<&VoiceClip> = sex_only.clone();
+        for i in (1..extra.len()).rev() {
+            extra.swap(i, rng.random_range(0..=i));
         }
-        let epoch_clips: Vec<&VoiceClip> = order.iter().map(|&i| &train[i]).collect();
-        let xs_all = augmented_batch(&epoch_clips, &extractor, windowing.window, &state.input_mean, rng.random());
-        let ys_all = Tensor::from_slice(&order.iter().map(|&i| labels[i]).collect::<Vec<_>>());
+        extra.truncate(request.sex_only_per_epoch);
+        let mut epoch_clips: Vec<&VoiceClip> = with_emotion.iter().copied().chain(extra).collect();
+        for i in (1..epoch_clips.len()).rev() {
+            epoch_clips.swap(i, rng.random_range(0..=i));
+        }
+        let xs_all = augmented_batch(
+            &epoch_clips,
+            &extractor,
+            &request.augment,
+            windowing.window,
+            &state.input_mean,
+            rng.random(),
+        );
+        let classes: Vec<i64> = epoch_clips.iter().map(|c| c.label.class().map_or(-1, |c| c as i64)).collect();
+        let sexes: Vec<i64> = epoch_clips.iter().map(|c| c.label.sex as i64).collect();
 
         let bar = ProgressBar::new(steps_per_epoch as u64).with_style(
             ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} batches, {elapsed_precise}, eta {eta}")?
@@ -306,9 +455,17 @@ pub fn train_voice(
         for step in 0..steps_per_epoch {
             lr = learning_rate(options.lr, epoch * steps_per_epoch + step, steps_per_epoch, total_steps);
             opt.set_lr(lr);
+            let rows = step * batch..(step + 1) * batch;
             let xs = xs_all.narrow(0, (step * batch) as i64, batch as i64);
-            let ys = ys_all.narrow(0, (step * batch) as i64, batch as i64);
-            let (loss, right) = train_step(&net, &mut opt, &xs, &ys, &weights, options.label_smoothing);
+            let (loss, right) = partial_label_step(
+                &net,
+                &mut opt,
+                &xs,
+                &classes[rows.clone()],
+                &sexes[rows],
+                &weights,
+                options.label_smoothing,
+            );
             loss_sum += loss;
             correct += right;
             seen += batch as i64;
@@ -316,21 +473,22 @@ pub fn train_voice(
         }
         bar.finish_and_clear();
 
-        let (_, emotion7, sex) = confusion_matrices(&predict_clips(&net, &extractor, val)?, val);
+        let (score, val_emotion, val_sex) = selection_score(&predict_clips(&net, &extractor, val)?, val);
         let record = EpochRecord {
             epoch: epoch + 1,
             lr,
             train_loss: loss_sum / steps_per_epoch as f64,
             train_accuracy: correct as f64 / seen.max(1) as f64,
-            val_accuracy: emotion7.accuracy(),
+            val_accuracy: score,
             seconds: started.elapsed().as_secs_f64(),
         };
         tracing::info!(
             epoch = record.epoch,
             loss = format!("{:.4}", record.train_loss),
-            train_acc14 = format!("{:.4}", record.train_accuracy),
-            val_emotion7 = format!("{:.4}", record.val_accuracy),
-            val_sex = format!("{:.4}", sex.accuracy()),
+            train_sex = format!("{:.4}", record.train_accuracy),
+            val_emotion7 = format!("{val_emotion:.4}"),
+            val_sex = format!("{val_sex:.4}"),
+            score = format!("{score:.4}"),
             secs = format!("{:.0}", record.seconds),
             "epoch done"
         );
@@ -344,247 +502,391 @@ pub fn train_voice(
 /// Loads the corpora, trains, and exports the chosen epoch with its card.
 pub fn run_train(request: &VoiceTrainRequest, architecture: &VoiceNetConfig) -> Result<VoiceModelCard> {
     let rate = MfccConfig::voice().sample_rate;
-    tracing::info!(data = ?request.data, "loading speech clips");
-    let (train, val, test) = split_by_speaker(load_clips(&request.data, rate)?);
-    tracing::info!(train = train.len(), val = val.len(), test = test.len(), "split by speaker");
-    let state = train_voice(&train, &val, architecture, request.options.clone(), &request.run_dir, request.resume)?;
-    export(&request.run_dir.join("best.safetensors"), &state, train.len(), &request.export, &request.data)
+    tracing::info!(data = ?request.data, leave_out = ?request.leave_out, "loading speech clips");
+    let split = split_by_speaker(load_clips(&request.data, rate)?, &request.leave_out);
+    tracing::info!(
+        train = split.train.len(),
+        val = split.validation.len(),
+        test = split.test.len(),
+        "split by speaker"
+    );
+    let state = train_voice(&split.train, &split.validation, architecture, request)?;
+    export(&request.run_dir.join("best.safetensors"), &state, &split, request)
 }
 
 fn data_args(data: &[PathBuf]) -> String {
     data.iter().map(|d| format!("--data {}", d.display())).collect::<Vec<_>>().join(" ")
 }
 
-/// Copies `weights` to `export` and writes its card (metrics from
-/// [`run_eval`] are added later).
+fn leave_out_args(leave_out: &[String]) -> String {
+    leave_out.iter().map(|c| format!(" --leave-out {c}")).collect()
+}
+
+/// Copies `weights` to the request's export path and writes its card
+/// (metrics from [`run_eval`] are added later).
 pub fn export(
     weights: &Path,
     state: &RunState<VoiceNetConfig, Vec<f32>>,
-    train_clips: usize,
-    export: &Path,
-    data: &[PathBuf],
+    split: &SpeakerSplit,
+    request: &VoiceTrainRequest,
 ) -> Result<VoiceModelCard> {
     let mut vs = nn::VarStore::new(Device::Cpu);
     let _net = VoiceNet::new(&vs.root(), &state.architecture);
-    export_weights(weights, export, &mut vs)?;
+    export_weights(weights, &request.export, &mut vs)?;
     let o = &state.options;
+    let mut seen = corpora(&split.train);
+    seen.extend(corpora(&split.validation));
+    seen.sort();
+    seen.dedup();
+    let count = |clips: &[VoiceClip], corpus: &str| clips.iter().filter(|c| c.label.corpus() == corpus).count();
+    let per_corpus: Vec<String> = seen
+        .iter()
+        .map(|c| format!("{c} {} train / {} validation clips", count(&split.train, c), count(&split.validation, c)))
+        .collect();
     let card = VoiceModelCard {
         name: "voice_emotion".into(),
-        description: "Residual CNN over a 3 s MFCC map giving 14 joint probabilities (7 emotions x 2 sexes); \
-                      longer clips are scored in 3 s windows every 1 s and combined by RMS-weighted mean."
+        description: "Residual CNN over a 3 s map of 40 MFCCs (each window's cepstral mean removed) and two pitch \
+                      rows, giving 14 joint probabilities (7 emotions x 2 sexes); longer clips are scored in 3 s \
+                      windows every 1 s and combined by RMS-weighted mean over the windows that hold speech."
             .into(),
         classes: voice_class_names(),
         emotions: EMOTIONS.iter().map(|s| s.to_string()).collect(),
         sexes: SEXES.iter().map(|s| s.to_string()).collect(),
-        input: VoiceInputSpec {
-            features: MfccConfig::voice(),
-            window_seconds: WINDOW_SECONDS,
-            hop_seconds: HOP_SECONDS,
-            normalisation: VoiceNormalisation {
-                mean: state.input_mean.clone(),
-                std: state.input_std.clone(),
-                note: "(mfcc[c] - mean[c]) / std[c], statistics of the training clips' first 3 s windows, \
-                       also stored in the weights as input_mean / input_std"
-                    .into(),
-            },
-        },
+        input: input_spec(state.input_mean.clone(), state.input_std.clone()),
         architecture: state.architecture.clone(),
         params: parameter_count(&vs),
         trained_on: format!(
-            "{train_clips} clips of RAVDESS speech (actors 1-18; calm merged into neutral; sex from actor parity), \
-             best of {} epochs by 7-emotion accuracy on actors {VALIDATION_ACTORS:?} (epoch {}); \
-             AdamW lr {} cosine, batch {}, weight decay {}, label smoothing {}, class weights (mean/count)^{}; \
-             augmentation: random crop, speed +-10%, gain +-6 dB, noise 10-30 dB SNR, time mask",
+            "{} (split by speaker: RAVDESS actors 1-18 train, {VALIDATION_ACTORS:?} validate, {HELDOUT_ACTORS:?} test; \
+             EmoDB speakers {EMODB_VALIDATION_SPEAKERS:?} validate, {EMODB_HELDOUT_SPEAKERS:?} test; speechsex \
+             2 in 10 speakers test, 1 in 10 validate); left out entirely: {}. Clips without an emotion (speechsex, \
+             EmoDB boredom) train through the sex marginal. Best of {} epochs by validation 7-emotion accuracy + \
+             {SEX_SELECTION_WEIGHT} x sex accuracy (epoch {}); {} sex-only clips an epoch; AdamW lr {} cosine, \
+             batch {}, weight decay {}, label smoothing {}, class weights (mean/count)^{}, sex loss weight \
+             {SEX_LOSS_WEIGHT}; augmentation {}",
+            per_corpus.join(", "),
+            if request.leave_out.is_empty() { "none".to_string() } else { request.leave_out.join(", ") },
             state.epochs_done,
             state.best_epoch,
+            request.sex_only_per_epoch,
             o.lr,
             o.batch_size,
             o.weight_decay,
             o.label_smoothing,
-            o.class_weight_power
+            o.class_weight_power,
+            serde_json::to_string(&request.augment)?,
         ),
+        training_corpora: seen,
         metrics: json!({
-            "validation_actors": VALIDATION_ACTORS,
-            "validation_emotion7_accuracy": state.best_val_accuracy,
+            "validation_score": state.best_val_accuracy,
         }),
         calibration: None,
-        train_command: format!("emotion-ai train voice-emotion {} --epochs {}", data_args(data), o.epochs),
-        eval_command: format!("emotion-ai eval voice-emotion {} --write-card", data_args(data)),
+        train_command: format!(
+            "emotion-ai train voice-emotion {}{} --epochs {}",
+            data_args(&request.data),
+            leave_out_args(&request.leave_out),
+            o.epochs
+        ),
+        eval_command: format!("emotion-ai eval voice-emotion {} --write-card", data_args(&request.data)),
     };
-    card.save(&card_path(export))?;
+    card.save(&card_path(&request.export))?;
     Ok(card)
 }
 
-/// What `eval voice-emotion` measured on the held-out actors.
+/// What the model does on one corpus's test clips.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CorpusEval {
+    pub corpus: String,
+    /// Whether the model trained on (other speakers of) this corpus; if not,
+    /// every clip of it is a test clip.
+    pub seen_in_training: bool,
+    pub speakers: usize,
+    pub clips: u64,
+    /// Clips with an emotion of the 7 (the others are scored for sex only).
+    pub emotion_clips: u64,
+    pub emotion7_accuracy: Option<f64>,
+    pub emotion7_balanced_accuracy: Option<f64>,
+    pub sex_accuracy: f64,
+    pub female_accuracy: f64,
+    pub male_accuracy: f64,
+    pub emotion7_recall: serde_json::Map<String, serde_json::Value>,
+    pub confusion_emotion7: Option<ConfusionMatrix>,
+    pub confusion_sex: ConfusionMatrix,
+    /// What clips without one of the 7 emotions (EmoDB's boredom) are heard
+    /// as, by count.
+    pub unlabelled_heard_as: BTreeMap<String, u64>,
+}
+
+/// What `eval voice-emotion` measured.
 #[derive(Debug)]
 pub struct VoiceEvalReport {
-    pub clips: u64,
-    pub class14_accuracy: f64,
-    pub emotion7_accuracy: f64,
-    pub sex_accuracy: f64,
-    pub emotion7_recall: serde_json::Map<String, serde_json::Value>,
-    /// 7-emotion ECE on the held-out actors, raw and with the temperature
-    /// fitted on the validation actors.
-    pub emotion7_calibration: CalibrationSummary,
-    /// Sex ECE on the held-out actors (not used by fusion; no temperature).
-    pub sex_calibration: CalibrationReport,
+    pub corpora: Vec<CorpusEval>,
+    /// RAVDESS's held-out actors, as the first model's card reported them
+    /// (`None` without RAVDESS).
+    pub ravdess_class14_accuracy: Option<f64>,
+    /// 7-emotion ECE on the test clips with emotions of the corpora the model
+    /// saw, raw and with the temperature fitted on the validation clips.
+    pub emotion7_calibration: Option<CalibrationSummary>,
     pub json_path: PathBuf,
     pub png_paths: Vec<PathBuf>,
 }
 
-/// Evaluates `weights` on the held-out RAVDESS actors; writes confusion
-/// matrices (JSON, and PNGs for 14 classes and 7 emotions) into `out_dir`
-/// and, with `write_card`, the metrics into the model card.
-pub fn run_eval(data: &[PathBuf], weights: &Path, out_dir: &Path, write_card: bool) -> Result<VoiceEvalReport> {
-    let model = LoadedVoiceModel::load(weights)?;
-    let extractor = MfccExtractor::new(model.card.input.features.clone());
-    let (_, validation, test) = split_by_speaker(load_clips(data, extractor.config().sample_rate)?);
-    if test.is_empty() || validation.is_empty() {
-        bail!("no clips of the held-out RAVDESS actors {HELDOUT_ACTORS:?} or {VALIDATION_ACTORS:?} under {data:?}");
+fn corpus_eval(corpus: &str, seen: bool, pairs: &[(&[f32], &VoiceLabel)]) -> (CorpusEval, ConfusionMatrix) {
+    let (joint, emotion7, sex) = confusion_of(pairs);
+    let has_emotion = emotion7.total() > 0;
+    let recall = sex.recall();
+    let mut speakers: Vec<&str> = pairs.iter().map(|(_, l)| l.speaker.as_str()).collect();
+    speakers.sort();
+    speakers.dedup();
+    let mut unlabelled_heard_as = BTreeMap::new();
+    for (p, _) in pairs.iter().filter(|(_, l)| l.emotion.is_none()) {
+        if corpus != "speechsex" {
+            *unlabelled_heard_as.entry(EMOTIONS[argmax(&emotion_marginal(p)) as usize].to_string()).or_insert(0) += 1;
+        }
     }
-    let predictions = predict_clips(&model.net, &extractor, &test)?;
-    let emotion7_calibration = {
-        let emotions = |p: &[Vec<f32>]| p.iter().map(|j| emotion_marginal(j)).collect::<Vec<_>>();
-        let truth = |clips: &[VoiceClip]| clips.iter().map(|c| c.label.emotion).collect::<Vec<_>>();
-        let validation_predictions = emotions(&predict_clips(&model.net, &extractor, &validation)?);
-        CalibrationSummary::fit(
-            (&validation_predictions, &truth(&validation)),
-            (&emotions(&predictions), &truth(&test)),
-            &format!("RAVDESS actors {VALIDATION_ACTORS:?} (validation)"),
-        )
+    let eval = CorpusEval {
+        corpus: corpus.to_string(),
+        seen_in_training: seen,
+        speakers: speakers.len(),
+        clips: sex.total(),
+        emotion_clips: emotion7.total(),
+        emotion7_accuracy: has_emotion.then(|| round4(emotion7.accuracy())),
+        emotion7_balanced_accuracy: has_emotion.then(|| round4(emotion7.balanced_accuracy())),
+        sex_accuracy: round4(sex.accuracy()),
+        female_accuracy: round4(recall[0]),
+        male_accuracy: round4(recall[1]),
+        emotion7_recall: if has_emotion {
+            EMOTIONS
+                .iter()
+                .zip(emotion7.recall())
+                .zip(&emotion7.counts)
+                .filter(|(_, row)| row.iter().sum::<u64>() > 0)
+                .map(|((c, r), _)| (c.to_string(), json!(round4(r))))
+                .collect()
+        } else {
+            serde_json::Map::new()
+        },
+        confusion_emotion7: has_emotion.then_some(emotion7),
+        confusion_sex: sex,
+        unlabelled_heard_as,
     };
-    let sex_calibration = calibration(
-        &predictions.iter().map(|j| sex_marginal(j)).collect::<Vec<_>>(),
-        &test.iter().map(|c| c.label.sex).collect::<Vec<_>>(),
-        ECE_BINS,
-    );
-    let (joint, emotion7, sex) = confusion_matrices(&predictions, &test);
-    let emotion7_recall: serde_json::Map<_, _> =
-        EMOTIONS.iter().zip(emotion7.recall()).map(|(c, r)| (c.to_string(), json!(round4(r)))).collect();
+    (eval, joint)
+}
 
+/// Evaluates `weights` corpus by corpus: on each corpus's held-out speakers,
+/// or on all of it when the model never saw it (or it is in `leave_out`);
+/// writes the confusion matrices (JSON, and PNGs of the 7 emotions per
+/// corpus) into `out_dir` and, with `write_card`, the figures into the card.
+pub fn run_eval(
+    data: &[PathBuf],
+    weights: &Path,
+    leave_out: &[String],
+    out_dir: &Path,
+    write_card: bool,
+) -> Result<VoiceEvalReport> {
+    let model = LoadedVoiceModel::load(weights)?;
+    let extractor = model.card.input.extractor();
+    let clips = load_clips(data, extractor.mfcc_config().sample_rate)?;
+    let seen_corpora = &model.card.training_corpora;
+    for corpus in leave_out {
+        if seen_corpora.contains(corpus) {
+            bail!("the model in {} was trained on {corpus}: --leave-out {corpus} needs a model that never heard it (train one with --leave-out {corpus})", weights.display());
+        }
+    }
+    // Corpora the model never heard are measured whole.
+    let unseen: Vec<String> =
+        corpora(&clips).into_iter().filter(|c| !seen_corpora.contains(c) || leave_out.contains(c)).collect();
+    let split = split_by_speaker(clips, &unseen);
+    if split.test.is_empty() {
+        bail!("no test clips under {data:?}");
+    }
+    let predictions = predict_clips(&model.net, &extractor, &split.test)?;
+
+    let mut reports = Vec::new();
+    let mut ravdess_class14 = None;
     std::fs::create_dir_all(out_dir)?;
-    let json_path = out_dir.join("voice_emotion_confusion.json");
-    let png14 = out_dir.join("voice_emotion_confusion14.png");
-    let png7 = out_dir.join("voice_emotion_confusion7.png");
+    let mut png_paths = Vec::new();
+    for corpus in corpora(&split.test) {
+        let pairs: Vec<(&[f32], &VoiceLabel)> = predictions
+            .iter()
+            .zip(&split.test)
+            .filter(|(_, c)| c.label.corpus() == corpus)
+            .map(|(p, c)| (p.as_slice(), &c.label))
+            .collect();
+        let (eval, joint) = corpus_eval(&corpus, !unseen.contains(&corpus), &pairs);
+        if corpus == "ravdess" && joint.total() > 0 {
+            ravdess_class14 = Some(joint.accuracy());
+        }
+        if let Some(m) = &eval.confusion_emotion7 {
+            let png = out_dir.join(format!("voice_emotion_confusion7_{corpus}.png"));
+            let what = if eval.seen_in_training { "held-out speakers" } else { "never heard in training" };
+            m.save_png(&png, &format!("voice_emotion, {corpus} ({what}, {} clips)", m.total()))?;
+            png_paths.push(png);
+        }
+        reports.push(eval);
+    }
+
+    // Calibration: fitted on the validation clips with emotions, measured on
+    // the test clips with emotions of the corpora the model saw.
+    let emotion_pairs = |predictions: &[Vec<f32>], clips: &[VoiceClip], seen_only: bool| {
+        predictions
+            .iter()
+            .zip(clips)
+            .filter(|(_, c)| c.label.emotion.is_some() && (!seen_only || !unseen.iter().any(|u| u == c.label.corpus())))
+            .map(|(p, c)| (emotion_marginal(p), c.label.emotion.unwrap_or_default()))
+            .unzip::<_, _, Vec<_>, Vec<_>>()
+    };
+    let emotion7_calibration = if split.validation.iter().any(|c| c.label.emotion.is_some()) {
+        let validation_predictions = predict_clips(&model.net, &extractor, &split.validation)?;
+        let (vp, vt) = emotion_pairs(&validation_predictions, &split.validation, true);
+        let (tp, tt) = emotion_pairs(&predictions, &split.test, true);
+        (!tp.is_empty()).then(|| {
+            CalibrationSummary::fit(
+                (&vp, &vt),
+                (&tp, &tt),
+                &format!("validation speakers of {}", seen_corpora.join(", ")),
+            )
+        })
+    } else {
+        None
+    };
+
+    let json_path = out_dir.join("voice_emotion_eval.json");
     let report = json!({
         "model": weights.display().to_string(),
-        "split": format!("RAVDESS actors {HELDOUT_ACTORS:?}, never seen in training"),
-        "clips": joint.total(),
-        "class14_accuracy": joint.accuracy(),
-        "emotion7_accuracy": emotion7.accuracy(),
-        "emotion7_balanced_accuracy": emotion7.balanced_accuracy(),
-        "sex_accuracy": sex.accuracy(),
-        "emotion7_recall": emotion7_recall,
-        "confusion_class14": joint,
-        "confusion_emotion7": emotion7,
-        "confusion_sex": sex,
+        "training_corpora": seen_corpora,
+        "corpora": reports,
         "emotion7_calibration": emotion7_calibration,
-        "sex_calibration": sex_calibration,
     });
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
-    let title = |what: &str| format!("voice_emotion, {what}, RAVDESS actors 21-24 ({} clips)", joint.total());
-    joint.save_png(&png14, &title("14 classes"))?;
-    emotion7.save_png(&png7, &title("7 emotions"))?;
 
     if write_card {
         let mut card = model.card.clone();
         let metrics = card.metrics.as_object_mut().ok_or_else(|| anyhow!("card metrics is not an object"))?;
-        metrics.insert("heldout_actors".into(), json!(HELDOUT_ACTORS));
-        metrics.insert("heldout_clips".into(), json!(joint.total()));
-        metrics.insert("heldout_actor_class14_accuracy".into(), json!(round4(joint.accuracy())));
-        metrics.insert("heldout_actor_emotion7_accuracy".into(), json!(round4(emotion7.accuracy())));
-        metrics.insert("heldout_actor_emotion7_balanced_accuracy".into(), json!(round4(emotion7.balanced_accuracy())));
-        metrics.insert("heldout_actor_sex_accuracy".into(), json!(round4(sex.accuracy())));
-        metrics.insert("heldout_actor_emotion7_recall".into(), json!(emotion7_recall));
-        metrics.insert("heldout_actor_emotion7_ece".into(), json!(round4(emotion7_calibration.raw.ece)));
-        metrics
-            .insert("heldout_actor_emotion7_ece_calibrated".into(), json!(round4(emotion7_calibration.calibrated.ece)));
-        metrics.insert("heldout_actor_sex_ece".into(), json!(round4(sex_calibration.ece)));
-        card.calibration = Some(emotion7_calibration.card_entry());
+        let summary: serde_json::Map<String, serde_json::Value> = reports
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("confusion_emotion7");
+                    o.remove("confusion_sex");
+                }
+                (r.corpus.clone(), v)
+            })
+            .collect();
+        metrics.insert("corpora".into(), json!(summary));
+        if let Some(r) = reports.iter().find(|r| r.corpus == "ravdess" && r.seen_in_training) {
+            metrics.insert("heldout_actors".into(), json!(HELDOUT_ACTORS));
+            metrics.insert("heldout_clips".into(), json!(r.clips));
+            if let Some(a) = ravdess_class14 {
+                metrics.insert("heldout_actor_class14_accuracy".into(), json!(round4(a)));
+            }
+            metrics.insert("heldout_actor_emotion7_accuracy".into(), json!(r.emotion7_accuracy));
+            metrics.insert("heldout_actor_emotion7_balanced_accuracy".into(), json!(r.emotion7_balanced_accuracy));
+            metrics.insert("heldout_actor_sex_accuracy".into(), json!(r.sex_accuracy));
+            metrics.insert("heldout_actor_emotion7_recall".into(), json!(r.emotion7_recall));
+        }
+        if let Some(c) = &emotion7_calibration {
+            metrics.insert("heldout_actor_emotion7_ece".into(), json!(round4(c.raw.ece)));
+            metrics.insert("heldout_actor_emotion7_ece_calibrated".into(), json!(round4(c.calibrated.ece)));
+            card.calibration = Some(c.card_entry());
+        }
+        let sex_all: Vec<(Vec<f32>, usize)> =
+            predictions.iter().zip(&split.test).map(|(p, c)| (sex_marginal(p), c.label.sex)).collect();
+        let (sp, st): (Vec<_>, Vec<_>) = sex_all.into_iter().unzip();
+        metrics.insert("heldout_sex_ece".into(), json!(round4(calibration(&sp, &st, ECE_BINS).ece)));
         card.save(&card_path(weights))?;
     }
     Ok(VoiceEvalReport {
-        clips: joint.total(),
-        class14_accuracy: joint.accuracy(),
-        emotion7_accuracy: emotion7.accuracy(),
-        sex_accuracy: sex.accuracy(),
-        emotion7_recall,
+        corpora: reports,
+        ravdess_class14_accuracy: ravdess_class14,
         emotion7_calibration,
-        sex_calibration,
         json_path,
-        png_paths: vec![png14, png7],
+        png_paths,
     })
 }
 
 /// The clip-level 7-emotion distribution of every clip of the held-out
-/// actors (or, with `validation`, the validation actors), with the true
-/// emotions (for `eval fusion`).
+/// RAVDESS actors (or, with `validation`, the validation actors), with the
+/// true emotions (for `eval fusion`).
 pub fn heldout_distributions(
     data: &[PathBuf],
     weights: &Path,
     validation: bool,
 ) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
     let model = LoadedVoiceModel::load(weights)?;
-    let extractor = MfccExtractor::new(model.card.input.features.clone());
-    let (_, validation_clips, test) = split_by_speaker(load_clips(data, extractor.config().sample_rate)?);
-    let clips = if validation { validation_clips } else { test };
+    let extractor = model.card.input.extractor();
+    let clips: Vec<VoiceClip> = load_clips(data, extractor.mfcc_config().sample_rate)?
+        .into_iter()
+        .filter(|c| c.label.corpus() == "ravdess" && c.label.emotion.is_some())
+        .collect();
+    let split = split_by_speaker(clips, &[]);
+    let clips = if validation { split.validation } else { split.test };
     if clips.is_empty() {
         bail!("no clips of the RAVDESS actors to evaluate on under {data:?}");
     }
     let predictions = predict_clips(&model.net, &extractor, &clips)?;
-    Ok((predictions.iter().map(|j| emotion_marginal(j)).collect(), clips.iter().map(|c| c.label.emotion).collect()))
+    Ok((
+        predictions.iter().map(|j| emotion_marginal(j)).collect(),
+        clips.iter().filter_map(|c| c.label.emotion).collect(),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn augmented_windows_have_the_window_length_and_vary() {
-        let clip: Vec<f32> = (0..40_000).map(|i| ((i as f32) * 0.05).sin() * 0.3).collect();
-        let mut rng = SmallRng::seed_from_u64(7);
-        let a = augment_window(&clip, 48_000, &mut rng);
-        let b = augment_window(&clip, 48_000, &mut rng);
-        assert_eq!((a.len(), b.len()), (48_000, 48_000));
-        assert_ne!(a, b);
-        assert!(a.iter().all(|s| s.is_finite() && s.abs() < 2.0));
-        // Long clips are cropped, short ones repeated: never padded with silence.
-        for len in [100_000, 20_000] {
-            let constant: Vec<f32> = vec![0.5; len];
-            let w = augment_window(&constant, 48_000, &mut rng);
-            assert!(w.iter().all(|s| s.abs() > 0.1), "{len}-sample clip");
-        }
+    fn clip(speaker: &str, emotion: Option<usize>, sex: usize) -> VoiceClip {
+        VoiceClip { samples: vec![], label: VoiceLabel { emotion, sex, speaker: speaker.into() }, path: PathBuf::new() }
     }
 
     #[test]
-    fn stretch_keeps_end_points() {
-        let s = stretch(&[0.0, 1.0, 2.0], 5);
-        assert_eq!(s, vec![0.0, 0.5, 1.0, 1.5, 2.0]);
-        assert_eq!(stretch(&[], 3), vec![0.0; 3]);
-    }
-
-    #[test]
-    fn split_keeps_actors_apart() {
-        let clip = |actor: u32| VoiceClip {
-            samples: vec![],
-            label: super::super::voice_data::VoiceLabel {
-                emotion: 0,
-                sex: (actor % 2) as usize,
-                speaker: format!("ravdess:{actor}"),
-            },
-            path: PathBuf::new(),
-        };
-        let (train, val, test) = split_by_speaker((1..=24).map(clip).collect());
-        assert_eq!((train.len(), val.len(), test.len()), (18, 2, 4));
-        let sexes: Vec<usize> = test.iter().map(|c| c.label.sex).collect();
+    fn split_keeps_speakers_apart_and_leaves_corpora_out() {
+        let mut clips: Vec<VoiceClip> =
+            (1..=24).map(|a| clip(&format!("ravdess:{a}"), Some(0), (a % 2) as usize)).collect();
+        clips.extend([3, 8, 9, 10, 11, 12, 13, 14, 15, 16].map(|s| clip(&format!("emodb:{s:02}"), Some(1), 0)));
+        clips.extend((0..100).map(|s| clip(&format!("speechsex:x/{s:04}"), None, s % 2)));
+        let split = split_by_speaker(clips.clone(), &[]);
+        let count = |v: &[VoiceClip], corpus: &str| v.iter().filter(|c| c.label.corpus() == corpus).count();
+        assert_eq!(
+            (count(&split.train, "ravdess"), count(&split.validation, "ravdess"), count(&split.test, "ravdess")),
+            (18, 2, 4)
+        );
+        assert_eq!(
+            (count(&split.train, "emodb"), count(&split.validation, "emodb"), count(&split.test, "emodb")),
+            (6, 2, 2)
+        );
+        let (train, val, test) =
+            (count(&split.train, "speechsex"), count(&split.validation, "speechsex"), count(&split.test, "speechsex"));
+        assert_eq!(train + val + test, 100);
+        assert!((10..=30).contains(&test) && (3..=20).contains(&val), "{train} {val} {test}");
+        let sexes: Vec<usize> =
+            split.test.iter().filter(|c| c.label.corpus() == "ravdess").map(|c| c.label.sex).collect();
         assert!(sexes.contains(&0) && sexes.contains(&1), "held-out actors of both sexes");
+        // The split is a function of the speaker id alone.
+        assert_eq!(speaker_part("speechsex:x/0042"), speaker_part("speechsex:x/0042"));
+
+        let split = split_by_speaker(clips, &["emodb".to_string()]);
+        assert_eq!(count(&split.test, "emodb"), 10, "a corpus left out is all test");
+        assert_eq!(count(&split.train, "emodb") + count(&split.validation, "emodb"), 0);
     }
 
-    /// Two "speakers" a network can tell apart (low and high tones) trained
-    /// for two epochs: learns, checkpoints, resumes, exports a loadable card.
+    #[test]
+    fn confusion_leaves_sex_only_clips_out_of_emotion_scores() {
+        let clips = [clip("a:1", Some(3), 0), clip("a:1", None, 1)];
+        let mut p = vec![0.0f32; 14];
+        p[crate::model::voice::joint_class(3, 0)] = 1.0;
+        let mut q = vec![0.0f32; 14];
+        q[crate::model::voice::joint_class(5, 1)] = 1.0;
+        let (joint, emotion, sex) = confusion_matrices(&[p, q], &clips);
+        assert_eq!((joint.total(), emotion.total(), sex.total()), (1, 1, 2));
+        assert_eq!((emotion.accuracy(), sex.accuracy()), (1.0, 1.0));
+    }
+
+    /// Two "speakers" a network can tell apart (low and high tones), some
+    /// clips with an emotion and some with a sex only, trained for a few
+    /// epochs: learns, checkpoints, resumes, exports a loadable card.
     #[test]
     fn trains_a_toy_task_resumes_and_exports() {
-        use super::super::voice_data::VoiceLabel;
         // Tones with some noise and a level that varies by clip, so that the
         // clean clips' feature statistics have a natural spread.
         let tone = |freq: f64, speaker: &str, sex: usize, k: usize| {
@@ -597,37 +899,49 @@ mod tests {
                         (level * (freq * std::f64::consts::TAU * t).sin() + rng.random_range(-0.02..0.02)) as f32
                     })
                     .collect(),
-                label: VoiceLabel { emotion: 3, sex, speaker: speaker.into() },
+                label: VoiceLabel { emotion: (k % 2 == 0).then_some(3), sex, speaker: speaker.into() },
                 path: PathBuf::from(format!("{speaker}-{k}.wav")),
             }
         };
         let make = |speakers: [&str; 2]| -> Vec<VoiceClip> {
-            (0..32).flat_map(|k| [tone(150.0, speakers[0], 1, k), tone(1200.0, speakers[1], 0, k)]).collect()
+            (0..32).flat_map(|k| [tone(110.0, speakers[0], 1, k), tone(260.0, speakers[1], 0, k)]).collect()
         };
-        let (train, val) = (make(["a", "b"]), make(["c", "d"]));
-        let arch = VoiceNetConfig { n_mfcc: 40, channels: vec![4, 8], classes: 14, dropout: 0.0 };
+        let (train, val) = (make(["t:a", "t:b"]), make(["t:c", "t:d"]));
+        let arch = VoiceNetConfig { n_mfcc: 42, channels: vec![4, 8], classes: 14, dropout: 0.0, pitch_summary: true };
+        let dir = tempfile::tempdir().unwrap();
         // Only 2 of the 14 classes occur: class weights and label smoothing
         // would push probability towards the 12 absent ones.
-        let options = TrainOptions {
-            epochs: 6,
-            batch_size: 8,
-            lr: 5e-3,
-            label_smoothing: 0.0,
-            class_weight_power: 0.0,
-            ..default_options()
+        let mut request = VoiceTrainRequest {
+            data: vec![PathBuf::from("d")],
+            leave_out: vec![],
+            run_dir: dir.path().join("run"),
+            resume: false,
+            export: dir.path().join("out/voice.safetensors"),
+            options: TrainOptions {
+                epochs: 5,
+                batch_size: 8,
+                lr: 1e-2,
+                label_smoothing: 0.0,
+                class_weight_power: 0.0,
+                ..default_options()
+            },
+            augment: VoiceAugment::basic(),
+            sex_only_per_epoch: 32,
         };
-        let dir = tempfile::tempdir().unwrap();
-        let state =
-            train_voice(&train, &val, &arch, TrainOptions { epochs: 3, ..options.clone() }, dir.path(), false).unwrap();
-        assert_eq!(state.epochs_done, 3);
-        assert!(train_voice(&train, &val, &arch, options.clone(), dir.path(), false).is_err());
-        let state = train_voice(&train, &val, &arch, options, dir.path(), true).unwrap();
-        assert_eq!(state.history.len(), 6);
+        let state = train_voice(&train, &val, &arch, &request).unwrap();
+        assert_eq!(state.epochs_done, 5);
+        request.options.epochs = 10;
+        assert!(train_voice(&train, &val, &arch, &request).is_err(), "a finished run is not overwritten");
+        request.resume = true;
+        let state = train_voice(&train, &val, &arch, &request).unwrap();
+        assert_eq!(state.history.len(), 10);
 
-        let export_path = dir.path().join("out/voice.safetensors");
-        export(&dir.path().join("last.safetensors"), &state, train.len(), &export_path, &[PathBuf::from("d")]).unwrap();
-        let model = LoadedVoiceModel::load(&export_path).unwrap();
-        let predictions = predict_clips(&model.net, &MfccExtractor::new(MfccConfig::voice()), &val).unwrap();
+        let split = SpeakerSplit { train, validation: val.clone(), test: vec![] };
+        export(&request.run_dir.join("last.safetensors"), &state, &split, &request).unwrap();
+        let model = LoadedVoiceModel::load(&request.export).unwrap();
+        assert_eq!(model.card.training_corpora, vec!["t".to_string()]);
+        assert!(model.card.input.cmn && model.card.input.pitch);
+        let predictions = predict_clips(&model.net, &model.card.input.extractor(), &val).unwrap();
         let (_, _, sex) = confusion_matrices(&predictions, &val);
         assert!(sex.accuracy() > 0.9, "toy sex accuracy {}, history {:?}", sex.accuracy(), state.history);
     }
