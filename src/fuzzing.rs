@@ -14,6 +14,7 @@ use crate::decode::{decode_image, ImageLimits};
 use crate::detect::{crop_face, DetectParams, FaceDetector, DEFAULT_CASCADE};
 use crate::features::{MfccConfig, MfccExtractor};
 use crate::model::FACE_SIZE;
+use crate::speech::SpeechAnalyser;
 
 /// Longest clip the audio target decodes: long enough to pass the limit
 /// check's code paths, short enough to keep fuzzing fast.
@@ -24,6 +25,8 @@ thread_local! {
     static DETECTOR: RefCell<Option<FaceDetector>> = const { RefCell::new(None) };
     /// The FFT plan, filterbank and DCT, built once per thread.
     static MFCC: MfccExtractor = MfccExtractor::new(MfccConfig::voice());
+    /// The speech check's frame analysis (pitch, spectra), built once per thread.
+    static SPEECH: SpeechAnalyser = SpeechAnalyser::new(MfccConfig::voice().sample_rate);
 }
 
 /// Image upload path: decode (with the server's limits), detect faces, crop
@@ -56,7 +59,7 @@ pub fn image_decode_detect(bytes: &[u8]) -> usize {
 }
 
 /// Audio upload path: decode to 16 kHz mono (with a duration limit), then
-/// the MFCC map. Returns the number of samples decoded.
+/// the MFCC map and the speech check's statistics. Returns the number of samples decoded.
 pub fn audio_decode_mfcc(bytes: &[u8]) -> usize {
     let config = MfccConfig::voice();
     let Ok(audio) = decode_audio(bytes, config.sample_rate, FUZZ_MAX_AUDIO_SECONDS) else { return 0 };
@@ -66,5 +69,8 @@ pub fn audio_decode_mfcc(bytes: &[u8]) -> usize {
     let mfcc = MFCC.with(|extractor| extractor.compute(&audio.samples));
     assert_eq!(mfcc.frames, config.frames_for(audio.samples.len()));
     assert!(mfcc.data.iter().all(|c| c.is_finite()), "non-finite MFCCs");
+    if let Some(features) = SPEECH.with(|analyser| analyser.features(&audio.samples)) {
+        assert!(features.values.iter().all(|v| v.is_finite()), "non-finite speech-check statistics");
+    }
     audio.samples.len()
 }

@@ -52,5 +52,6 @@ pub mod fuzzing;
 pub mod model;
 pub mod pool;
 pub mod predict;
+pub mod speech;
 pub mod train;
 pub mod web;

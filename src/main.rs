@@ -39,7 +39,7 @@ enum Command {
 /// Where the models are; shared by `serve` and `predict`.
 #[derive(Args)]
 struct ModelArgs {
-    /// Directory holding the shipped models (face_emotion, face_sex and voice_emotion, .safetensors + .json).
+    /// Directory holding the shipped models (face_emotion, face_sex, voice_emotion: .safetensors + .json; speech_check.json).
     #[arg(long, env = "EMOTION_AI_MODELS", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/models"))]
     models: PathBuf,
     /// Face emotion weights (default: MODELS/face_emotion.safetensors).
@@ -51,6 +51,9 @@ struct ModelArgs {
     /// Voice emotion x sex weights (default: MODELS/voice_emotion.safetensors).
     #[arg(long, env = "EMOTION_AI_VOICE_EMOTION_MODEL")]
     voice_emotion_model: Option<PathBuf>,
+    /// The speech check's card (default: MODELS/speech_check.json).
+    #[arg(long, env = "EMOTION_AI_SPEECH_CHECK_MODEL")]
+    speech_check_model: Option<PathBuf>,
     /// Longest audio clip accepted, in seconds.
     #[arg(long, env = "EMOTION_AI_MAX_AUDIO_SECONDS", default_value_t = 300.0)]
     max_audio_seconds: f64,
@@ -79,6 +82,9 @@ impl ModelArgs {
         }
         if let Some(path) = &self.voice_emotion_model {
             config.voice_emotion_model = path.clone();
+        }
+        if let Some(path) = &self.speech_check_model {
+            config.speech_check_model = path.clone();
         }
         config.max_audio_seconds = self.max_audio_seconds;
         config.cascade = self.cascade.clone();
@@ -142,17 +148,34 @@ struct PredictArgs {
 enum TrainCommand {
     /// The face emotion network, on FER2013 (folder release or fer2013.csv).
     FaceEmotion(TrainFaceEmotion),
-    /// The voice emotion x sex network, on RAVDESS (plus CREMA-D, TESS, SAVEE if given).
+    /// The voice emotion x sex network, on RAVDESS, EmoDB and speechsex (plus CREMA-D, TESS, SAVEE if given).
     VoiceEmotion(TrainVoiceEmotion),
     /// The face sex network, on UTKFace, fine-tuned from the face emotion weights.
     FaceSex(TrainFaceSex),
+    /// The speech check (speech or not), on speech corpora against generated non-speech.
+    SpeechCheck(TrainSpeechCheck),
+}
+
+#[derive(Args)]
+struct TrainSpeechCheck {
+    /// Speech corpus directory (repeatable): RAVDESS, speechsex (train), EmoDB (measured only).
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
+    /// Where to write the card (weights, threshold, measured figures).
+    #[arg(long, default_value = "models/speech_check.json")]
+    export: PathBuf,
+    /// Generated non-speech clips to train on (as many again, from another seed, measure).
+    #[arg(long, default_value_t = 6000)]
+    negatives: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
 enum EvalCommand {
     /// The face emotion network, on FER2013 PrivateTest.
     FaceEmotion(EvalFaceEmotion),
-    /// The voice network, on the held-out RAVDESS actors 21-24.
+    /// The voice network, corpus by corpus: held-out speakers, or whole corpora it never heard.
     VoiceEmotion(EvalVoiceEmotion),
     /// The face sex network, on the held-out part of UTKFace (overall and adults).
     FaceSex(EvalFaceSex),
@@ -241,9 +264,15 @@ struct EvalFaceSex {
 
 #[derive(Args)]
 struct TrainVoiceEmotion {
-    /// Corpus directory (repeatable): RAVDESS, and optionally CREMA-D, TESS, SAVEE.
+    /// Corpus directory (repeatable): RAVDESS, EmoDB, speechsex, CREMA-D, TESS, SAVEE.
     #[arg(long, env = "EMOTION_AI_RAVDESS", required = true)]
     data: Vec<PathBuf>,
+    /// Corpus to keep out of training and epoch choice (repeatable): `emodb`, `speechsex`, `ravdess`, ...
+    #[arg(long)]
+    leave_out: Vec<String>,
+    /// Clips without an emotion (speechsex, EmoDB boredom) drawn each epoch.
+    #[arg(long, default_value_t = 700)]
+    sex_only_per_epoch: usize,
     /// Directory for checkpoints and the run's state.
     #[arg(long, default_value = "runs/voice-emotion")]
     run_dir: PathBuf,
@@ -269,9 +298,14 @@ struct TrainVoiceEmotion {
 
 #[derive(Args)]
 struct EvalVoiceEmotion {
-    /// Corpus directory holding RAVDESS (repeatable).
+    /// Corpus directory (repeatable): RAVDESS, EmoDB, speechsex, ...
     #[arg(long, env = "EMOTION_AI_RAVDESS", required = true)]
     data: Vec<PathBuf>,
+    /// Corpus to measure whole, as one the model never heard (repeatable);
+    /// refused if the model trained on it. Corpora absent from the card's
+    /// `training_corpora` are always measured whole.
+    #[arg(long)]
+    leave_out: Vec<String>,
     #[arg(long, default_value = "models/voice_emotion.safetensors")]
     weights: PathBuf,
     /// Where the confusion matrices (JSON and PNG) are written.
@@ -327,7 +361,8 @@ struct EvalFaceEmotion {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=info,symphonia=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -358,12 +393,26 @@ fn main() -> Result<()> {
             );
             let request = voice_emotion::VoiceTrainRequest {
                 data: args.data,
+                leave_out: args.leave_out,
                 run_dir: args.run_dir,
                 resume: args.resume,
                 export: args.export,
                 options,
+                augment: emotion_ai::train::voice_augment::VoiceAugment::channel_robust(),
+                sex_only_per_epoch: args.sex_only_per_epoch,
             };
-            let card = voice_emotion::run_train(&request, &VoiceNetConfig::emotion_sex())?;
+            let card = voice_emotion::run_train(&request, &VoiceNetConfig::emotion_sex_pitch())?;
+            println!("{}", serde_json::to_string_pretty(&card.metrics)?);
+        }
+        Command::Train(TrainCommand::SpeechCheck(args)) => {
+            let card =
+                emotion_ai::train::speech_check::run_train(&emotion_ai::train::speech_check::SpeechCheckRequest {
+                    data: args.data,
+                    export: args.export,
+                    negatives: args.negatives,
+                    seed: args.seed,
+                })?;
+            println!("threshold {:.4}", card.threshold);
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);
         }
         Command::Train(TrainCommand::FaceSex(args)) => {
@@ -399,14 +448,49 @@ fn main() -> Result<()> {
             println!("confusion matrix: {} and {}", r.json_path.display(), r.png_path.display());
         }
         Command::Eval(EvalCommand::VoiceEmotion(args)) => {
-            let report = voice_emotion::run_eval(&args.data, &args.weights, &args.out, args.write_card)?;
-            println!("held-out RAVDESS actors {:?}, {} clips", voice_emotion::HELDOUT_ACTORS, report.clips);
-            println!("14-class accuracy: {:.2}%", report.class14_accuracy * 100.0);
-            println!("7-emotion accuracy: {:.2}%", report.emotion7_accuracy * 100.0);
-            println!("sex accuracy: {:.2}%", report.sex_accuracy * 100.0);
-            println!("7-emotion recall: {}", serde_json::Value::Object(report.emotion7_recall));
-            print_calibration(&report.emotion7_calibration);
-            println!("sex ECE: {:.2}%", report.sex_calibration.ece * 100.0);
+            let report =
+                voice_emotion::run_eval(&args.data, &args.weights, &args.leave_out, &args.out, args.write_card)?;
+            let percent = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0));
+            println!("| corpus | test clips | speakers | emotion accuracy | balanced | sex accuracy | women | men |");
+            println!("|---|---|---|---|---|---|---|---|");
+            for c in &report.corpora {
+                let what = if c.seen_in_training { "held-out speakers" } else { "never heard" };
+                println!(
+                    "| {} ({what}) | {} ({} with emotions) | {} | {} | {} | {} | {} | {} |",
+                    c.corpus,
+                    c.clips,
+                    c.emotion_clips,
+                    c.speakers,
+                    percent(c.emotion7_accuracy),
+                    percent(c.emotion7_balanced_accuracy),
+                    percent(Some(c.sex_accuracy)),
+                    percent(Some(c.female_accuracy)),
+                    percent(Some(c.male_accuracy)),
+                );
+            }
+            for c in &report.corpora {
+                if let Some(m) = &c.confusion_emotion7 {
+                    println!(
+                        "\n{} emotion confusion (rows true, columns predicted: {}):",
+                        c.corpus,
+                        m.classes.join(" ")
+                    );
+                    for (class, row) in m.classes.iter().zip(&m.counts) {
+                        if row.iter().sum::<u64>() > 0 {
+                            println!("  {class:>8}: {row:?}");
+                        }
+                    }
+                }
+                if !c.unlabelled_heard_as.is_empty() {
+                    println!("  clips without a FER emotion heard as: {:?}", c.unlabelled_heard_as);
+                }
+            }
+            if let Some(a) = report.ravdess_class14_accuracy {
+                println!("\nRAVDESS 14-class accuracy: {:.2}%", a * 100.0);
+            }
+            if let Some(c) = &report.emotion7_calibration {
+                print_calibration(c);
+            }
             let pngs: Vec<String> = report.png_paths.iter().map(|p| p.display().to_string()).collect();
             println!("confusion matrices: {} and {}", report.json_path.display(), pngs.join(", "));
         }

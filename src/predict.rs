@@ -25,11 +25,12 @@ use tch::Tensor;
 use crate::decode::audio::{decode_audio, AudioDecodeError, DecodedAudio};
 use crate::decode::{decode_image, sniff, DecodedImage, ImageDecodeError, ImageLimits, MediaKind};
 use crate::detect::{crop_face, DetectParams, DetectorPool, FaceBox};
-use crate::features::MfccExtractor;
+use crate::features::voice_input::VoiceFeatureExtractor;
 use crate::fusion::{fuse, Calibration, Evidence};
 use crate::model::voice::{voice_class_names, LoadedVoiceModel, VoiceModelCard};
 use crate::model::{LoadedFaceModel, ModelCard, FACE_SIZE};
 use crate::pool::Pool;
+use crate::speech::SpeechDetector;
 use voice::{aggregate, emotion_marginal, predict_windows, sex_marginal, window_starts, Windowing};
 
 /// Where an [`Analyzer`] finds its models and how it bounds its inputs.
@@ -41,6 +42,8 @@ pub struct AnalyzerConfig {
     pub face_sex_model: PathBuf,
     /// Voice emotion x sex weights, card beside them.
     pub voice_emotion_model: PathBuf,
+    /// The speech check's card (weights and threshold in one JSON file).
+    pub speech_check_model: PathBuf,
     /// Haar cascade XML.
     pub cascade: PathBuf,
     pub detect: DetectParams,
@@ -59,6 +62,7 @@ impl AnalyzerConfig {
             face_emotion_model: models_dir.join("face_emotion.safetensors"),
             face_sex_model: models_dir.join("face_sex.safetensors"),
             voice_emotion_model: models_dir.join("voice_emotion.safetensors"),
+            speech_check_model: models_dir.join("speech_check.json"),
             cascade: PathBuf::from(crate::detect::DEFAULT_CASCADE),
             detect: DetectParams::default(),
             image_limits: ImageLimits::default(),
@@ -130,6 +134,11 @@ pub struct TimelineWindow {
     /// RMS level of the window (0..1 full scale); windows more than 20 dB
     /// below the loudest do not count towards the clip-level result.
     pub rms: f32,
+    /// Whether the window holds speech; windows without it do not count
+    /// towards the clip-level result.
+    pub speech: bool,
+    /// The speech check's probability of speech for the window.
+    pub speech_probability: f32,
     pub emotion: Distribution,
     pub sex: Distribution,
 }
@@ -197,8 +206,12 @@ pub enum AnalyzeError {
     Audio(#[from] AudioDecodeError),
     #[error("no face was found in the image")]
     NoFace { width: u32, height: u32 },
-    #[error("the clip is silent: no speech to analyse")]
+    #[error("the clip is silent")]
     NoSpeech,
+    #[error(
+        "no human speech was found in the clip (it sounds like a tone, noise, music, clicks or a hum, not a voice)"
+    )]
+    NotSpeech,
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -212,7 +225,8 @@ pub struct Analyzer {
     face_sex_card: ModelCard,
     voice_emotion: Pool<LoadedVoiceModel>,
     voice_emotion_card: VoiceModelCard,
-    mfcc: MfccExtractor,
+    features: VoiceFeatureExtractor,
+    speech: SpeechDetector,
     windowing: Windowing,
     detectors: DetectorPool,
     config: AnalyzerConfig,
@@ -237,6 +251,10 @@ impl Analyzer {
                 .with_context(|| format!("loading voice emotion model {}", weights.display()))
         })?;
         let voice_emotion_card = voice_emotion.with(|m| m.card.clone())?;
+        let speech = SpeechDetector::load(&config.speech_check_model).context("loading the speech check")?;
+        if speech.sample_rate() != voice_emotion_card.input.features.sample_rate {
+            anyhow::bail!("the speech check and the voice model expect different sample rates");
+        }
         if voice_emotion_card.emotions != face_emotion_card.classes {
             anyhow::bail!(
                 "the face and voice models list different emotions ({:?} and {:?}): they cannot be fused",
@@ -255,7 +273,8 @@ impl Analyzer {
             face_emotion_card,
             face_sex,
             face_sex_card,
-            mfcc: MfccExtractor::new(features.clone()),
+            features: voice_emotion_card.input.extractor(),
+            speech,
             voice_emotion,
             voice_emotion_card,
             windowing,
@@ -303,6 +322,11 @@ impl Analyzer {
         &self.voice_emotion_card
     }
 
+    /// The speech check (its card carries its measured figures).
+    pub fn speech_check(&self) -> &SpeechDetector {
+        &self.speech
+    }
+
     /// Analyses an upload of either kind, chosen by its content (never its
     /// name). CPU-bound: async callers run it on a blocking thread.
     pub fn analyze_bytes(&self, bytes: &[u8]) -> Result<Analysis, AnalyzeError> {
@@ -331,9 +355,15 @@ impl Analyzer {
         }
         let samples = &audio.samples;
         let starts = window_starts(samples.len(), self.windowing.window, self.windowing.hop);
+        let spans: Vec<(usize, usize)> =
+            starts.iter().map(|&s| (s, (s + self.windowing.window).min(samples.len()))).collect();
+        let verdicts = self.speech.check_windows(samples, &spans);
+        if !verdicts.iter().any(|v| v.is_speech) {
+            return Err(AnalyzeError::NotSpeech);
+        }
         let (first, second) = starts.split_at(starts.len().div_ceil(2));
         let run = |starts: &[usize]| {
-            self.voice_emotion.with(|m| predict_windows(&m.net, &self.mfcc, samples, starts, self.windowing))?
+            self.voice_emotion.with(|m| predict_windows(&m.net, &self.features, samples, starts, self.windowing))?
         };
         let windows = std::thread::scope(|scope| -> Result<_> {
             let second = (!second.is_empty()).then(|| scope.spawn(|| run(second)));
@@ -343,16 +373,21 @@ impl Analyzer {
             }
             Ok(windows)
         })?;
-        let prediction = voice::ClipPrediction { joint: aggregate(&windows), windows };
+        let speech_windows: Vec<voice::WindowPrediction> =
+            windows.iter().zip(&verdicts).filter(|(_, v)| v.is_speech).map(|(w, _)| w.clone()).collect();
+        let prediction = voice::ClipPrediction { joint: aggregate(&speech_windows), windows };
         let card = &self.voice_emotion_card;
         let rate = audio.sample_rate as f32;
         let timeline = prediction
             .windows
             .iter()
-            .map(|w| TimelineWindow {
+            .zip(&verdicts)
+            .map(|(w, v)| TimelineWindow {
                 start_seconds: w.start as f32 / rate,
                 end_seconds: w.end as f32 / rate,
                 rms: w.rms,
+                speech: v.is_speech,
+                speech_probability: v.probability,
                 emotion: Distribution::new(&card.emotions, &emotion_marginal(&w.joint)),
                 sex: Distribution::new(&card.sexes, &sex_marginal(&w.joint)),
             })

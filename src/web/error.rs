@@ -41,8 +41,9 @@ pub enum AppError {
     AudioTooLong(String),
     #[error("no face was found in the image: upload a photo with a clearly visible, roughly frontal face")]
     NoFace,
-    #[error("the clip is silent: upload a recording of someone speaking")]
-    NoSpeech,
+    /// The detail says whether the clip was silent or held sound but no voice.
+    #[error("{0}: upload a recording of someone speaking")]
+    NoSpeech(String),
     #[error("the server is busy: try again in a few seconds")]
     Busy,
     #[error("not found: the API is under /api/v1 (see /api/openapi.json)")]
@@ -74,7 +75,7 @@ impl AppError {
                 StatusCode::BAD_REQUEST
             }
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::CorruptFile(_) | Self::NoFace | Self::NoSpeech => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::CorruptFile(_) | Self::NoFace | Self::NoSpeech(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } | Self::ImageTooLarge(_) | Self::AudioTooLong(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -99,7 +100,7 @@ impl AppError {
             Self::ImageTooLarge(_) => "image_too_large",
             Self::AudioTooLong(_) => "audio_too_long",
             Self::NoFace => "no_face",
-            Self::NoSpeech => "no_speech",
+            Self::NoSpeech(_) => "no_speech",
             Self::Busy => "busy",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -112,7 +113,7 @@ impl AppError {
     fn title(&self) -> &'static str {
         match self {
             Self::NoFace => "No face found",
-            Self::NoSpeech => "No speech found",
+            Self::NoSpeech(_) => "No speech found",
             Self::UnsupportedMediaType(_) => "Unsupported file",
             Self::PayloadTooLarge { .. } | Self::ImageTooLarge(_) => "Too large",
             Self::AudioTooLong(_) => "Clip too long",
@@ -188,7 +189,7 @@ impl From<AnalyzeError> for AppError {
             AnalyzeError::Decode(d) => d.into(),
             AnalyzeError::Audio(a) => a.into(),
             AnalyzeError::NoFace { .. } => Self::NoFace,
-            AnalyzeError::NoSpeech => Self::NoSpeech,
+            AnalyzeError::NoSpeech | AnalyzeError::NotSpeech => Self::NoSpeech(e.to_string()),
             AnalyzeError::Internal(e) => Self::Internal(format!("{e:#}")),
         }
     }
@@ -234,7 +235,7 @@ mod tests {
             AppError::ImageTooLarge("x".into()),
             AppError::AudioTooLong("x".into()),
             AppError::NoFace,
-            AppError::NoSpeech,
+            AppError::NoSpeech("x".into()),
             AppError::Busy,
             AppError::NotFound,
             AppError::MethodNotAllowed,

@@ -157,7 +157,8 @@ fn audio_section(upload: &Upload, analysis: &AudioAnalysis) -> Result<String, Ap
                 width: COLUMN - 1,
                 start: w.start_seconds,
                 end: w.end_seconds,
-                quiet: w.rms < loudest * 0.1,
+                // Pauses and windows without speech are both left out of the answer.
+                quiet: w.rms < loudest * 0.1 || !w.speech,
                 segments,
             }
         })
