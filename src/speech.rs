@@ -280,8 +280,8 @@ impl SpeechAnalyser {
         // held note or beep has none), and the share of exactly level steps.
         let mut run_spread = Vec::new();
         let mut run: Vec<f32> = Vec::new();
-        for t in 0..=frames {
-            if t < frames && voiced[t] {
+        for (t, &v) in voiced.iter().chain(std::iter::once(&false)).enumerate() {
+            if v {
                 run.push(12.0 * (f0(t) / 200.0).log2());
             } else {
                 if run.len() >= 5 {

@@ -194,9 +194,12 @@ fn cases() -> Vec<Case> {
         case("FLAC cut in half", File(flac[..flac.len() / 2].to_vec()), 422, "corrupt_file"),
         case("FLAC magic only", File(b"fLaC".to_vec()), 422, "corrupt_file"),
         // MP3 and Ogg declare no length: a cut stream is a shorter clip, as a
-        // player would play it. 300 bytes hold only the leading silence.
+        // player would play it. 300 bytes hold only the leading silence. The
+        // Ogg is cut after three quarters: its first half decodes to 0.4 s,
+        // one word, which the speech check does not take for speech
+        // (probability 0.41; a known limit, see models/README.md).
         case("MP3 cut to 300 bytes", File(mp3[..300].to_vec()), 422, "no_speech"),
-        case("Ogg cut in half", File(ogg[..ogg.len() / 2].to_vec()), 200, ""),
+        case("Ogg cut after 3/4", File(ogg[..ogg.len() * 3 / 4].to_vec()), 200, ""),
         case("M4A cut in half", File(m4a[..m4a.len() / 2].to_vec()), 422, "corrupt_file"),
         case("3 s of silence", File(common::wav(16_000, &vec![0.0; 48_000])), 422, "no_speech"),
         case("an hour of silence", File(fixture("hour_of_silence.flac")), 413, "audio_too_long"),

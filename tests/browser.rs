@@ -75,8 +75,10 @@ async fn start_browser(driver: &Driver, profile: &Path) -> Client {
                 format!("--user-data-dir={}", profile.display()),
                 "--window-size=1200,1500",
                 // Capture without hardware or a permission prompt: a synthetic
-                // camera picture and a beeping microphone.
+                // camera picture, and a microphone that plays the speech
+                // fixture (its default beeps are, rightly, no speech).
                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                format!("--use-file-for-fake-audio-capture={}", root().join("tests/fixtures/speech.wav").display()),
                 "--autoplay-policy=no-user-gesture-required",
             ],
         },

@@ -123,7 +123,7 @@ impl PitchTracker {
             self.inverse.process_with_scratch(&mut buffer, &mut scratch);
             let zero = buffer[0].re;
             // Silence, or a frame whose energy is float noise: no pitch.
-            if !(zero > 1e-9 * self.frame as f32) {
+            if zero.is_nan() || zero <= 1e-9 * self.frame as f32 {
                 f0.push(0.0);
                 strength.push(0.0);
                 continue;

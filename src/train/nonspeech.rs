@@ -116,6 +116,7 @@ fn wave(kind: u8, p: f32) -> f32 {
 }
 
 /// A harmonic note: `harmonics` partials with 1/k^tilt amplitudes.
+#[allow(clippy::too_many_arguments)] // a synthesiser's knobs, each used once
 fn note(f0: f32, len: usize, rate: f32, harmonics: usize, tilt: f32, vibrato: (f32, f32), out: &mut [f32], gain: f32) {
     let nyquist = rate / 2.0;
     let (vib_rate, vib_depth) = vibrato;
@@ -334,7 +335,7 @@ pub fn generate(family: Family, rate: u32, rng: &mut SmallRng) -> Vec<f32> {
             }
             if rng.random_bool(0.5) {
                 let f = rng.random_range(300.0..4000.0);
-                Biquad::peaking(f as f64, 2.0, 12.0, f64::from(rate)).apply(&mut x);
+                Biquad::peaking(f, 2.0, 12.0, f64::from(rate)).apply(&mut x);
             }
         }
         Family::Clicks => {

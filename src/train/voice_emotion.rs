@@ -311,7 +311,7 @@ fn partial_label_step(
         );
         // Scaled by the share of rows it covers, so that a batch's loss does not
         // depend on how many sex-only clips it happened to draw.
-        loss = loss + joint * (known.len() as f64 / batch as f64);
+        loss += joint * (known.len() as f64 / batch as f64);
     }
     opt.backward_step(&loss);
     let right = sex_logits.argmax(-1, false).eq_tensor(&sex_truth).sum(Kind::Int64).int64_value(&[]);
@@ -899,7 +899,7 @@ mod tests {
                         (level * (freq * std::f64::consts::TAU * t).sin() + rng.random_range(-0.02..0.02)) as f32
                     })
                     .collect(),
-                label: VoiceLabel { emotion: (k % 2 == 0).then_some(3), sex, speaker: speaker.into() },
+                label: VoiceLabel { emotion: k.is_multiple_of(2).then_some(3), sex, speaker: speaker.into() },
                 path: PathBuf::from(format!("{speaker}-{k}.wav")),
             }
         };

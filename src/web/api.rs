@@ -82,12 +82,30 @@ pub struct ModelInfo {
     pub calibration: Option<Value>,
 }
 
-/// The three shipped models.
+/// The shipped models.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Models {
     pub face_emotion: ModelInfo,
     pub face_sex: ModelInfo,
     pub voice_emotion: ModelInfo,
+    /// Speech or not, asked of every clip before the voice model.
+    pub speech_check: ModelInfo,
+}
+
+/// The speech check's card in the shape of the others (its "input" is the
+/// statistics it reads).
+fn speech_check_info(card: &crate::speech::SpeechCheckCard) -> ModelInfo {
+    let params = card.w1.iter().map(Vec::len).sum::<usize>() + card.b1.len() + card.w2.len() + 1;
+    ModelInfo {
+        name: card.name.clone(),
+        description: card.description.clone(),
+        classes: vec!["speech".into(), "not_speech".into()],
+        input: serde_json::json!({ "sample_rate": card.sample_rate, "features": card.features, "threshold": card.threshold }),
+        params: params as i64,
+        trained_on: card.trained_on.clone(),
+        metrics: card.metrics.clone(),
+        calibration: None,
+    }
 }
 
 /// Health and the models' classes and metrics.
@@ -125,6 +143,7 @@ pub async fn models(State(state): State<AppState>) -> Json<Models> {
         face_emotion: info(analyzer.face_emotion_card()),
         face_sex: info(analyzer.face_sex_card()),
         voice_emotion: info(analyzer.voice_emotion_card()),
+        speech_check: speech_check_info(analyzer.speech_check().card()),
     })
 }
 

@@ -183,6 +183,7 @@ async fn healthz(State(state): State<AppState>) -> Json<api::Health> {
             "face_emotion": { "classes": face.classes, "metrics": face.metrics },
             "face_sex": { "classes": sex.classes, "metrics": sex.metrics },
             "voice_emotion": { "classes": voice.classes, "metrics": voice.metrics },
+            "speech_check": { "metrics": state.analyzer.speech_check().card().metrics },
         }),
     })
 }
