@@ -16,7 +16,12 @@
 //! - [`detect`]: Haar-cascade face detection on a bounded-size copy, boxes
 //!   mapped back; cropping faces to the networks' 48x48 input.
 //! - [`features`]: MFCCs of a clip (rustfft + `mel_spec`'s filterbank),
-//!   checked against librosa.
+//!   checked against librosa; [`features::pitch`] tracks F0 and voicing;
+//!   [`features::voice_input`] is the voice network's input (MFCCs with each
+//!   window's cepstral mean removed, and pitch rows).
+//! - [`speech`]: the speech check asked before any emotion (is there a human
+//!   voice in this clip, in this window?), a small network over voicing,
+//!   pitch-movement, spectral-change and rhythm statistics.
 //! - [`model`]: the networks (`new(vs, config)` + `forward_t`), their
 //!   safetensors weights and JSON model cards; [`model::voice`] is the
 //!   emotion x sex voice network.
@@ -30,7 +35,8 @@
 //!   combines them.
 //! - [`web`]: the axum application ([`web::app`]), its one error type, its
 //!   pages and the cross-modal samples they offer ([`web::samples`]).
-//! - [`train`]: dataset loaders (FER2013, RAVDESS and kin, UTKFace),
+//! - [`train`]: dataset loaders (FER2013, RAVDESS, EmoDB, speechsex and kin,
+//!   UTKFace), generated non-speech for the speech check,
 //!   augmentation, the training loops with checkpoints, and evaluation
 //!   (confusion matrices as JSON and PNG, calibration), and the pseudo-pair
 //!   evaluation of fusion.
