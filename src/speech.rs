@@ -41,8 +41,8 @@ pub const MIN_ACTIVE_SECONDS: f32 = 0.15;
 pub const ACTIVE_FLOOR_DB: f32 = -70.0;
 /// Frames more than this below the loudest frame are pauses.
 const ACTIVE_RANGE_DB: f32 = 40.0;
-/// A frame is voiced from this voicing strength.
-const VOICED: f32 = 0.5;
+/// A frame is voiced from this voicing strength (the voice input's threshold).
+const VOICED: f32 = crate::features::voice_input::VOICED_STRENGTH;
 
 /// Names of the clip-level statistics, in [`SpeechFeatures::values`] order.
 pub const FEATURE_NAMES: [&str; 22] = [

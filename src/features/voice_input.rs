@@ -20,8 +20,15 @@ use super::{MfccConfig, MfccExtractor};
 
 /// A frame counts as voiced (its F0 enters the pitch row) from this strength.
 pub const VOICED_STRENGTH: f32 = 0.5;
+/// Rows the pitch stage adds below the MFCCs (log F0, voicing strength).
+pub const PITCH_ROWS: usize = 2;
 /// Reference pitch of the log-F0 row (Hz): between typical men's and women's.
 const F0_REFERENCE: f32 = 200.0;
+
+/// Rows of the map of `n_mfcc` MFCCs, with or without the pitch rows.
+pub fn rows(n_mfcc: usize, pitch: bool) -> usize {
+    n_mfcc + if pitch { PITCH_ROWS } else { 0 }
+}
 
 /// A `rows x frames` map, row-major (`data[r * frames + t]`).
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +55,7 @@ impl VoiceFeatureExtractor {
 
     /// Rows of every map: the MFCCs, and two more with pitch.
     pub fn rows(&self) -> usize {
-        self.mfcc.config().n_mfcc + if self.pitch.is_some() { 2 } else { 0 }
+        rows(self.mfcc.config().n_mfcc, self.pitch.is_some())
     }
 
     /// The MFCC settings (sample rate, hop, ...).

@@ -206,7 +206,7 @@ impl VoiceInputSpec {
 
     /// Rows of the network's input map.
     pub fn rows(&self) -> usize {
-        self.features.n_mfcc + if self.pitch { 2 } else { 0 }
+        crate::features::voice_input::rows(self.features.n_mfcc, self.pitch)
     }
 }
 
