@@ -115,6 +115,18 @@ struct ServeArgs {
     /// Longest a request may take, upload included, before a 408.
     #[arg(long, env = "EMOTION_AI_REQUEST_TIMEOUT_SECS", default_value_t = ServerLimits::default().request_timeout.as_secs())]
     request_timeout_secs: u64,
+    /// Longest a client may take to send a request's headers, and a
+    /// kept-alive connection may sit idle, before it is closed.
+    #[arg(long, env = "EMOTION_AI_HEADER_TIMEOUT_SECS", default_value_t = ServerLimits::default().header_timeout.as_secs())]
+    header_timeout_secs: u64,
+    /// Connections open at once; more wait in the listen backlog (default and
+    /// ceiling: the open-file limit less 64, at most 10,000).
+    #[arg(long, env = "EMOTION_AI_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// MiB of uploads held in memory at once, all requests together; an
+    /// upload that does not fit gets 503 before its body is read.
+    #[arg(long, env = "EMOTION_AI_UPLOAD_BUDGET_MIB", default_value_t = ServerLimits::default().upload_budget_bytes / (1024 * 1024))]
+    upload_budget_mib: usize,
     /// Directory of the page's CSS and JS.
     #[arg(long, env = "EMOTION_AI_STATIC", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/static"))]
     static_dir: PathBuf,
@@ -570,6 +582,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         queue: args.queue,
         queue_timeout: ServerLimits::default().queue_timeout,
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        max_connections: web::connection_cap(args.max_connections),
+        upload_budget_bytes: args.upload_budget_mib.max(args.max_upload_mib) * 1024 * 1024,
     };
     let missing = emotion_ai::web::samples::missing_samples(&args.assets_dir);
     if !missing.is_empty() {

@@ -2,10 +2,16 @@
 //!
 //! symphonia probes the container from the bytes (never the file name) and
 //! decodes WAV (8/16/24/32-bit integer, 32-bit float), FLAC, MP3, Ogg Vorbis
-//! and MP4/M4A with AAC. Channels are averaged to mono, and the result is
-//! resampled with rubato's FFT resampler (band-limited, not nearest-sample).
-//! Decoding stops as soon as the clip passes the duration limit, so an
-//! hour-long upload costs only the limit's worth of work.
+//! and MP4/M4A with AAC. Each decoded packet's channels are averaged to mono
+//! and resampled at once with rubato's FFT resampler (band-limited, not
+//! nearest-sample), so memory holds only the clip at the target rate, never
+//! the source's channels at the source's rate.
+//!
+//! The cost of decoding is bounded by work, not by seconds: a clip may hold
+//! at most [`max_decoded_samples`] samples (rate x channels x seconds), and
+//! decoding stops as soon as it passes that or the duration limit, so a tiny
+//! file declaring 300 s of 8-channel 384 kHz sound, or an hour of anything,
+//! costs only the limit's worth of work.
 
 use std::io::Cursor;
 
@@ -39,6 +45,27 @@ pub enum AudioDecodeError {
     NonFinite,
     #[error("the clip is longer than the {max_seconds} s limit")]
     TooLong { max_seconds: f64 },
+    /// More samples (rate x channels x seconds) than one clip may cost.
+    #[error(
+        "the clip holds too many samples to decode: {detail}, over the limit of {limit_millions:.1} million \
+         ({max_seconds} s of 96 kHz stereo); send it with fewer channels or at a lower sample rate"
+    )]
+    TooManySamples { detail: String, limit_millions: f64, max_seconds: f64 },
+    #[error("the clip has {channels} channels; at most {MAX_CHANNELS} are decoded (mix it down to stereo or mono)")]
+    TooManyChannels { channels: usize },
+}
+
+/// Most channels a clip may have: the most symphonia's WAV reader maps (26
+/// speaker positions); FLAC holds at most 8.
+pub const MAX_CHANNELS: usize = 26;
+
+/// Most chunks a WAV file may hold before its audio: real files have a few.
+const MAX_WAV_CHUNKS: usize = 10_000;
+
+/// Samples (all channels) a clip of at most `max_seconds` may cost to decode:
+/// as many as `max_seconds` of 96 kHz stereo.
+pub fn max_decoded_samples(max_seconds: f64) -> u64 {
+    (max_seconds.max(0.0) * 192_000.0).ceil() as u64
 }
 
 /// A decoded clip: mono samples in `[-1, 1]` at `sample_rate`.
@@ -78,12 +105,16 @@ pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<
     if container == Some(AudioContainer::Mp4) {
         check_mp4_tables(bytes).map_err(AudioDecodeError::Corrupt)?;
     }
+    if container == Some(AudioContainer::Wav) {
+        check_wav_header(bytes)?;
+    }
     // symphonia panics on some hostile headers (a WAV declaring 0 Hz makes a
-    // zero time base): contain it and call the file what it is.
-    let decoded = std::panic::catch_unwind(|| decode_mono(bytes, max_seconds)).unwrap_or_else(|_| {
+    // zero time base), and rubato unwraps its FFT's results: contain both
+    // and call the file what it is.
+    let decoded = std::panic::catch_unwind(|| decode_mono(bytes, target_rate, max_seconds)).unwrap_or_else(|_| {
         Err(AudioDecodeError::Corrupt("its headers are invalid (the decoder gave up on them)".into()))
     });
-    let (mono, source_rate, source_channels) = match decoded {
+    let decoded = match decoded {
         // A file whose magic bytes name a container we read, but which no
         // reader can open, is a damaged file of that kind, not an unknown one
         // (a codec symphonia lacks is `UnsupportedCodec`, from the decoder).
@@ -92,27 +123,43 @@ pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<
         }
         other => other?,
     };
-    if mono.is_empty() {
-        return Err(AudioDecodeError::NoSamples);
-    }
-    if mono.iter().any(|s| !s.is_finite()) {
+    if decoded.samples.iter().any(|s| !s.is_finite()) {
         return Err(AudioDecodeError::NonFinite);
     }
-    // Float formats can hold any value; audio lives in -1..1 (a little over
-    // is headroom). Values a thousand times full scale are not sound, and
-    // overflow the resampler to infinity (found by fuzzing).
-    if mono.iter().any(|s| s.abs() > MAX_SAMPLE_MAGNITUDE) {
-        return Err(AudioDecodeError::Corrupt(format!(
-            "its samples reach far beyond full scale (more than {MAX_SAMPLE_MAGNITUDE} times)"
-        )));
+    Ok(decoded)
+}
+
+/// Reads a WAV file's chunk list up to its audio: the channel count against
+/// [`MAX_CHANNELS`] (symphonia calls 64 channels "invalid", or with an
+/// extensible header names the codec as unsupported), and no more than
+/// [`MAX_WAV_CHUNKS`] chunks. Anything else is left to symphonia.
+fn check_wav_header(bytes: &[u8]) -> Result<(), AudioDecodeError> {
+    let mut at = 12usize;
+    let mut chunks = 0usize;
+    while let Some(head) = bytes.get(at..at + 8) {
+        chunks += 1;
+        if chunks > MAX_WAV_CHUNKS {
+            return Err(AudioDecodeError::Corrupt(format!(
+                "its header holds more than {MAX_WAV_CHUNKS} chunks before the audio"
+            )));
+        }
+        let size = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        match &head[..4] {
+            b"fmt " => {
+                if let Some(channels) = bytes.get(at + 10..at + 12) {
+                    let channels = usize::from(u16::from_le_bytes([channels[0], channels[1]]));
+                    if channels > MAX_CHANNELS {
+                        return Err(AudioDecodeError::TooManyChannels { channels });
+                    }
+                }
+            }
+            b"data" => return Ok(()),
+            _ => {}
+        }
+        // Chunks are padded to an even length.
+        at = at.saturating_add(8).saturating_add(size).saturating_add(size & 1);
     }
-    // rubato unwraps its FFT's results; contain a panic there as above.
-    let samples = std::panic::catch_unwind(|| resample(&mono, source_rate, target_rate))
-        .unwrap_or_else(|_| Err(AudioDecodeError::Corrupt("its samples could not be resampled".into())))?;
-    if samples.iter().any(|s| !s.is_finite()) {
-        return Err(AudioDecodeError::NonFinite);
-    }
-    Ok(DecodedAudio { samples, sample_rate: target_rate, source_rate, source_channels })
+    Ok(())
 }
 
 /// Boxes whose children lead to the sample tables (`meta` is a full box:
@@ -188,8 +235,9 @@ fn check_mp4_tables(bytes: &[u8]) -> Result<(), String> {
     walk(bytes, 0)
 }
 
-/// Decodes every packet of the first audio track, averaging channels.
-fn decode_mono(bytes: &[u8], max_seconds: f64) -> Result<(Vec<f32>, u32, usize), AudioDecodeError> {
+/// Decodes every packet of the first audio track, averaging its channels to
+/// mono and resampling each packet's samples to `target_rate` as they come.
+fn decode_mono(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<DecodedAudio, AudioDecodeError> {
     let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
     let probed = symphonia::default::get_probe()
         .format(&Hint::new(), source, &FormatOptions::default(), &MetadataOptions::default())
@@ -216,17 +264,43 @@ fn decode_mono(bytes: &[u8], max_seconds: f64) -> Result<(Vec<f32>, u32, usize),
             SOURCE_RATES.end()
         )));
     }
+    let declared_channels = track.codec_params.channels.map_or(1, |c| c.count());
+    if declared_channels > MAX_CHANNELS {
+        return Err(AudioDecodeError::TooManyChannels { channels: declared_channels });
+    }
+    let max_frames = (max_seconds * f64::from(source_rate)).ceil() as u64;
+    let budget = max_decoded_samples(max_seconds);
+    let declared_frames = track.codec_params.n_frames;
+    let too_many_samples = |frames: u64, channels: usize| AudioDecodeError::TooManySamples {
+        detail: format!(
+            "{:.0} s at {source_rate} Hz x {channels} channels is {:.1} million samples",
+            frames as f64 / f64::from(source_rate),
+            (frames * channels as u64) as f64 / 1e6
+        ),
+        limit_millions: budget as f64 / 1e6,
+        max_seconds,
+    };
+    // Refuse at once what the header says is too long or too costly.
+    if let Some(frames) = declared_frames {
+        if frames > max_frames + u64::from(source_rate) {
+            return Err(AudioDecodeError::TooLong { max_seconds });
+        }
+        if frames * declared_channels as u64 > budget {
+            return Err(too_many_samples(frames, declared_channels));
+        }
+    }
     let codecs = symphonia::default::get_codecs();
     let mut decoder = codecs.make(&track.codec_params, &DecoderOptions::default()).map_err(|_| {
         let name = codecs.get_codec(track.codec_params.codec).map_or("unknown", |d| d.short_name);
         AudioDecodeError::UnsupportedCodec(name.to_string())
     })?;
-    let max_frames = (max_seconds * f64::from(source_rate)).ceil() as usize;
-    let declared_frames = track.codec_params.n_frames;
 
-    let mut mono = Vec::new();
-    let mut channels = track.codec_params.channels.map_or(1, |c| c.count());
+    let mut resampler = StreamResampler::new(source_rate, target_rate)?;
+    let mut frames = 0u64;
+    let mut samples_decoded = 0u64;
+    let mut channels = declared_channels;
     let mut buffer: Option<SampleBuffer<f32>> = None;
+    let mut mono = Vec::new();
     loop {
         let packet = match format.next_packet() {
             Ok(packet) => packet,
@@ -246,18 +320,37 @@ fn decode_mono(bytes: &[u8], max_seconds: f64) -> Result<(Vec<f32>, u32, usize),
         };
         let spec = *decoded.spec();
         channels = spec.channels.count().max(1);
+        if channels > MAX_CHANNELS {
+            return Err(AudioDecodeError::TooManyChannels { channels });
+        }
         let needed = decoded.capacity() as u64;
         let buf = match &mut buffer {
             Some(b) if b.capacity() as u64 >= needed * channels as u64 => b,
             _ => buffer.insert(SampleBuffer::new(needed, spec)),
         };
         buf.copy_interleaved_ref(decoded);
-        for frame in buf.samples().chunks_exact(channels) {
-            mono.push(frame.iter().sum::<f32>() / channels as f32);
-        }
-        if mono.len() > max_frames {
+        mono.clear();
+        mono.extend(buf.samples().chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32));
+        frames += mono.len() as u64;
+        samples_decoded += (mono.len() * channels) as u64;
+        if frames > max_frames {
             return Err(AudioDecodeError::TooLong { max_seconds });
         }
+        if samples_decoded > budget {
+            return Err(too_many_samples(frames, channels));
+        }
+        if mono.iter().any(|s| !s.is_finite()) {
+            return Err(AudioDecodeError::NonFinite);
+        }
+        // Float formats can hold any value; audio lives in -1..1 (a little
+        // over is headroom). Values a thousand times full scale are not
+        // sound, and overflow the resampler to infinity (found by fuzzing).
+        if mono.iter().any(|s| s.abs() > MAX_SAMPLE_MAGNITUDE) {
+            return Err(AudioDecodeError::Corrupt(format!(
+                "its samples reach far beyond full scale (more than {MAX_SAMPLE_MAGNITUDE} times)"
+            )));
+        }
+        resampler.push(&mono)?;
     }
     // A container that declares its length (WAV, FLAC, MP4) but ends well
     // short of it was cut off: say so rather than analyse a fragment. Lossy
@@ -265,16 +358,19 @@ fn decode_mono(bytes: &[u8], max_seconds: f64) -> Result<(Vec<f32>, u32, usize),
     // slack of 0.1 s.
     if let Some(declared) = declared_frames {
         let slack = u64::from(source_rate) / 10;
-        if (mono.len() as u64) + slack < declared {
+        if frames + slack < declared {
             let rate = f64::from(source_rate);
             return Err(AudioDecodeError::Corrupt(format!(
                 "the file is truncated: it declares {:.2} s of audio but ends after {:.2} s",
                 declared as f64 / rate,
-                mono.len() as f64 / rate
+                frames as f64 / rate
             )));
         }
     }
-    Ok((mono, source_rate, channels))
+    if frames == 0 {
+        return Err(AudioDecodeError::NoSamples);
+    }
+    Ok(DecodedAudio { samples: resampler.finish()?, sample_rate: target_rate, source_rate, source_channels: channels })
 }
 
 /// Encodes mono samples (-1..1, clipped) as a 16-bit PCM WAV file: test
@@ -303,28 +399,79 @@ pub fn pcm16_wav(samples: &[f32], rate: u32) -> Vec<u8> {
 /// Resamples mono audio with rubato's FFT resampler, compensating its delay so
 /// the output lines up with the input and has `len * to / from` samples.
 pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioDecodeError> {
-    if from == to {
-        return Ok(samples.to_vec());
+    let mut resampler = StreamResampler::new(from, to)?;
+    resampler.push(samples)?;
+    resampler.finish()
+}
+
+/// [`resample`] fed piece by piece: holds less than one chunk of input and
+/// the output so far.
+pub struct StreamResampler {
+    inner: Option<FftFixedIn<f32>>,
+    from: u32,
+    to: u32,
+    pending: Vec<f32>,
+    consumed: u64,
+    out: Vec<f32>,
+}
+
+impl StreamResampler {
+    /// A resampler from `from` Hz to `to` Hz (a plain copy when they are equal).
+    pub fn new(from: u32, to: u32) -> Result<Self, AudioDecodeError> {
+        let inner = if from == to {
+            None
+        } else {
+            Some(FftFixedIn::<f32>::new(from as usize, to as usize, 1024, 2, 1).map_err(|e| Self::fail(from, to, &e))?)
+        };
+        Ok(Self { inner, from, to, pending: Vec::new(), consumed: 0, out: Vec::new() })
     }
-    let fail = |e: &dyn std::fmt::Display| AudioDecodeError::Corrupt(format!("resampling {from} Hz to {to} Hz: {e}"));
-    let mut resampler = FftFixedIn::<f32>::new(from as usize, to as usize, 1024, 2, 1).map_err(|e| fail(&e))?;
-    let expected = (samples.len() as u64 * u64::from(to) / u64::from(from)) as usize;
-    let delay = resampler.output_delay();
-    let mut out = Vec::with_capacity(expected + delay + 2048);
-    let mut rest = samples;
-    while rest.len() >= resampler.input_frames_next() {
-        let (chunk, tail) = rest.split_at(resampler.input_frames_next());
-        out.extend_from_slice(&resampler.process(&[chunk], None).map_err(|e| fail(&e))?[0]);
-        rest = tail;
+
+    fn fail(from: u32, to: u32, e: &dyn std::fmt::Display) -> AudioDecodeError {
+        AudioDecodeError::Corrupt(format!("resampling {from} Hz to {to} Hz: {e}"))
     }
-    // The partial last chunk, then silence until the delayed output is out.
-    if !rest.is_empty() {
-        out.extend_from_slice(&resampler.process_partial(Some(&[rest]), None).map_err(|e| fail(&e))?[0]);
+
+    /// Feeds the next samples.
+    pub fn push(&mut self, samples: &[f32]) -> Result<(), AudioDecodeError> {
+        self.consumed += samples.len() as u64;
+        let Some(resampler) = &mut self.inner else {
+            self.out.extend_from_slice(samples);
+            return Ok(());
+        };
+        self.pending.extend_from_slice(samples);
+        let mut start = 0;
+        while self.pending.len() - start >= resampler.input_frames_next() {
+            let end = start + resampler.input_frames_next();
+            let chunk = resampler
+                .process(&[&self.pending[start..end]], None)
+                .map_err(|e| Self::fail(self.from, self.to, &e))?;
+            self.out.extend_from_slice(&chunk[0]);
+            start = end;
+        }
+        self.pending.drain(..start);
+        Ok(())
     }
-    while out.len() < expected + delay {
-        out.extend_from_slice(&resampler.process_partial::<&[f32]>(None, None).map_err(|e| fail(&e))?[0]);
+
+    /// The resampled clip: `consumed * to / from` samples, aligned with the input.
+    pub fn finish(mut self) -> Result<Vec<f32>, AudioDecodeError> {
+        let Some(resampler) = &mut self.inner else { return Ok(self.out) };
+        let (from, to) = (self.from, self.to);
+        let fail = |e: &dyn std::fmt::Display| Self::fail(from, to, e);
+        let expected = (self.consumed * u64::from(to) / u64::from(from)) as usize;
+        let delay = resampler.output_delay();
+        // The partial last chunk, then silence until the delayed output is out.
+        if !self.pending.is_empty() {
+            let chunk = resampler.process_partial(Some(&[&self.pending[..]]), None).map_err(|e| fail(&e))?;
+            self.out.extend_from_slice(&chunk[0]);
+        }
+        while self.out.len() < expected + delay {
+            let chunk = resampler.process_partial::<&[f32]>(None, None).map_err(|e| fail(&e))?;
+            self.out.extend_from_slice(&chunk[0]);
+        }
+        self.out.drain(..delay);
+        self.out.truncate(expected);
+        self.out.shrink_to_fit();
+        Ok(self.out)
     }
-    Ok(out[delay..delay + expected].to_vec())
 }
 
 #[cfg(test)]
@@ -528,5 +675,86 @@ mod tests {
         // Browsers record WebM/Opus, which symphonia cannot decode.
         let webm = std::fs::read(dir.join("speech.webm")).unwrap();
         assert_eq!(decode_audio(&webm, 16_000, 60.0).unwrap_err(), AudioDecodeError::UnsupportedFormat);
+    }
+
+    /// `wav` with the fmt chunk's channel count and format tag rewritten, or
+    /// `extra` chunks inserted before the data.
+    fn wav_with(rate: u32, channels: u16, seconds: f64, extra: &[u8]) -> Vec<u8> {
+        let mut out = wav(rate, channels, 16, false, seconds);
+        out.splice(36..36, extra.iter().copied());
+        let riff = (out.len() - 8) as u32;
+        out[4..8].copy_from_slice(&riff.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn decoding_cost_is_bounded_by_samples_not_seconds() {
+        // 0.5 s is under the 1 s limit, but 0.5 s of 8 channels at 96 kHz is
+        // 384,000 samples, twice what 1 s of 96 kHz stereo costs.
+        let costly = wav(96_000, 8, 16, false, 0.5);
+        match decode_audio(&costly, 16000, 1.0).unwrap_err() {
+            AudioDecodeError::TooManySamples { detail, .. } => {
+                assert!(detail.contains("96000 Hz x 8 channels"), "{detail}")
+            }
+            other => panic!("expected too many samples, got {other:?}"),
+        }
+        assert_eq!(max_decoded_samples(300.0), 57_600_000);
+        // The same clip is fine where the budget allows it.
+        assert_eq!(decode_audio(&costly, 16000, 2.0).unwrap().samples.len(), 8000);
+    }
+
+    #[test]
+    fn channel_counts_over_the_limit_are_refused_by_name() {
+        let ok = decode_audio(&wav(16000, MAX_CHANNELS as u16, 16, false, 0.1), 16000, 60.0).unwrap();
+        assert_eq!(ok.source_channels, MAX_CHANNELS);
+        for channels in [27u16, 64, 65535] {
+            let mut many = wav(16000, 1, 16, false, 0.1);
+            many[22..24].copy_from_slice(&channels.to_le_bytes());
+            assert_eq!(
+                decode_audio(&many, 16000, 60.0).unwrap_err(),
+                AudioDecodeError::TooManyChannels { channels: usize::from(channels) }
+            );
+        }
+        // WAVE_FORMAT_EXTENSIBLE, 64 channels, channel mask 0 (symphonia
+        // called it an unsupported pcm_s16le codec).
+        let mut ext = wav(48000, 64, 16, false, 0.01);
+        let mut fmt = ext[20..36].to_vec();
+        fmt[0..2].copy_from_slice(&0xFFFEu16.to_le_bytes());
+        fmt.extend_from_slice(&22u16.to_le_bytes());
+        fmt.extend_from_slice(&16u16.to_le_bytes());
+        fmt.extend_from_slice(&0u32.to_le_bytes());
+        fmt.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xAA, 0, 0x38, 0x9B, 0x71]);
+        ext.splice(16..36, [&40u32.to_le_bytes()[..], &fmt].concat());
+        let message = decode_audio(&ext, 16000, 60.0).unwrap_err().to_string();
+        assert!(message.contains("64 channels") && message.contains("at most 26"), "{message}");
+    }
+
+    #[test]
+    fn wav_files_with_endless_chunk_lists_are_refused() {
+        let few = wav_with(16000, 1, 0.5, &b"junk\0\0\0\0".repeat(100));
+        assert_eq!(decode_audio(&few, 16000, 60.0).unwrap().samples.len(), 8000);
+        let many = wav_with(16000, 1, 0.5, &b"junk\0\0\0\0".repeat(2_000_000));
+        match decode_audio(&many, 16000, 60.0).unwrap_err() {
+            AudioDecodeError::Corrupt(m) => assert!(m.contains("10000 chunks"), "{m}"),
+            other => panic!("expected corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn resampling_in_pieces_gives_what_resampling_at_once_gives() {
+        let input: Vec<f32> = (0..44_100).map(|i| (i as f32 * 0.031).sin() * 0.5).collect();
+        let whole = resample(&input, 44_100, 16_000).unwrap();
+        let mut pieces = StreamResampler::new(44_100, 16_000).unwrap();
+        let mut at = 0;
+        for size in [1usize, 7, 1024, 333, 4096, 10_000].iter().cycle() {
+            let end = (at + size).min(input.len());
+            pieces.push(&input[at..end]).unwrap();
+            at = end;
+            if at == input.len() {
+                break;
+            }
+        }
+        assert_eq!(pieces.finish().unwrap(), whole);
+        assert_eq!(whole.len(), 16_000);
     }
 }

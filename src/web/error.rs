@@ -172,7 +172,10 @@ impl From<AudioDecodeError> for AppError {
             AudioDecodeError::Empty => Self::EmptyFile,
             AudioDecodeError::UnsupportedFormat => Self::UnsupportedMediaType("unsupported audio format".into()),
             AudioDecodeError::UnsupportedCodec(_) => Self::UnsupportedMediaType(e.to_string()),
-            AudioDecodeError::TooLong { .. } => Self::AudioTooLong(e.to_string()),
+            AudioDecodeError::TooLong { .. } | AudioDecodeError::TooManySamples { .. } => {
+                Self::AudioTooLong(e.to_string())
+            }
+            AudioDecodeError::TooManyChannels { .. } => Self::UnsupportedMediaType(e.to_string()),
             AudioDecodeError::Corrupt(_) | AudioDecodeError::NoSamples | AudioDecodeError::NonFinite => {
                 Self::CorruptFile(e.to_string())
             }

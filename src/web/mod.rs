@@ -20,8 +20,10 @@ pub mod api;
 pub mod error;
 mod pages;
 pub mod samples;
+mod server;
 
-use std::net::SocketAddr;
+pub use server::connection_cap;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +31,7 @@ use std::time::Duration;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::BoxError;
@@ -62,6 +64,17 @@ pub struct ServerLimits {
     /// Longest a whole request may take, reading the upload included, before
     /// 408: a client trickling bytes cannot hold a connection for ever.
     pub request_timeout: Duration,
+    /// Longest a client may take to send a request's headers, and longest a
+    /// kept-alive connection may sit idle between requests, before it is
+    /// closed: slow and idle sockets cannot pile up.
+    pub header_timeout: Duration,
+    /// Connections open at once; more wait in the listen backlog (see
+    /// [`connection_cap`], which sizes it by the open-file limit).
+    pub max_connections: usize,
+    /// Bytes of uploads that may be held in memory at once, all requests
+    /// together: a request whose declared size does not fit gets 503 before
+    /// its body is read.
+    pub upload_budget_bytes: usize,
 }
 
 impl Default for ServerLimits {
@@ -72,6 +85,9 @@ impl Default for ServerLimits {
             queue: 32,
             queue_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 1000,
+            upload_budget_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -85,6 +101,8 @@ pub struct AppState {
     admission: Arc<Semaphore>,
     /// Permits for running analyses.
     running: Arc<Semaphore>,
+    /// One permit per KiB of upload held in memory.
+    upload_budget: Arc<Semaphore>,
     static_dir: PathBuf,
     assets_dir: PathBuf,
 }
@@ -97,6 +115,7 @@ impl AppState {
             analyzer,
             admission: Arc::new(Semaphore::new(limits.workers + limits.queue)),
             running: Arc::new(Semaphore::new(limits.workers.max(1))),
+            upload_budget: Arc::new(Semaphore::new(limits.upload_budget_bytes.div_ceil(1024).max(1))),
             limits,
             static_dir,
             assets_dir,
@@ -122,9 +141,17 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/models", get(api::models))
         .route("/api/openapi.json", get(api::openapi))
         .nest_service("/static", ServeDir::new(&state.static_dir))
-        .nest_service(samples::ASSETS_ROUTE, ServeDir::new(&state.assets_dir))
-        .fallback(|| async { AppError::NotFound })
-        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        // Only the samples' folders: nothing else in the assets directory
+        // (its README, say) is served.
+        .nest_service(&format!("{}/voices", samples::ASSETS_ROUTE), ServeDir::new(state.assets_dir.join("voices")))
+        .nest_service(&format!("{}/faces", samples::ASSETS_ROUTE), ServeDir::new(state.assets_dir.join("faces")))
+        .fallback(|uri: Uri, headers: HeaderMap| async move { negotiated_error(&uri, &headers, AppError::NotFound) })
+        .method_not_allowed_fallback(|uri: Uri, headers: HeaderMap| async move {
+            negotiated_error(&uri, &headers, AppError::MethodNotAllowed)
+        })
+        // The static file services answer misses and wrong methods with an
+        // empty body; give them the error every other route gives.
+        .layer(axum::middleware::from_fn(bodiless_errors))
         // The multipart reader enforces this too and reports it as a 413 of ours.
         .layer(DefaultBodyLimit::max(state.limits.max_upload_bytes))
         .layer(
@@ -146,8 +173,33 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    let (header_timeout, max_connections) = (state.limits.header_timeout, state.limits.max_connections);
+    server::serve_connections(listener, app(state), header_timeout, max_connections, shutdown).await
+}
+
+/// An error as JSON or as a page, as the client prefers; always JSON under
+/// `/api/`, whose clients are programs.
+fn negotiated_error(uri: &Uri, headers: &HeaderMap, error: AppError) -> Response {
+    if uri.path().starts_with("/api/") || wants_json(headers) {
+        error.into_response()
+    } else {
+        HtmlError(error).into_response()
+    }
+}
+
+/// Replaces a 404 or 405 that carries no body (the static file services')
+/// with the service's own error.
+async fn bodiless_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (uri, headers) = (request.uri().clone(), request.headers().clone());
+    let response = next.run(request).await;
+    if response.headers().contains_key(header::CONTENT_TYPE) {
+        return response;
+    }
+    match response.status() {
+        StatusCode::NOT_FOUND => negotiated_error(&uri, &headers, AppError::NotFound),
+        StatusCode::METHOD_NOT_ALLOWED => negotiated_error(&uri, &headers, AppError::MethodNotAllowed),
+        _ => response,
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -167,7 +219,6 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
-    tracing::info!("shutting down: finishing requests in flight");
 }
 
 /// Liveness, with the models' classes and metrics.
@@ -262,26 +313,48 @@ fn pair(first: (String, Upload), second: (String, Upload)) -> Result<Uploads, Ap
     Ok(Uploads::Pair { image, audio })
 }
 
-/// Holds a worker for the caller: waits within the queue's bounds, or
-/// answers 503 at once when the queue is full.
-async fn admit(state: &AppState) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), AppError> {
-    let admitted = state.admission.clone().try_acquire_owned().map_err(|_| AppError::Busy)?;
-    let running = tokio::time::timeout(state.limits.queue_timeout, state.running.clone().acquire_owned())
-        .await
-        .map_err(|_| AppError::Busy)?
-        .map_err(|_| AppError::Busy)?;
-    Ok((admitted, running))
+/// A request's place in the server, taken before its body is read: a slot
+/// among the running and waiting requests, and its share of the upload
+/// budget. Dropping it gives both back.
+struct Admission {
+    _slot: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
 }
 
-/// Runs `work` on a blocking thread within the server's bounds.
+/// Admits an upload by its headers alone: a declared length over the limit is
+/// 413 at once (so `Expect: 100-continue` never gets "100 Continue"), and a
+/// full queue or a spent upload budget is 503 at once; only then is the body
+/// read. A body without a declared length is charged the upload limit.
+fn admit_upload(state: &AppState, headers: &HeaderMap) -> Result<Admission, AppError> {
+    let limit = state.limits.max_upload_bytes as u64;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(AppError::PayloadTooLarge { limit_mib: limit.div_ceil(1024 * 1024) });
+    }
+    let slot = state.admission.clone().try_acquire_owned().map_err(|_| AppError::Busy)?;
+    let budget_kib = state.limits.upload_budget_bytes.div_ceil(1024).max(1) as u64;
+    let kib = declared.unwrap_or(limit).div_ceil(1024).clamp(1, budget_kib).min(u64::from(u32::MAX)) as u32;
+    let bytes = state.upload_budget.clone().try_acquire_many_owned(kib).map_err(|_| {
+        tracing::warn!(kib, "upload budget spent: refusing an upload before reading it");
+        AppError::Busy
+    })?;
+    Ok(Admission { _slot: slot, _bytes: bytes })
+}
+
+/// Runs `work` on a blocking thread once a worker is free: waits within the
+/// queue's time bound, or answers 503. The caller holds its [`Admission`].
 async fn run_bounded<T: Send + 'static>(
     state: &AppState,
     work: impl FnOnce(&Analyzer) -> T + Send + 'static,
 ) -> Result<T, AppError> {
-    let permits = admit(state).await?;
+    let running = tokio::time::timeout(state.limits.queue_timeout, state.running.clone().acquire_owned())
+        .await
+        .map_err(|_| AppError::Busy)?
+        .map_err(|_| AppError::Busy)?;
     let analyzer = state.analyzer.clone();
     tokio::task::spawn_blocking(move || {
-        let _permits = permits;
+        let _running = running;
         work(&analyzer)
     })
     .await
@@ -336,10 +409,39 @@ async fn answer(state: &AppState, uploads: &Uploads) -> Result<Answer, AppError>
     }
 }
 
-/// Whether the client asked for JSON rather than a page.
-fn wants_json(headers: &HeaderMap) -> bool {
+/// Whether the client prefers JSON to a page: the `Accept` header's quality
+/// for `application/json` against `text/html` (RFC 9110: media types are
+/// case-insensitive, the most specific range sets a type's quality, `q=0`
+/// means "not this"). A tie, as with `*/*` or no header, is a page.
+pub fn wants_json(headers: &HeaderMap) -> bool {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    accept.contains("application/json") && !accept.contains("text/html")
+    quality(accept, "application", "json") > quality(accept, "text", "html")
+}
+
+/// The quality an `Accept` value gives `kind/subtype` (0 when no range matches).
+fn quality(accept: &str, kind: &str, subtype: &str) -> f32 {
+    let mut best: Option<(u8, f32)> = None; // (specificity, q)
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let Some((k, s)) = media.split_once('/') else { continue };
+        let specificity = match (k.trim(), s.trim()) {
+            (k, s) if k == kind && s == subtype => 2,
+            (k, "*") if k == kind => 1,
+            ("*", "*") => 0,
+            _ => continue,
+        };
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+            .and_then(|(_, v)| v.trim().parse::<f32>().ok())
+            .unwrap_or(1.0)
+            .clamp(0.0, 1.0);
+        if best.is_none_or(|(spec, _)| specificity > spec) {
+            best = Some((specificity, q));
+        }
+    }
+    best.map_or(0.0, |(_, q)| q)
 }
 
 /// Analyses one upload and answers JSON.
@@ -355,8 +457,10 @@ fn wants_json(headers: &HeaderMap) -> bool {
     ))]
 async fn predict_json(
     State(state): State<AppState>,
+    headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Answer>, AppError> {
+    let _admission = admit_upload(&state, &headers)?;
     let uploads = read_uploads(multipart, state.limits.max_upload_bytes).await?;
     Ok(Json(answer(&state, &uploads).await?))
 }
@@ -380,8 +484,11 @@ async fn predict_negotiated(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let json = wants_json(&headers);
-    let result = match read_uploads(multipart, state.limits.max_upload_bytes).await {
-        Ok(uploads) => answer(&state, &uploads).await.map(|answer| (uploads, answer)),
+    let result = match admit_upload(&state, &headers) {
+        Ok(_admission) => match read_uploads(multipart, state.limits.max_upload_bytes).await {
+            Ok(uploads) => answer(&state, &uploads).await.map(|answer| (uploads, answer)),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     match (result, json) {
@@ -405,5 +512,27 @@ mod tests {
         headers
             .insert(header::ACCEPT, HeaderValue::from_static("text/html,application/xhtml+xml,application/json;q=0.9"));
         assert!(!wants_json(&headers));
+    }
+
+    #[test]
+    fn accept_quality_values_and_case_are_honoured() {
+        let wants = |accept: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+            wants_json(&headers)
+        };
+        assert!(wants("text/html;q=0, application/json"));
+        assert!(wants("application/json, text/html;q=0.1"));
+        assert!(wants("application/JSON"));
+        assert!(wants("Application/Json; charset=utf-8"));
+        assert!(wants("application/*, text/html;q=0.5"));
+        assert!(wants("text/html; Q=0.2, application/json;q=0.3"));
+        // Ties and browsers' headers are pages.
+        assert!(!wants("*/*"));
+        assert!(!wants("application/json, text/html"));
+        assert!(!wants("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"));
+        assert!(!wants("text/*, application/json;q=0.9"));
+        assert!(!wants("application/json;q=0"));
+        assert!(!wants("garbage, ;;;, /, q=x"));
     }
 }
