@@ -159,6 +159,9 @@ fn decode_known_format(
 ) -> Result<DecodedImage, ImageDecodeError> {
     let corrupt =
         |e: image::ImageError| ImageDecodeError::Corrupt { format: format_name(format), detail: e.to_string() };
+    if format == ImageFormat::Png {
+        return decode_png_gray(bytes, limits);
+    }
 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut decoder_limits = image::Limits::default();
@@ -168,10 +171,26 @@ fn decode_known_format(
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8));
     reader.limits(decoder_limits);
     let mut decoder = reader.into_decoder().map_err(|e| match e {
-        image::ImageError::Limits(_) => too_large_from_header(bytes, format, limits),
+        image::ImageError::Limits(_) => too_large_from_header(bytes, format, limits, e),
         other => corrupt(other),
     })?;
     let (width, height) = decoder.dimensions();
+    check_size(width, height, limits)?;
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(ImageDecodeError::Corrupt {
+            format: "jpg",
+            detail: "the file ends before the image data does (no end-of-image marker)".into(),
+        });
+    }
+    let orientation = decoder.orientation().ok();
+    // Grey first, then rotate: the decoder's own buffer (up to 8 bytes a
+    // pixel) is dropped before the rotation makes its copy.
+    let gray = DynamicImage::from_decoder(decoder).map_err(corrupt)?.into_luma8();
+    Ok(DecodedImage { format, gray: oriented(gray, orientation) })
+}
+
+/// Refuses sizes with no pixels or over the limits.
+fn check_size(width: u32, height: u32, limits: ImageLimits) -> Result<(), ImageDecodeError> {
     if width == 0 || height == 0 {
         return Err(ImageDecodeError::ZeroSized { width, height });
     }
@@ -183,18 +202,77 @@ fn decode_known_format(
             max_side: limits.max_side,
         });
     }
-    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        return Err(ImageDecodeError::Corrupt {
-            format: "jpg",
-            detail: "the file ends before the image data does (no end-of-image marker)".into(),
-        });
+    Ok(())
+}
+
+/// `gray` turned upright as its EXIF orientation says.
+fn oriented(gray: GrayImage, orientation: Option<image::metadata::Orientation>) -> GrayImage {
+    match orientation {
+        None | Some(image::metadata::Orientation::NoTransforms) => gray,
+        Some(orientation) => {
+            let mut image = DynamicImage::ImageLuma8(gray);
+            image.apply_orientation(orientation);
+            image.into_luma8()
+        }
     }
-    let orientation = decoder.orientation().ok();
-    let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
-    if let Some(orientation) = orientation {
-        image.apply_orientation(orientation);
+}
+
+/// Bytes the PNG reader may allocate besides the image itself (its row
+/// buffers and the chunks it keeps); colour profiles and text, where zlib
+/// bombs hide, are skipped unread.
+const PNG_WORKING_BYTES: usize = 64 * 1024 * 1024;
+
+/// Decodes a PNG row by row straight to 8-bit grey (the same grey the
+/// `image` crate gives), so a 40-megapixel 16-bit RGBA file costs its grey pixels
+/// (40 MB), not its native ones (320 MB) and a rotated copy of them.
+fn decode_png_gray(bytes: &[u8], limits: ImageLimits) -> Result<DecodedImage, ImageDecodeError> {
+    let corrupt = |e: &dyn std::fmt::Display| ImageDecodeError::Corrupt { format: "png", detail: e.to_string() };
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: PNG_WORKING_BYTES });
+    decoder.set_ignore_iccp_chunk(true);
+    decoder.set_ignore_text_chunk(true);
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info().map_err(|e| corrupt(&e))?;
+    let info = reader.info();
+    let (width, height, interlaced) = (info.width, info.height, info.interlaced);
+    check_size(width, height, limits)?;
+    let orientation = info.exif_metadata.as_deref().and_then(image::metadata::Orientation::from_exif_chunk);
+    let (color, depth) = reader.output_color_type();
+    let wide = depth == png::BitDepth::Sixteen;
+    let channels = color.samples() * if wide { 2 } else { 1 };
+    // The `image` crate's conversion: luma at the source's depth, then
+    // 16-bit values to 8-bit by rounding.
+    let luma = |px: &[u8]| -> u8 {
+        let sample =
+            |i: usize| if wide { u32::from(u16::from_be_bytes([px[2 * i], px[2 * i + 1]])) } else { u32::from(px[i]) };
+        let value = if color.samples() < 3 {
+            sample(0)
+        } else {
+            (2126 * sample(0) + 7152 * sample(1) + 722 * sample(2)) / 10000
+        };
+        if wide {
+            ((value + 128) / 257) as u8
+        } else {
+            value as u8
+        }
+    };
+    let mut gray = GrayImage::new(width, height);
+    if interlaced {
+        // Adam7 rows come pass by pass; decode the frame whole.
+        let mut frame = vec![0u8; reader.output_buffer_size().ok_or_else(|| corrupt(&"its size overflows"))?];
+        reader.next_frame(&mut frame).map_err(|e| corrupt(&e))?;
+        for (out, px) in gray.iter_mut().zip(frame.chunks_exact(channels)) {
+            *out = luma(px);
+        }
+    } else {
+        for y in 0..height {
+            let row =
+                reader.next_row().map_err(|e| corrupt(&e))?.ok_or_else(|| corrupt(&"its image data ends early"))?;
+            for (x, px) in row.data().chunks_exact(channels).take(width as usize).enumerate() {
+                gray.put_pixel(x as u32, y, image::Luma([luma(px)]));
+            }
+        }
     }
-    Ok(DecodedImage { format, gray: image.to_luma8() })
+    Ok(DecodedImage { format: ImageFormat::Png, gray: oriented(gray, orientation) })
 }
 
 /// Whether a JPEG holds its end-of-image marker (FF D9) after its first
@@ -209,11 +287,24 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
-/// The decoder refused the header's size: read the size without limits (header
-/// only) so the error can say what it was.
-fn too_large_from_header(bytes: &[u8], format: ImageFormat, limits: ImageLimits) -> ImageDecodeError {
-    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format).into_dimensions().unwrap_or((0, 0));
-    ImageDecodeError::TooLarge { width, height, max_pixels: limits.max_pixels, max_side: limits.max_side }
+/// The decoder refused the header on a limit: read the size without limits
+/// (header only) so the error can say what it was. A size within our limits,
+/// or none at all, means the limit was hit by a malformed header (a tag
+/// claiming a billion values, say): the file is corrupt, not large.
+fn too_large_from_header(
+    bytes: &[u8],
+    format: ImageFormat,
+    limits: ImageLimits,
+    error: image::ImageError,
+) -> ImageDecodeError {
+    let size = ImageReader::with_format(Cursor::new(bytes), format).into_dimensions().ok();
+    match size.map(|(w, h)| (w, h, check_size(w, h, limits))) {
+        Some((_, _, Err(e @ ImageDecodeError::TooLarge { .. }))) => e,
+        _ => ImageDecodeError::Corrupt {
+            format: format_name(format),
+            detail: format!("its header is malformed (the decoder refused it: {error})"),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -335,5 +426,87 @@ mod tests {
         assert!(matches!(sniff(&read("speech.webm")), MediaKind::UnsupportedAudio(name) if name.contains("WebM")));
         assert_eq!(sniff(b"hello"), MediaKind::Unknown);
         assert_eq!(sniff(b""), MediaKind::Unknown);
+    }
+
+    /// A PNG chunk: length, type, data, CRC-32 of type and data.
+    fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        [&(data.len() as u32).to_be_bytes()[..], kind, data, &crc.sum().to_be_bytes()].concat()
+    }
+
+    /// `png` with `extra` chunks inserted after its IHDR.
+    fn with_chunks(png: &[u8], extra: &[u8]) -> Vec<u8> {
+        let ihdr_end = 8 + 8 + 13 + 4;
+        [&png[..ihdr_end], extra, &png[ihdr_end..]].concat()
+    }
+
+    fn encode(image: DynamicImage) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        image.write_to(&mut out, ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn pngs_of_every_colour_type_decode_to_the_grey_the_image_crate_gives() {
+        let rgb = image::RgbImage::from_fn(37, 23, |x, y| image::Rgb([(x * 7) as u8, (y * 11) as u8, (x * y) as u8]));
+        let rgba16 = image::ImageBuffer::<image::Rgba<u16>, _>::from_fn(37, 23, |x, y| {
+            image::Rgba([(x * 1700) as u16, (y * 2800) as u16, (x * y * 70) as u16, 40_000])
+        });
+        let la = image::GrayAlphaImage::from_fn(37, 23, |x, y| image::LumaA([(x * 5 + y) as u8, 200]));
+        for image in [DynamicImage::ImageRgb8(rgb), DynamicImage::ImageRgba16(rgba16), DynamicImage::ImageLumaA8(la)] {
+            let what = format!("{:?}", image.color());
+            let bytes = encode(image);
+            let expected = image::load_from_memory(&bytes).unwrap().to_luma8();
+            let got = decode_image(&bytes, ImageLimits::default()).unwrap().gray;
+            assert_eq!(got.dimensions(), expected.dimensions(), "{what}");
+            let worst = got.iter().zip(expected.iter()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            // The crates round differently: at most one grey level apart.
+            assert!(worst <= 1, "{what}: grey differs by {worst}");
+        }
+    }
+
+    #[test]
+    fn a_png_with_an_exif_rotation_is_turned_upright() {
+        // 16-bit RGBA, 30 wide and 20 high, white on the left third; EXIF
+        // orientation 6 (rotate 90 degrees clockwise to view).
+        let image = image::ImageBuffer::<image::Rgba<u16>, _>::from_fn(30, 20, |x, _| {
+            let v = if x < 10 { 65535 } else { 0 };
+            image::Rgba([v, v, v, 65535])
+        });
+        let exif = [&b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0"[..], &[0; 4]].concat();
+        let bytes = with_chunks(&encode(DynamicImage::ImageRgba16(image)), &chunk(b"eXIf", &exif));
+        let gray = decode_image(&bytes, ImageLimits::default()).unwrap().gray;
+        assert_eq!(gray.dimensions(), (20, 30));
+        // The left third is now the top third.
+        assert_eq!(gray.get_pixel(10, 2).0[0], 255);
+        assert_eq!(gray.get_pixel(10, 25).0[0], 0);
+    }
+
+    #[test]
+    fn a_zlib_bomb_in_a_png_colour_profile_is_skipped_unread() {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            z.write_all(&zeros).unwrap(); // 256 MiB of zeros, about 250 kB packed
+        }
+        let bomb = [&b"icc\0\0"[..], &z.finish().unwrap()].concat();
+        let bytes = with_chunks(&png(64, 48), &chunk(b"iCCP", &bomb));
+        assert_eq!(decode_image(&bytes, ImageLimits::default()).unwrap().gray.dimensions(), (64, 48));
+    }
+
+    #[test]
+    fn a_tiff_tag_claiming_a_billion_values_is_corrupt_not_too_large() {
+        let mut out = Cursor::new(Vec::new());
+        GrayImage::from_pixel(8, 8, image::Luma([50])).write_to(&mut out, ImageFormat::Tiff).unwrap();
+        let mut tiff = out.into_inner();
+        let ifd = u32::from_le_bytes(tiff[4..8].try_into().unwrap()) as usize;
+        tiff[ifd + 2 + 4..ifd + 2 + 8].copy_from_slice(&0x3FFF_FFFFu32.to_le_bytes());
+        match decode_image(&tiff, ImageLimits::default()).unwrap_err() {
+            ImageDecodeError::Corrupt { format: "tiff", detail } => assert!(detail.contains("malformed"), "{detail}"),
+            other => panic!("expected corrupt, got {other:?}"),
+        }
     }
 }

@@ -69,6 +69,9 @@ struct ModelArgs {
     /// Smallest face searched for, as a fraction of the image's shorter side: larger is faster.
     #[arg(long, env = "EMOTION_AI_MIN_FACE_FRACTION", default_value_t = DetectParams::default().min_face_fraction)]
     min_face_fraction: f64,
+    /// Most faces analysed in one image (the largest); the answer counts the rest.
+    #[arg(long, env = "EMOTION_AI_MAX_FACES", default_value_t = emotion_ai::predict::MAX_FACES)]
+    max_faces: usize,
 }
 
 impl ModelArgs {
@@ -91,6 +94,7 @@ impl ModelArgs {
         config.detect.min_neighbors = self.min_neighbors;
         config.detect.scale_factor = self.scale_factor.max(1.01);
         config.detect.min_face_fraction = self.min_face_fraction.clamp(0.0, 1.0);
+        config.max_faces = self.max_faces.max(1);
         config.workers = workers;
         config
     }

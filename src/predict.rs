@@ -48,6 +48,9 @@ pub struct AnalyzerConfig {
     pub cascade: PathBuf,
     pub detect: DetectParams,
     pub image_limits: ImageLimits,
+    /// Most faces analysed in one image (the largest); the answer says how
+    /// many more were found and left out.
+    pub max_faces: usize,
     /// Longest clip accepted; decoding stops as soon as a clip passes it.
     pub max_audio_seconds: f64,
     /// Copies of each network and cascade to keep loaded: the number of
@@ -66,6 +69,7 @@ impl AnalyzerConfig {
             cascade: PathBuf::from(crate::detect::DEFAULT_CASCADE),
             detect: DetectParams::default(),
             image_limits: ImageLimits::default(),
+            max_faces: MAX_FACES,
             max_audio_seconds: 300.0,
             workers: 2,
         }
@@ -118,12 +122,23 @@ pub struct FaceAnalysis {
     pub sex: Distribution,
 }
 
-/// What the models see in one image: every detected face, largest first.
+/// Faces analysed per image unless configured otherwise: a crowd photo's
+/// faces, and a bound on the work a grid of thousands of faces could ask for.
+pub const MAX_FACES: usize = 100;
+
+/// Faces the networks read at once: bounds a request's memory however many
+/// faces it has.
+const FACE_BATCH: usize = 16;
+
+/// What the models see in one image: the detected faces, largest first (at
+/// most [`AnalyzerConfig::max_faces`] of them).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ImageAnalysis {
     pub width: u32,
     pub height: u32,
     pub faces: Vec<FaceAnalysis>,
+    /// Smaller faces found beyond the cap and not analysed (0 almost always).
+    pub faces_left_out: usize,
 }
 
 /// One window of a clip's timeline.
@@ -432,25 +447,32 @@ impl Analyzer {
         if boxes.is_empty() {
             return Err(AnalyzeError::NoFace { width, height });
         }
-        let batch = face_batch(&image.gray, &boxes);
-        // The two networks are independent, and each worker runs libtorch on
-        // one thread: side by side they use the second core when a request
-        // runs alone (under load the other workers use it anyway).
-        let (emotions, sexes) = std::thread::scope(|scope| {
-            // Tensors are Send but not Sync: the thread gets its own handle.
-            let sex_batch = batch.shallow_clone();
-            let sexes = scope.spawn(move || classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes));
-            let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes);
-            let sexes = sexes.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex network panicked")));
-            (emotions, sexes)
-        });
-        let (emotions, sexes) = (emotions?, sexes?);
+        let mut boxes = boxes;
+        let faces_left_out = boxes.len().saturating_sub(self.config.max_faces.max(1));
+        boxes.truncate(self.config.max_faces.max(1));
+        let (mut emotions, mut sexes) = (Vec::with_capacity(boxes.len()), Vec::with_capacity(boxes.len()));
+        for part in boxes.chunks(FACE_BATCH) {
+            let batch = face_batch(&image.gray, part);
+            // The two networks are independent, and each worker runs libtorch
+            // on one thread: side by side they use the second core when a
+            // request runs alone (under load the other workers use it anyway).
+            let (part_emotions, part_sexes) = std::thread::scope(|scope| {
+                // Tensors are Send but not Sync: the thread gets its own handle.
+                let sex_batch = batch.shallow_clone();
+                let sexes = scope.spawn(move || classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes));
+                let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes);
+                let sexes = sexes.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex network panicked")));
+                (emotions, sexes)
+            });
+            emotions.extend(part_emotions?);
+            sexes.extend(part_sexes?);
+        }
         let faces = boxes
             .into_iter()
             .zip(emotions.into_iter().zip(sexes))
             .map(|(bbox, (emotion, sex))| FaceAnalysis { bbox, emotion, sex })
             .collect();
-        Ok(ImageAnalysis { width, height, faces })
+        Ok(ImageAnalysis { width, height, faces, faces_left_out })
     }
 
     /// The face sex model's card.

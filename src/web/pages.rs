@@ -217,6 +217,7 @@ struct ImageSection {
     image_width: u32,
     image_height: u32,
     faces: Vec<FaceView>,
+    faces_left_out: usize,
 }
 
 /// The answer page for an analysed image.
@@ -246,7 +247,13 @@ fn image_section(upload: &Upload, analysis: &ImageAnalysis) -> Result<String, Ap
             sample: voice_sample(&face.emotion.label, &face.sex.label),
         })
         .collect();
-    to_html(&ImageSection { image_src, image_width: analysis.width, image_height: analysis.height, faces })
+    to_html(&ImageSection {
+        image_src,
+        image_width: analysis.width,
+        image_height: analysis.height,
+        faces,
+        faces_left_out: analysis.faces_left_out,
+    })
 }
 
 /// One modality's part in the fused answer, as the page lists it.
