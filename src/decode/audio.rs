@@ -249,7 +249,7 @@ fn decode_mono(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<Decod
     let mut format = probed.format;
     let track =
         format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL).ok_or(AudioDecodeError::NoSamples)?;
-    let track_id = track.id;
+    let mut track_id = track.id;
     let source_rate = track
         .codec_params
         .sample_rate
@@ -306,7 +306,25 @@ fn decode_mono(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<Decod
             Ok(packet) => packet,
             // The normal end of a stream, or its cut-off end: keep what decoded.
             Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(SymphoniaError::ResetRequired) => break,
+            // A chained Ogg file: the next link is a new stream, and its track
+            // replaces the last one. The clip is every link, within the limits.
+            Err(SymphoniaError::ResetRequired) => {
+                let Some(next) = format.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL) else {
+                    break;
+                };
+                if next.codec_params.sample_rate != Some(source_rate) {
+                    return Err(AudioDecodeError::Corrupt(format!(
+                        "its chained streams change sample rate ({source_rate} Hz, then {} Hz)",
+                        next.codec_params.sample_rate.unwrap_or(0)
+                    )));
+                }
+                track_id = next.id;
+                decoder = codecs.make(&next.codec_params, &DecoderOptions::default()).map_err(|_| {
+                    let name = codecs.get_codec(next.codec_params.codec).map_or("unknown", |d| d.short_name);
+                    AudioDecodeError::UnsupportedCodec(name.to_string())
+                })?;
+                continue;
+            }
             Err(e) => return Err(AudioDecodeError::Corrupt(e.to_string())),
         };
         if packet.track_id() != track_id {
@@ -756,5 +774,18 @@ mod tests {
         }
         assert_eq!(pieces.finish().unwrap(), whole);
         assert_eq!(whole.len(), 16_000);
+    }
+
+    #[test]
+    fn every_link_of_a_chained_ogg_file_counts() {
+        let ogg = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/speech.ogg")).unwrap();
+        let one = decode_audio(&ogg, 16000, 60.0).unwrap().duration();
+        let three = decode_audio(&ogg.repeat(3), 16000, 60.0).unwrap().duration();
+        assert!((three - 3.0 * one).abs() < 0.05, "one link {one} s, three links {three} s");
+        // 300 links of 2.2 s are over a 300 s limit (only the first link was read).
+        assert_eq!(
+            decode_audio(&ogg.repeat(300), 16000, 300.0).unwrap_err(),
+            AudioDecodeError::TooLong { max_seconds: 300.0 }
+        );
     }
 }
