@@ -239,9 +239,14 @@ async fn upload_page_health_static_files_and_unknown_paths() {
     assert_eq!(css.status(), StatusCode::OK);
     assert!(css.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/css"));
 
-    let missing = send(Request::get("/nope").body(Body::empty()).unwrap()).await;
+    let missing =
+        send(Request::get("/nope").header(header::ACCEPT, "application/json").body(Body::empty()).unwrap()).await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(json_of(missing).await["code"], "not_found");
+    // A browser (or a client that states no preference) gets a page.
+    let page = send(Request::get("/nope").body(Body::empty()).unwrap()).await;
+    assert_eq!(page.status(), StatusCode::NOT_FOUND);
+    assert!(text_of(page).await.contains("Not found"));
 }
 
 /// The whole stack over a real socket, as `curl -F file=@...` would use it.

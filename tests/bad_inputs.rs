@@ -113,6 +113,23 @@ fn wav_with_field(offset: usize, value: &[u8]) -> Vec<u8> {
     wav
 }
 
+/// The speech WAV with `n` empty `junk` chunks before its data.
+fn wav_with_chunks(n: usize) -> Vec<u8> {
+    let wav = fixture("speech.wav");
+    let mut out = [&wav[..36], &b"junk\0\0\0\0".repeat(n), &wav[36..]].concat();
+    let riff = (out.len() - 8) as u32;
+    out[4..8].copy_from_slice(&riff.to_le_bytes());
+    out
+}
+
+/// An 8x8 grey TIFF whose first tag claims 2^30 values (past the file's end).
+fn tiff_with_huge_tag_count() -> Vec<u8> {
+    let mut tiff = encode(&RgbImage::from_pixel(8, 8, Rgb([50, 50, 50])), ImageFormat::Tiff);
+    let ifd = u32::from_le_bytes(tiff[4..8].try_into().unwrap()) as usize;
+    tiff[ifd + 6..ifd + 10].copy_from_slice(&0x3FFF_FFFFu32.to_le_bytes());
+    tiff
+}
+
 fn gzip_of(text: &[u8]) -> Vec<u8> {
     // A stored (uncompressed) deflate block is enough to make a real gzip file.
     let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
@@ -181,6 +198,8 @@ fn cases() -> Vec<Case> {
         case("WebP cut in half", File(webp[..webp.len() / 2].to_vec()), 422, "corrupt_file"),
         case("a 1x1 PNG", File(encode(&RgbImage::new(1, 1), ImageFormat::Png)), 422, "no_face"),
         case("a photo with no face", File(fixture("coffee.jpg")), 422, "no_face"),
+        // A tag claiming a billion values trips the decoder's limits (F5).
+        case("TIFF with a tag claiming 2^30 values", File(tiff_with_huge_tag_count()), 422, "corrupt_file"),
         // Broken audio.
         case("WAV cut in half", File(wav[..wav.len() / 2].to_vec()), 422, "corrupt_file"),
         case("WAV header only", File(wav[..44].to_vec()), 422, "corrupt_file"),
@@ -203,6 +222,22 @@ fn cases() -> Vec<Case> {
         case("M4A cut in half", File(m4a[..m4a.len() / 2].to_vec()), 422, "corrupt_file"),
         case("3 s of silence", File(common::wav(16_000, &vec![0.0; 48_000])), 422, "no_speech"),
         case("an hour of silence", File(fixture("hour_of_silence.flac")), 413, "audio_too_long"),
+        // Decoding cost (issue 14, F2, F8, F12), the chained Ogg limit (F6).
+        case(
+            "a 60 KB FLAC of 300 s at 384 kHz on 8 channels",
+            File(flac_square(384_000, 8, 300, true)),
+            413,
+            "audio_too_long",
+        ),
+        case(
+            "the same FLAC with its length not declared",
+            File(flac_square(384_000, 8, 300, false)),
+            413,
+            "audio_too_long",
+        ),
+        case("a WAV with 64 channels", File(wav_with_field(22, &64u16.to_le_bytes())), 415, "unsupported_media_type"),
+        case("a WAV with 2 million empty chunks", File(wav_with_chunks(2_000_000)), 422, "corrupt_file"),
+        case("300 chained Ogg streams (660 s)", File(ogg.repeat(300)), 413, "audio_too_long"),
         // Broken requests.
         case("wrong field name", Fields(vec![("picture", jpeg.clone())]), 400, "missing_file"),
         case("a multipart body with no parts", Fields(vec![]), 400, "bad_request"),

@@ -112,3 +112,84 @@ pub fn repeated_speech(seconds: usize) -> Vec<f32> {
     clip.truncate(seconds * 16000);
     clip
 }
+
+/// A FLAC stream of `seconds` at `rate` Hz on `channels` channels made only of
+/// constant-valued subframes (a square wave of one block a half-period): a
+/// few bytes a block however many samples it holds, so a tiny file declares
+/// and holds an enormous clip. `declare_length: false` writes 0 ("unknown")
+/// as the total, so only decoding can find the length.
+pub fn flac_square(rate: u32, channels: u8, seconds: u32, declare_length: bool) -> Vec<u8> {
+    struct Bits(Vec<u8>, u32);
+    impl Bits {
+        fn put(&mut self, value: u64, n: u32) {
+            for i in (0..n).rev() {
+                if self.1.is_multiple_of(8) {
+                    self.0.push(0);
+                }
+                let last = self.0.len() - 1;
+                self.0[last] |= (((value >> i) & 1) as u8) << (7 - self.1 % 8);
+                self.1 += 1;
+            }
+        }
+    }
+    fn crc8(data: &[u8]) -> u8 {
+        data.iter().fold(0u8, |mut c, &b| {
+            c ^= b;
+            for _ in 0..8 {
+                c = if c & 0x80 != 0 { (c << 1) ^ 0x07 } else { c << 1 };
+            }
+            c
+        })
+    }
+    fn crc16(data: &[u8]) -> u16 {
+        data.iter().fold(0u16, |mut c, &b| {
+            c ^= u16::from(b) << 8;
+            for _ in 0..8 {
+                c = if c & 0x8000 != 0 { (c << 1) ^ 0x8005 } else { c << 1 };
+            }
+            c
+        })
+    }
+    fn utf8_number(n: u64) -> Vec<u8> {
+        match n {
+            0..0x80 => vec![n as u8],
+            0x80..0x800 => vec![0xC0 | (n >> 6) as u8, 0x80 | (n & 0x3F) as u8],
+            _ => vec![0xE0 | (n >> 12) as u8, 0x80 | ((n >> 6) & 0x3F) as u8, 0x80 | (n & 0x3F) as u8],
+        }
+    }
+    let block = 65_535u64;
+    let total = u64::from(rate) * u64::from(seconds);
+    let mut info = Bits(Vec::new(), 0);
+    info.put(block, 16);
+    info.put(block, 16);
+    info.put(0, 24);
+    info.put(0, 24);
+    info.put(u64::from(rate), 20);
+    info.put(u64::from(channels - 1), 3);
+    info.put(15, 5);
+    info.put(if declare_length { total } else { 0 }, 36);
+    info.put(0, 64);
+    info.put(0, 64);
+    let mut out = b"fLaC".to_vec();
+    out.push(0x80);
+    out.extend_from_slice(&(info.0.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&info.0);
+    for frame in 0..total.div_ceil(block) {
+        let size = block.min(total - frame * block);
+        let mut header = vec![0xFF, 0xF8, 0x70, (channels - 1) << 4];
+        header.extend(utf8_number(frame));
+        header.extend_from_slice(&((size - 1) as u16).to_be_bytes());
+        header.push(crc8(&header));
+        let value: i16 = if frame.is_multiple_of(2) { 12_000 } else { -12_000 };
+        let mut sub = Bits(Vec::new(), 0);
+        for _ in 0..channels {
+            sub.put(0, 8); // constant subframe, no wasted bits
+            sub.put(u64::from(value as u16), 16);
+        }
+        header.extend_from_slice(&sub.0);
+        let crc = crc16(&header);
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    out
+}
