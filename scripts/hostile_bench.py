@@ -83,13 +83,13 @@ def utf8_number(n):
     return bytes([0xE0 | n >> 12, 0x80 | (n >> 6) & 0x3F, 0x80 | n & 0x3F])
 
 
-def flac_square(rate, channels, seconds, block=65535):
+def flac_square(rate, channels, seconds, block=65535, declare_length=True):
     """A FLAC stream of constant-valued subframes that alternate sign every
     block: a few bytes a frame, however many samples it holds."""
     total = rate * seconds
     info = BitWriter()
     info.put(block, 16), info.put(block, 16), info.put(0, 24), info.put(0, 24)
-    info.put(rate, 20), info.put(channels - 1, 3), info.put(15, 5), info.put(total, 36), info.put(0, 128)
+    info.put(rate, 20), info.put(channels - 1, 3), info.put(15, 5), info.put(total if declare_length else 0, 36), info.put(0, 128)
     info = info.bytes()
     out = bytearray(b"fLaC" + bytes([0x80]) + len(info).to_bytes(3, "big") + info)
     frames = {}
@@ -156,6 +156,7 @@ def make_inputs(d):
         paths[name] = p
 
     save("flac_300s_384k_8ch.flac", flac_square(384000, 8, 300))
+    save("flac_300s_384k_8ch_no_length.flac", flac_square(384000, 8, 300, declare_length=False))
     square = b"".join(struct.pack("<h", 32767 if (i // 40) % 2 == 0 else -32768) for i in range(48000))
     save("wav_dc_offset_3s.wav", wav(16000, 1, 16, struct.pack("<h", 16000) * 48000))
     save("wav_one_sample.wav", wav(16000, 1, 16, b"\x00\x40"))
@@ -330,6 +331,7 @@ def f1(args, inputs):
 def f2(args, inputs):
     flac = inputs["flac_300s_384k_8ch.flac"]
     one_upload(args, "F2", "flac", flac, "61 KB FLAC: 300 s, 384 kHz, 8 channels")
+    one_upload(args, "F2", "flac", inputs["flac_300s_384k_8ch_no_length.flac"], "the same FLAC, its length not declared")
     s = Server(args.binary, args.port)
     try:
         results = []
