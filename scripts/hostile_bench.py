@@ -422,24 +422,20 @@ def f5_to_f12(args, inputs):
         for accept in ["text/html;q=0, application/json", "application/json, text/html;q=0.1", "application/JSON"]:
             args_ = ["curl", "-s", "-o", "/dev/null", "-w", "%{content_type}", "-H", f"Accept: {accept}", "-F", f"file=@{photo}", f"http://{HOST}:{args.port}/predict"]
             row("F9", f"`Accept: {accept}`", subprocess.run(args_, capture_output=True, text=True).stdout)
-        t = time.time()
-        c = socket.create_connection((HOST, args.port), timeout=70)
-        c.sendall(b"POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 1000000000000000\r\n\r\n")
-        try:
-            first = c.recv(200).split(b"\r\n")[0].decode()
-        except OSError as e:
-            first = repr(e)
-        row("F10", "`Content-Length: 10^15`, no body", f"{first} after {time.time() - t:.1f} s")
-        c.close()
-        t = time.time()
-        c = socket.create_connection((HOST, args.port), timeout=70)
-        c.sendall(b"POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 31457280\r\nExpect: 100-continue\r\n\r\n")
-        try:
-            first = c.recv(200).split(b"\r\n")[0].decode()
-        except OSError as e:
-            first = repr(e)
-        row("F10", "`Expect: 100-continue` with 30 MiB declared", f"{first} after {time.time() - t:.1f} s")
-        c.close()
+        head = "POST /api/v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+        for label, extra in [
+            ("`Content-Length: 10^15`, no body", "Content-Length: 1000000000000000\r\n"),
+            ("`Expect: 100-continue` with 30 MiB declared", "Content-Length: 31457280\r\nExpect: 100-continue\r\n"),
+        ]:
+            t = time.time()
+            c = socket.create_connection((HOST, args.port), timeout=70)
+            c.sendall((head + extra + "\r\n").encode())
+            try:
+                first = c.recv(200).split(b"\r\n")[0].decode()
+            except OSError as e:
+                first = repr(e)
+            row("F10", label, f"{first} after {time.time() - t:.1f} s")
+            c.close()
         for method, path in [("GET", "/static/nope.js"), ("DELETE", "/static/app.js"), ("GET", "/assets/README.md"), ("GET", "/assets/nope.mp3")]:
             out = subprocess.run(["curl", "-s", "-X", method, "-o", "-", "-w", "\n%{http_code} %{content_type}", f"http://{HOST}:{args.port}{path}"], capture_output=True, text=True).stdout
             body, _, tail = out.rpartition("\n")

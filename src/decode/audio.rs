@@ -271,9 +271,11 @@ fn decode_mono(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<Decod
     let max_frames = (max_seconds * f64::from(source_rate)).ceil() as u64;
     let budget = max_decoded_samples(max_seconds);
     let declared_frames = track.codec_params.n_frames;
-    let too_many_samples = |frames: u64, channels: usize| AudioDecodeError::TooManySamples {
+    // `so_far`: found while decoding, so the clip holds at least that much.
+    let too_many_samples = |frames: u64, channels: usize, so_far: bool| AudioDecodeError::TooManySamples {
         detail: format!(
-            "{:.0} s at {source_rate} Hz x {channels} channels is {:.1} million samples",
+            "{}{:.0} s at {source_rate} Hz x {channels} channels is {:.1} million samples",
+            if so_far { "it holds more than " } else { "" },
             frames as f64 / f64::from(source_rate),
             (frames * channels as u64) as f64 / 1e6
         ),
@@ -286,7 +288,7 @@ fn decode_mono(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<Decod
             return Err(AudioDecodeError::TooLong { max_seconds });
         }
         if frames * declared_channels as u64 > budget {
-            return Err(too_many_samples(frames, declared_channels));
+            return Err(too_many_samples(frames, declared_channels, false));
         }
     }
     let codecs = symphonia::default::get_codecs();
@@ -355,7 +357,7 @@ fn decode_mono(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<Decod
             return Err(AudioDecodeError::TooLong { max_seconds });
         }
         if samples_decoded > budget {
-            return Err(too_many_samples(frames, channels));
+            return Err(too_many_samples(frames, channels, true));
         }
         if mono.iter().any(|s| !s.is_finite()) {
             return Err(AudioDecodeError::NonFinite);

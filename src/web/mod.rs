@@ -9,12 +9,15 @@
 //!   `Accept: application/json`.
 //! - `POST /api/v1/predict`: the same, always JSON.
 //! - `GET /healthz`: liveness plus the loaded models.
-//! - `GET /static/*`: CSS and JS (no CDN).
+//! - `GET /static/*`: CSS and JS (no CDN); `GET /assets/{voices,faces}/*`:
+//!   the cross-modal samples.
 //!
 //! Inference is CPU-bound, so it runs on blocking threads behind two bounds:
 //! at most `workers` analyses run at once, and at most `queue` more wait; a
 //! request beyond that gets an immediate 503 with `Retry-After` instead of
-//! piling up.
+//! piling up. A request takes its place, and its share of the upload budget,
+//! from its headers before its body is read. Connections are accepted by
+//! [`server`], which closes slow and idle ones and caps how many are open.
 
 pub mod api;
 pub mod error;
@@ -450,10 +453,10 @@ fn quality(accept: &str, kind: &str, subtype: &str) -> f32 {
     responses(
         (status = 200, description = "faces of an image, a clip's emotion, sex and timeline, or both with the fused emotion (`kind` says which)", body = Answer),
         (status = 400, description = "no file, not multipart, two images, two clips or three files, or an empty file (`missing_file`, `bad_request`, `too_many_files`, `empty_file`)", body = ErrorBody),
-        (status = 413, description = "upload, image or clip over the limits (`payload_too_large`, `image_too_large`, `audio_too_long`)", body = ErrorBody),
-        (status = 415, description = "neither a supported image nor supported audio (`unsupported_media_type`)", body = ErrorBody),
+        (status = 413, description = "upload (by its declared length, before it is read), image or clip over the limits: pixels, seconds, or samples decoded (`payload_too_large`, `image_too_large`, `audio_too_long`)", body = ErrorBody),
+        (status = 415, description = "neither a supported image nor supported audio, or a clip of more than 26 channels (`unsupported_media_type`)", body = ErrorBody),
         (status = 422, description = "corrupt file, no face, or a silent clip (`corrupt_file`, `no_face`, `no_speech`)", body = ErrorBody),
-        (status = 503, description = "every worker busy and the queue full (`busy`), with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "every worker busy and the queue full, or the upload budget spent (`busy`), with `Retry-After`", body = ErrorBody),
     ))]
 async fn predict_json(
     State(state): State<AppState>,
@@ -473,10 +476,10 @@ async fn predict_json(
         (status = 200, description = "the answer page, or the analysis as JSON",
             content((Answer = "application/json"), (String = "text/html"))),
         (status = 400, description = "no file, not multipart, two images, two clips or three files, or an empty file (`missing_file`, `bad_request`, `too_many_files`, `empty_file`)", body = ErrorBody),
-        (status = 413, description = "upload, image or clip over the limits (`payload_too_large`, `image_too_large`, `audio_too_long`)", body = ErrorBody),
-        (status = 415, description = "neither a supported image nor supported audio (`unsupported_media_type`)", body = ErrorBody),
+        (status = 413, description = "upload (by its declared length, before it is read), image or clip over the limits: pixels, seconds, or samples decoded (`payload_too_large`, `image_too_large`, `audio_too_long`)", body = ErrorBody),
+        (status = 415, description = "neither a supported image nor supported audio, or a clip of more than 26 channels (`unsupported_media_type`)", body = ErrorBody),
         (status = 422, description = "corrupt file, no face, or a silent clip (`corrupt_file`, `no_face`, `no_speech`)", body = ErrorBody),
-        (status = 503, description = "every worker busy and the queue full (`busy`), with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "every worker busy and the queue full, or the upload budget spent (`busy`), with `Retry-After`", body = ErrorBody),
     ))]
 async fn predict_negotiated(
     State(state): State<AppState>,
