@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::model::voice::SEXES;
 use crate::model::EMOTIONS;
-use crate::predict::{Analysis, AnalyzeError, Analyzer, Distribution};
+use crate::predict::{Analysis, AnalyzeError, Analyzer, Distribution, FaceSource};
 use crate::web::AppError;
 
 /// The files to analyse: files as given, directories walked recursively
@@ -196,11 +196,20 @@ pub fn rows_for(path: &Path, outcome: Result<Analysis, AnalyzeError>, timeline: 
     }
 }
 
+/// What a batch run reports and how it reads images.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A row per 3 s window of each clip, besides the clip's own.
+    pub timeline: bool,
+    /// Detect faces, or read each image as one face.
+    pub faces: FaceSource,
+}
+
 /// Reads and analyses one file.
-pub fn analyze_file(analyzer: &Analyzer, path: &Path, timeline: bool) -> Vec<Row> {
+pub fn analyze_file(analyzer: &Analyzer, path: &Path, options: Options) -> Vec<Row> {
     match std::fs::read(path) {
         Err(e) => vec![Row::error(path, "unreadable", format!("cannot read the file: {e}"))],
-        Ok(bytes) => rows_for(path, analyzer.analyze_bytes(&bytes), timeline),
+        Ok(bytes) => rows_for(path, analyzer.analyze_bytes_with(&bytes, options.faces), options.timeline),
     }
 }
 
@@ -263,7 +272,7 @@ pub fn run<W: Write>(
     analyzer: &Analyzer,
     files: &[PathBuf],
     workers: usize,
-    timeline: bool,
+    options: Options,
     writer: &mut RowWriter<W>,
     progress: impl Fn(&Path),
 ) -> Result<Summary> {
@@ -277,7 +286,7 @@ pub fn run<W: Write>(
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = files.get(i) else { break };
-                if send.send((i, analyze_file(analyzer, path, timeline))).is_err() {
+                if send.send((i, analyze_file(analyzer, path, options))).is_err() {
                     break;
                 }
             });

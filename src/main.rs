@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use emotion_ai::batch;
 use emotion_ai::detect::DetectParams;
 use emotion_ai::model::voice::VoiceNetConfig;
-use emotion_ai::predict::{Analyzer, AnalyzerConfig};
+use emotion_ai::predict::{Analyzer, AnalyzerConfig, FaceSource};
 use emotion_ai::train::utkface::Part;
 use emotion_ai::train::{face_emotion, face_sex, fusion_eval, voice_emotion, TrainOptions};
 use emotion_ai::web::{self, AppState, ServerLimits};
@@ -150,6 +150,10 @@ struct PredictArgs {
     /// Also write one row per analysis window of each clip.
     #[arg(long)]
     timeline: bool,
+    /// Read each image as one face, already cropped (its central square),
+    /// instead of detecting faces.
+    #[arg(long)]
+    whole_image_face: bool,
     /// Files analysed at once (default: the number of cores).
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
@@ -637,7 +641,11 @@ fn predict(args: PredictArgs) -> Result<()> {
     let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(indicatif::ProgressStyle::with_template(
         "{bar:30} {pos}/{len} files, {elapsed_precise}, eta {eta_precise} {msg}",
     )?);
-    let summary = batch::run(&analyzer, &files, jobs, args.timeline, &mut writer, |path| {
+    let options = batch::Options {
+        timeline: args.timeline,
+        faces: if args.whole_image_face { FaceSource::WholeImage } else { FaceSource::Detect },
+    };
+    let summary = batch::run(&analyzer, &files, jobs, options, &mut writer, |path| {
         bar.set_message(path.display().to_string());
         bar.inc(1);
     })?;

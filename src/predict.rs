@@ -122,6 +122,30 @@ pub struct FaceAnalysis {
     pub sex: Distribution,
 }
 
+/// Where an image's faces come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FaceSource {
+    /// The cascade finds them (the default).
+    #[default]
+    Detect,
+    /// The picture is one face, already cropped (a passport photo, a crop
+    /// from another tool): its central square is read as the face, and no
+    /// detection runs.
+    WholeImage,
+}
+
+impl FaceSource {
+    /// The `whole_image_face` form field's value: `true`/`1`/`on`/`yes`, or
+    /// `false`/`0`/`off`/`no`/empty; `None` for anything else.
+    pub fn from_form_value(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "on" | "yes" => Some(Self::WholeImage),
+            "false" | "0" | "off" | "no" | "" => Some(Self::Detect),
+            _ => None,
+        }
+    }
+}
+
 /// Faces analysed per image unless configured otherwise: a crowd photo's
 /// faces, and a bound on the work a grid of thousands of faces could ask for.
 pub const MAX_FACES: usize = 100;
@@ -345,11 +369,16 @@ impl Analyzer {
     /// Analyses an upload of either kind, chosen by its content (never its
     /// name). CPU-bound: async callers run it on a blocking thread.
     pub fn analyze_bytes(&self, bytes: &[u8]) -> Result<Analysis, AnalyzeError> {
+        self.analyze_bytes_with(bytes, FaceSource::Detect)
+    }
+
+    /// [`Self::analyze_bytes`], with an image's faces taken from `faces`.
+    pub fn analyze_bytes_with(&self, bytes: &[u8], faces: FaceSource) -> Result<Analysis, AnalyzeError> {
         if bytes.is_empty() {
             return Err(AnalyzeError::Empty);
         }
         match sniff(bytes) {
-            MediaKind::Image(_) => Ok(Analysis::Image(self.analyze_image_bytes(bytes)?)),
+            MediaKind::Image(_) => Ok(Analysis::Image(self.analyze_image_bytes_with(bytes, faces)?)),
             MediaKind::Audio(_) => Ok(Analysis::Audio(self.analyze_audio_bytes(bytes)?)),
             MediaKind::UnsupportedAudio(name) => Err(AnalyzeError::UnsupportedAudio(name)),
             MediaKind::Unknown => Err(AnalyzeError::UnsupportedFormat),
@@ -436,14 +465,30 @@ impl Analyzer {
     /// Decodes and analyses an uploaded image. CPU-bound (tens of
     /// milliseconds): async callers run it on a blocking thread.
     pub fn analyze_image_bytes(&self, bytes: &[u8]) -> Result<ImageAnalysis, AnalyzeError> {
+        self.analyze_image_bytes_with(bytes, FaceSource::Detect)
+    }
+
+    /// [`Self::analyze_image_bytes`], with the faces taken from `faces`.
+    pub fn analyze_image_bytes_with(&self, bytes: &[u8], faces: FaceSource) -> Result<ImageAnalysis, AnalyzeError> {
         let decoded = decode_image(bytes, self.config.image_limits)?;
-        self.analyze_image(&decoded)
+        self.analyze_image_with(&decoded, faces)
     }
 
     /// Analyses a decoded image; [`AnalyzeError::NoFace`] when nothing is found.
     pub fn analyze_image(&self, image: &DecodedImage) -> Result<ImageAnalysis, AnalyzeError> {
+        self.analyze_image_with(image, FaceSource::Detect)
+    }
+
+    /// [`Self::analyze_image`], with the faces taken from `faces`.
+    pub fn analyze_image_with(&self, image: &DecodedImage, faces: FaceSource) -> Result<ImageAnalysis, AnalyzeError> {
         let (width, height) = image.gray.dimensions();
-        let boxes = self.detectors.detect(&image.gray)?;
+        let boxes = match faces {
+            FaceSource::Detect => self.detectors.detect(&image.gray)?,
+            FaceSource::WholeImage => {
+                let side = width.min(height);
+                vec![FaceBox { x: (width - side) / 2, y: (height - side) / 2, width: side, height: side }]
+            }
+        };
         if boxes.is_empty() {
             return Err(AnalyzeError::NoFace { width, height });
         }
@@ -513,6 +558,17 @@ fn classify(model: &Pool<LoadedFaceModel>, batch: &Tensor, classes: &[String]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_whole_image_face_field_reads_true_false_or_nothing_else() {
+        for yes in ["true", "1", "on", "YES", " True "] {
+            assert_eq!(FaceSource::from_form_value(yes), Some(FaceSource::WholeImage), "{yes}");
+        }
+        for no in ["false", "0", "off", "no", ""] {
+            assert_eq!(FaceSource::from_form_value(no), Some(FaceSource::Detect), "{no}");
+        }
+        assert_eq!(FaceSource::from_form_value("maybe"), None);
+    }
 
     #[test]
     fn distribution_picks_the_most_probable_class_in_order() {

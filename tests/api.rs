@@ -287,3 +287,35 @@ async fn a_real_socket_serves_multipart_uploads() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_whole_image_face_field_skips_detection_and_no_face_mentions_it() {
+    let coffee = fixture("coffee.jpg");
+    let no_face = json_of(send(upload_request("/api/v1/predict", "coffee.jpg", &coffee, None)).await).await;
+    assert_eq!(no_face["code"], "no_face");
+    assert!(no_face["message"].as_str().unwrap().contains("whole_image_face=true"), "{no_face}");
+    let form = |value: &str| {
+        let mut body = multipart_body(&[("file", "coffee.jpg", &coffee)]);
+        let field =
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"whole_image_face\"\r\n\r\n{value}\r\n");
+        body.splice(0..0, field.into_bytes());
+        Request::post("/api/v1/predict")
+            .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={BOUNDARY}"))
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let whole = send(form("true")).await;
+    assert_eq!(whole.status(), StatusCode::OK);
+    let whole = json_of(whole).await;
+    let faces = whole["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1);
+    let (w, h) = (whole["width"].as_u64().unwrap(), whole["height"].as_u64().unwrap());
+    let side = w.min(h);
+    assert_eq!(
+        faces[0]["box"],
+        serde_json::json!({"x": (w - side) / 2, "y": (h - side) / 2, "width": side, "height": side})
+    );
+    let bad = send(form("maybe")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(json_of(bad).await["message"].as_str().unwrap().contains("whole_image_face"));
+}

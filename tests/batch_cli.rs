@@ -124,3 +124,22 @@ fn exit_code_fails_only_when_nothing_could_be_analysed() {
     let output = predict(&[dir.path().join("coffee.jpg").to_str().unwrap(), missing.to_str().unwrap()]);
     assert!(output.status.success());
 }
+
+#[test]
+fn whole_image_face_reads_a_face_crop_the_cascade_would_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 48x36 crop of the astronaut's face, tighter than the cascade's window.
+    let photo = image::load_from_memory(&fixture("astronaut.jpg")).unwrap().to_rgb8();
+    let crop = image::imageops::crop_imm(&photo, 92, 40, 48, 36).to_image();
+    let path = dir.path().join("crop.png");
+    crop.save(&path).unwrap();
+    let detected = predict(&[path.to_str().unwrap()]);
+    let row: Value = serde_json::from_slice(detected.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(row["status"], "no_face", "{row}");
+    let whole = predict(&["--whole-image-face", path.to_str().unwrap()]);
+    assert!(whole.status.success());
+    let row: Value = serde_json::from_slice(whole.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!((row["kind"].as_str(), row["status"].as_str()), (Some("face"), Some("ok")), "{row}");
+    // The central square of a 48x36 picture.
+    assert_eq!([&row["box_x"], &row["box_y"], &row["box_width"], &row["box_height"]], [6, 0, 36, 36]);
+}

@@ -27,6 +27,9 @@ pub struct UploadForm {
     /// A clip of the same person, sent with `image`.
     #[schema(value_type = Option<String>, format = Binary)]
     audio: Option<Vec<u8>>,
+    /// `true` when the image is one face, already cropped: its central
+    /// square is read as the face and no detection runs (default `false`).
+    whole_image_face: Option<bool>,
 }
 
 /// The `kind` of a fused answer.

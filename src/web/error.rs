@@ -39,7 +39,11 @@ pub enum AppError {
     ImageTooLarge(String),
     #[error("{0}")]
     AudioTooLong(String),
-    #[error("no face was found in the image: upload a photo with a clearly visible, roughly frontal face")]
+    #[error(
+        "no face was found in the image: upload a photo with a clearly visible, roughly frontal face, or, if \
+         the picture is one face already cropped, send it with `whole_image_face=true` (on the page: tick \
+         \"The picture is one face\")"
+    )]
     NoFace,
     /// The detail says whether the clip was silent or held sound but no voice.
     #[error("{0}: upload a recording of someone speaking")]

@@ -50,7 +50,7 @@ use tower_http::trace::TraceLayer;
 pub use error::{AppError, ErrorBody, HtmlError};
 
 use crate::decode::{sniff, MediaKind};
-use crate::predict::{Analysis, AnalyzeError, Analyzer};
+use crate::predict::{Analysis, AnalyzeError, Analyzer, FaceSource};
 use api::{Answer, FusionAnalysis, FusionKind};
 
 /// Limits of the HTTP layer.
@@ -250,6 +250,9 @@ pub struct Upload {
 /// The multipart fields that may hold an upload.
 const UPLOAD_FIELDS: [&str; 3] = ["file", "image", "audio"];
 
+/// The form field that says the image is one face, already cropped.
+const WHOLE_IMAGE_FACE_FIELD: &str = "whole_image_face";
+
 /// What a predict request carries.
 pub enum Uploads {
     /// One file, image or clip.
@@ -260,7 +263,10 @@ pub enum Uploads {
 
 /// Reads the upload fields of a multipart request: one `file` (or `image`,
 /// or `audio`), or two of them holding an image and a clip.
-async fn read_uploads(multipart: Result<Multipart, MultipartRejection>, limit: usize) -> Result<Uploads, AppError> {
+async fn read_uploads(
+    multipart: Result<Multipart, MultipartRejection>,
+    limit: usize,
+) -> Result<(Uploads, FaceSource), AppError> {
     let mut multipart = multipart.map_err(|e| {
         AppError::BadRequest(format!(
             "expected a multipart/form-data upload with the file in a field named `file` ({})",
@@ -277,8 +283,19 @@ async fn read_uploads(multipart: Result<Multipart, MultipartRejection>, limit: u
         }
     };
     let mut uploads: Vec<(String, Upload)> = Vec::new();
+    let mut faces = FaceSource::Detect;
     while let Some(field) = multipart.next_field().await.map_err(|e| reading_error(e, "malformed multipart body"))? {
         let name = field.name().unwrap_or_default().to_string();
+        if name == WHOLE_IMAGE_FACE_FIELD {
+            let value = field.text().await.map_err(|e| reading_error(e, "could not read a form field"))?;
+            faces = FaceSource::from_form_value(&value).ok_or_else(|| {
+                AppError::BadRequest(format!(
+                    "`{WHOLE_IMAGE_FACE_FIELD}` is `true` or `false` (got `{}`)",
+                    value.chars().take(40).collect::<String>()
+                ))
+            })?;
+            continue;
+        }
         if !UPLOAD_FIELDS.contains(&name.as_str()) {
             continue;
         }
@@ -289,12 +306,13 @@ async fn read_uploads(multipart: Result<Multipart, MultipartRejection>, limit: u
         uploads.push((name, Upload { bytes }));
     }
     let mut uploads = uploads.into_iter();
-    match (uploads.next(), uploads.next()) {
+    let uploads = match (uploads.next(), uploads.next()) {
         (None, _) => Err(AppError::MissingFile),
         // An empty file is reported by the decoder, like every other content problem.
         (Some((_, one)), None) => Ok(Uploads::One(one)),
         (Some(first), Some(second)) => pair(first, second),
-    }
+    }?;
+    Ok((uploads, faces))
 }
 
 /// Which of two uploads is the image and which the clip: by content, or by
@@ -365,18 +383,23 @@ async fn run_bounded<T: Send + 'static>(
 }
 
 /// Analyses one upload.
-async fn analyze(state: &AppState, upload: &Upload) -> Result<Analysis, AppError> {
+async fn analyze(state: &AppState, upload: &Upload, faces: FaceSource) -> Result<Analysis, AppError> {
     let bytes = upload.bytes.clone();
-    run_bounded(state, move |analyzer| analyzer.analyze_bytes(&bytes)).await?.map_err(AppError::from)
+    run_bounded(state, move |analyzer| analyzer.analyze_bytes_with(&bytes, faces)).await?.map_err(AppError::from)
 }
 
 /// Analyses an image and a clip of one person on one worker and fuses them.
 /// A part that cannot be analysed is reported in the answer and left out of
 /// the fusion; when neither can, the image's error is the answer.
-async fn analyze_pair(state: &AppState, image: &Upload, audio: &Upload) -> Result<FusionAnalysis, AppError> {
+async fn analyze_pair(
+    state: &AppState,
+    image: &Upload,
+    audio: &Upload,
+    faces: FaceSource,
+) -> Result<FusionAnalysis, AppError> {
     let (image, audio) = (image.bytes.clone(), audio.bytes.clone());
     let (image, audio, fused) = run_bounded(state, move |analyzer| {
-        let image = analyzer.analyze_image_bytes(&image);
+        let image = analyzer.analyze_image_bytes_with(&image, faces);
         let audio = analyzer.analyze_audio_bytes(&audio);
         let fused = analyzer.fuse(image.as_ref().ok(), audio.as_ref().ok());
         (image, audio, fused)
@@ -405,10 +428,12 @@ fn split_outcome<T>(outcome: Result<T, AnalyzeError>) -> (Option<T>, Option<AppE
 }
 
 /// Analyses whatever the request carries.
-async fn answer(state: &AppState, uploads: &Uploads) -> Result<Answer, AppError> {
+async fn answer(state: &AppState, uploads: &Uploads, faces: FaceSource) -> Result<Answer, AppError> {
     match uploads {
-        Uploads::One(upload) => analyze(state, upload).await.map(Answer::Single),
-        Uploads::Pair { image, audio } => analyze_pair(state, image, audio).await.map(|f| Answer::Fusion(Box::new(f))),
+        Uploads::One(upload) => analyze(state, upload, faces).await.map(Answer::Single),
+        Uploads::Pair { image, audio } => {
+            analyze_pair(state, image, audio, faces).await.map(|f| Answer::Fusion(Box::new(f)))
+        }
     }
 }
 
@@ -464,8 +489,8 @@ async fn predict_json(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Answer>, AppError> {
     let _admission = admit_upload(&state, &headers)?;
-    let uploads = read_uploads(multipart, state.limits.max_upload_bytes).await?;
-    Ok(Json(answer(&state, &uploads).await?))
+    let (uploads, faces) = read_uploads(multipart, state.limits.max_upload_bytes).await?;
+    Ok(Json(answer(&state, &uploads, faces).await?))
 }
 
 /// The same as `/api/v1/predict`, answering an HTML page unless the client
@@ -489,7 +514,7 @@ async fn predict_negotiated(
     let json = wants_json(&headers);
     let result = match admit_upload(&state, &headers) {
         Ok(_admission) => match read_uploads(multipart, state.limits.max_upload_bytes).await {
-            Ok(uploads) => answer(&state, &uploads).await.map(|answer| (uploads, answer)),
+            Ok((uploads, faces)) => answer(&state, &uploads, faces).await.map(|answer| (uploads, answer)),
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
