@@ -170,10 +170,22 @@ fn decode_known_format(
     // Room for the largest allowed image as 16-bit RGBA, the widest buffer a decoder makes.
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8));
     reader.limits(decoder_limits);
-    let mut decoder = reader.into_decoder().map_err(|e| match e {
-        image::ImageError::Limits(_) => too_large_from_header(bytes, format, limits, e),
-        other => corrupt(other),
-    })?;
+    let mut decoder = match reader.into_decoder() {
+        Ok(decoder) => decoder,
+        Err(e @ image::ImageError::Limits(_)) => return Err(too_large_from_header(bytes, format, limits, e)),
+        // A valid TIFF the `image` crate cannot read (a palette image, say):
+        // its size from the header, then OpenCV's decoder (libtiff).
+        Err(image::ImageError::Unsupported(e)) if format == ImageFormat::Tiff => {
+            let unsupported = || ImageDecodeError::Corrupt { format: "tiff", detail: e.to_string() };
+            let (width, height) = tiff::decoder::Decoder::new(Cursor::new(bytes))
+                .and_then(|mut d| d.dimensions())
+                .map_err(|_| unsupported())?;
+            check_size(width, height, limits)?;
+            let gray = opencv_gray(bytes, true).map_err(|_| unsupported())?;
+            return Ok(DecodedImage { format, gray });
+        }
+        Err(other) => return Err(corrupt(other)),
+    };
     let (width, height) = decoder.dimensions();
     check_size(width, height, limits)?;
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
@@ -185,8 +197,32 @@ fn decode_known_format(
     let orientation = decoder.orientation().ok();
     // Grey first, then rotate: the decoder's own buffer (up to 8 bytes a
     // pixel) is dropped before the rotation makes its copy.
-    let gray = DynamicImage::from_decoder(decoder).map_err(corrupt)?.into_luma8();
+    let gray = match DynamicImage::from_decoder(decoder) {
+        Ok(image) => image.into_luma8(),
+        // The header was read (and its size checked) but the pixels' layout
+        // is one the crate lacks: OpenCV's decoder reads most of those.
+        Err(image::ImageError::Unsupported(e)) => opencv_gray(bytes, false)
+            .map_err(|_| ImageDecodeError::Corrupt { format: format_name(format), detail: e.to_string() })?,
+        Err(e) => return Err(corrupt(e)),
+    };
     Ok(DecodedImage { format, gray: oriented(gray, orientation) })
+}
+
+/// Decodes `bytes` to grey with OpenCV (the fallback for valid files the
+/// `image` crate refuses; the caller has checked the size). OpenCV turns the
+/// image upright itself when `apply_orientation`.
+fn opencv_gray(bytes: &[u8], apply_orientation: bool) -> Result<GrayImage, String> {
+    use opencv::core::{MatTraitConst, MatTraitConstManual};
+    let flags = opencv::imgcodecs::IMREAD_GRAYSCALE
+        | if apply_orientation { 0 } else { opencv::imgcodecs::IMREAD_IGNORE_ORIENTATION };
+    let mat = opencv::imgcodecs::imdecode(&opencv::core::Vector::<u8>::from_slice(bytes), flags)
+        .map_err(|e| e.to_string())?;
+    if mat.empty() || mat.typ() != opencv::core::CV_8UC1 {
+        return Err("OpenCV could not decode it".into());
+    }
+    let (width, height) = (mat.cols() as u32, mat.rows() as u32);
+    let pixels = mat.data_bytes().map_err(|e| e.to_string())?.to_vec();
+    GrayImage::from_raw(width, height, pixels).ok_or_else(|| "OpenCV gave a buffer of the wrong size".into())
 }
 
 /// Refuses sizes with no pixels or over the limits.
@@ -508,5 +544,96 @@ mod tests {
             ImageDecodeError::Corrupt { format: "tiff", detail } => assert!(detail.contains("malformed"), "{detail}"),
             other => panic!("expected corrupt, got {other:?}"),
         }
+    }
+
+    /// A TIFF of `pixels` (8-bit samples, `samples` a pixel) with the given
+    /// photometric interpretation and, for palettes, a colour map.
+    fn tiff(
+        width: u16,
+        height: u16,
+        samples: u16,
+        photometric: u16,
+        pixels: &[u8],
+        colormap: Option<&[u16]>,
+    ) -> Vec<u8> {
+        let mut entries: Vec<(u16, u16, u32, Vec<u8>)> = vec![
+            (256, 3, 1, width.to_le_bytes().to_vec()),
+            (257, 3, 1, height.to_le_bytes().to_vec()),
+            (
+                258,
+                3,
+                u32::from(samples),
+                [8u16].repeat(samples as usize).iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+            (259, 3, 1, 1u16.to_le_bytes().to_vec()),
+            (262, 3, 1, photometric.to_le_bytes().to_vec()),
+            (273, 4, 1, vec![]), // strip offset, filled below
+            (277, 3, 1, samples.to_le_bytes().to_vec()),
+            (278, 3, 1, height.to_le_bytes().to_vec()),
+            (279, 4, 1, (pixels.len() as u32).to_le_bytes().to_vec()),
+        ];
+        if let Some(map) = colormap {
+            entries.push((320, 3, map.len() as u32, map.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        }
+        if samples == 2 {
+            entries.push((338, 3, 1, 2u16.to_le_bytes().to_vec())); // unassociated alpha
+        }
+        let ifd_at = 8u32;
+        let ifd_len = 2 + 12 * entries.len() as u32 + 4;
+        let mut extra = Vec::new();
+        let mut ifd = (entries.len() as u16).to_le_bytes().to_vec();
+        let extra_at = ifd_at + ifd_len;
+        // Values longer than 4 bytes go after the IFD; the pixels after them.
+        let mut at = extra_at;
+        let mut fields = Vec::new();
+        for (tag, kind, count, value) in &entries {
+            let field = if *tag == 273 {
+                None
+            } else if value.len() > 4 {
+                let offset = at;
+                extra.extend_from_slice(value);
+                at += value.len() as u32;
+                Some(offset.to_le_bytes().to_vec())
+            } else {
+                let mut v = value.clone();
+                v.resize(4, 0);
+                Some(v)
+            };
+            fields.push((*tag, *kind, *count, field));
+        }
+        let pixels_at = at;
+        for (tag, kind, count, field) in fields {
+            ifd.extend_from_slice(&tag.to_le_bytes());
+            ifd.extend_from_slice(&kind.to_le_bytes());
+            ifd.extend_from_slice(&count.to_le_bytes());
+            ifd.extend_from_slice(&field.unwrap_or_else(|| pixels_at.to_le_bytes().to_vec()));
+        }
+        ifd.extend_from_slice(&0u32.to_le_bytes());
+        [&b"II*\0"[..], &ifd_at.to_le_bytes(), &ifd, &extra, pixels].concat()
+    }
+
+    #[test]
+    fn palette_grey_alpha_and_cmyk_tiffs_decode() {
+        // A palette of 4 greys (16-bit entries: all reds, all greens, all blues).
+        let mut map = vec![0u16; 3 * 256];
+        for (i, level) in [0u16, 80, 160, 255].iter().enumerate() {
+            for channel in 0..3 {
+                map[channel * 256 + i] = level * 257;
+            }
+        }
+        let indices: Vec<u8> = (0..64).map(|i| (i % 4) as u8).collect();
+        let palette = decode_image(&tiff(8, 8, 1, 3, &indices, Some(&map)), ImageLimits::default()).expect("palette");
+        assert_eq!(palette.gray.dimensions(), (8, 8));
+        let levels: Vec<u8> = palette.gray.as_raw()[..4].to_vec();
+        for (got, want) in levels.iter().zip([0u8, 80, 160, 255]) {
+            assert!(got.abs_diff(want) <= 1, "palette grey {levels:?}");
+        }
+        let grey_alpha: Vec<u8> = (0..64).flat_map(|i| [(i * 4) as u8, 255]).collect();
+        let decoded = decode_image(&tiff(8, 8, 2, 1, &grey_alpha, None), ImageLimits::default()).expect("grey + alpha");
+        assert!(decoded.gray.get_pixel(7, 7).0[0].abs_diff(252) <= 1);
+        // CMYK: no ink is white, full black ink is black.
+        let cmyk: Vec<u8> = (0..64).flat_map(|i| if i < 32 { [0, 0, 0, 0] } else { [0, 0, 0, 255] }).collect();
+        let decoded = decode_image(&tiff(8, 8, 4, 5, &cmyk, None), ImageLimits::default()).expect("cmyk");
+        assert!(decoded.gray.get_pixel(0, 0).0[0] > 240 && decoded.gray.get_pixel(0, 7).0[0] < 15);
     }
 }
