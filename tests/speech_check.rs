@@ -144,7 +144,7 @@ async fn answer(bytes: &[u8]) -> Value {
 }
 
 // Fails with the shipped model: espeak-ng's female voices (F0 170-200 Hz)
-// are heard as men (en+f3: male 86%). Kept as the target of issue 13 and
+// are heard as men (en+f3: male 96%). Kept as the target of issue 13 and
 // run with `cargo test --release -- --ignored`; see models/README.md.
 #[tokio::test]
 #[ignore = "known failure of the shipped voice model (issue 13): espeak-ng's female voices are heard as male"]
@@ -177,11 +177,10 @@ fn telephone_band() -> Vec<u8> {
     wav(8_000, &narrow)
 }
 
-// Fails with the shipped model: the sex agrees everywhere, but the espeak-ng
-// sentence's top emotion is a near tie (M4A: angry 44%, disgust 36%; WAV:
-// disgust first). Kept as the target of issue 13; see models/README.md.
+// Issue 13's goal: the recording chain must not change the answer. The model
+// trained on RAVDESS and speechsex alone failed it (a near tie, M4A angry,
+// WAV disgust); the one trained on all three corpora passes.
 #[tokio::test]
-#[ignore = "known failure of the shipped voice model (issue 13): the top emotion of a near tie differs between containers"]
 async fn the_same_speech_through_every_container_and_a_phone_line_gets_the_same_answer() {
     let mut answers = Vec::new();
     for name in ["speech.wav", "speech.flac", "speech.mp3", "speech.ogg", "speech.m4a"] {
