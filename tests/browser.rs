@@ -146,6 +146,77 @@ async fn upload_files(browser: &Client, base: &str, paths: &[&Path]) {
     browser.find(Locator::Css("#upload-form button[type=submit]")).await.unwrap().click().await.unwrap();
 }
 
+/// Where the page drew each face, against the API's JSON boxes for the same
+/// file: the largest difference of any box edge in page pixels, and whether
+/// every tag lies inside the picture and clear of the others.
+async fn drawn_boxes_against_json(browser: &Client, base: &str, path: &Path) -> (usize, f64, bool) {
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(std::fs::read(path).unwrap()).file_name("photo.jpg"));
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{base}api/v1/predict"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let drawn = js(
+        browser,
+        "const img = document.querySelector('.photo img'); const r = img.getBoundingClientRect();
+         const rel = b => [b.left - r.left, b.top - r.top, b.width, b.height];
+         return { scale: r.width / img.naturalWidth, width: r.width, height: r.height,
+                  boxes: [...document.querySelectorAll('rect.face-box')].map(e => rel(e.getBoundingClientRect())),
+                  tags: [...document.querySelectorAll('text.face-tag')].map(e => rel(e.getBoundingClientRect())) };",
+    )
+    .await;
+    let scale = drawn["scale"].as_f64().unwrap();
+    let faces = answer["faces"].as_array().unwrap();
+    let boxes = drawn["boxes"].as_array().unwrap();
+    assert_eq!(boxes.len(), faces.len(), "one drawn box per face");
+    let mut worst = 0f64;
+    for (face, drawn) in faces.iter().zip(boxes) {
+        let b = &face["box"];
+        let want = [
+            b["x"].as_f64().unwrap(),
+            b["y"].as_f64().unwrap(),
+            b["width"].as_f64().unwrap(),
+            b["height"].as_f64().unwrap(),
+        ];
+        for (w, d) in want.iter().zip(drawn.as_array().unwrap()) {
+            worst = worst.max((w * scale - d.as_f64().unwrap()).abs());
+        }
+    }
+    let (width, height) = (drawn["width"].as_f64().unwrap(), drawn["height"].as_f64().unwrap());
+    let tags: Vec<[f64; 4]> = drawn["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let t: Vec<f64> = t.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            [t[0], t[1], t[0] + t[2], t[1] + t[3]]
+        })
+        .collect();
+    let inside = tags.iter().all(|t| t[0] >= -0.5 && t[1] >= -0.5 && t[2] <= width + 0.5 && t[3] <= height + 0.5);
+    let apart = tags
+        .iter()
+        .enumerate()
+        .all(|(i, a)| tags[i + 1..].iter().all(|b| a[2] <= b[0] || b[2] <= a[0] || a[3] <= b[1] || b[3] <= a[1]));
+    (faces.len(), worst, inside && apart)
+}
+
+/// Six copies of the astronaut portrait, 3 x 2: a photo with more faces.
+fn six_faces(dir: &Path) -> PathBuf {
+    let photo = image::load_from_memory(&fixture("astronaut.jpg")).unwrap().to_rgb8();
+    let mut grid = image::RgbImage::new(768, 512);
+    for i in 0..6u32 {
+        image::imageops::replace(&mut grid, &photo, i64::from(i % 3 * 256), i64::from(i / 3 * 256));
+    }
+    let path = dir.join("six.jpg");
+    grid.save(&path).unwrap();
+    path
+}
+
 /// A 10 s clip (the speech fixture repeated with pauses), so the page shows a
 /// timeline.
 fn ten_second_clip(dir: &Path) -> PathBuf {
@@ -190,6 +261,18 @@ async fn answer_pages_work_in_headless_chromium() {
     // The picture is displayed with the box over it.
     assert!(js(&browser, "return document.querySelector('.photo img').naturalWidth").await.as_u64().unwrap() == 256);
     screenshot(&browser, "image_result.png").await;
+
+    // Several faces: every drawn box sits on its face (within 2 px of the
+    // JSON box, in page pixels), and the tags stay inside the picture and
+    // clear of each other.
+    for (path, at_least) in [(fixtures.join("group.jpg"), 3), (six_faces(tmp.path()), 5)] {
+        upload(&browser, &base, &path).await;
+        wait_for(&browser, "article.face").await;
+        let (faces, worst, tags_ok) = drawn_boxes_against_json(&browser, &base, &path).await;
+        assert!(faces >= at_least, "{}: {faces} faces", path.display());
+        assert!(worst <= 2.0, "{}: a drawn box is {worst:.1} px off its face", path.display());
+        assert!(tags_ok, "{}: the tags leave the picture or overlap", path.display());
+    }
 
     // A clip: player, emotion and sex bars, a timeline, and a drawn face
     // sample for its emotion and sex.

@@ -188,8 +188,13 @@ struct FaceView {
     y: u32,
     width: u32,
     height: u32,
-    /// Font size of the face's number on the photo, in image pixels.
+    /// Font size of the face's tag on the photo, in image pixels: small
+    /// enough for the tag to fit inside its box.
     tag_size: u32,
+    /// Where the tag's baseline starts: inside the box's top-left corner, so
+    /// it stays inside the image and off the other faces' tags.
+    tag_x: u32,
+    tag_y: u32,
     label: String,
     confidence: f32,
     bars: Vec<Bar>,
@@ -231,20 +236,26 @@ fn image_section(upload: &Upload, analysis: &ImageAnalysis) -> Result<String, Ap
         .faces
         .iter()
         .enumerate()
-        .map(|(i, face)| FaceView {
-            number: i + 1,
-            x: face.bbox.x,
-            y: face.bbox.y,
-            width: face.bbox.width,
-            height: face.bbox.height,
-            tag_size: (analysis.width.max(analysis.height) / 30).max(face.bbox.height / 4).max(10),
-            label: face.emotion.label.clone(),
-            confidence: 100.0 * face.emotion.confidence,
-            bars: bars(&face.emotion),
-            sex_label: face.sex.label.clone(),
-            sex_confidence: 100.0 * face.sex.confidence,
-            sex_bars: bars(&face.sex),
-            sample: voice_sample(&face.emotion.label, &face.sex.label),
+        .map(|(i, face)| {
+            let tag = format!("{} {}", i + 1, face.emotion.label);
+            let tag_size = tag_size(face.bbox.width, face.bbox.height, tag.chars().count());
+            FaceView {
+                number: i + 1,
+                x: face.bbox.x,
+                y: face.bbox.y,
+                width: face.bbox.width,
+                height: face.bbox.height,
+                tag_size,
+                tag_x: face.bbox.x + (tag_size / 4).max(1),
+                tag_y: face.bbox.y + tag_size + (tag_size / 4).max(1),
+                label: face.emotion.label.clone(),
+                confidence: 100.0 * face.emotion.confidence,
+                bars: bars(&face.emotion),
+                sex_label: face.sex.label.clone(),
+                sex_confidence: 100.0 * face.sex.confidence,
+                sex_bars: bars(&face.sex),
+                sample: voice_sample(&face.emotion.label, &face.sex.label),
+            }
         })
         .collect();
     to_html(&ImageSection {
@@ -254,6 +265,14 @@ fn image_section(upload: &Upload, analysis: &ImageAnalysis) -> Result<String, Ap
         faces,
         faces_left_out: analysis.faces_left_out,
     })
+}
+
+/// The font size (image pixels) at which a tag of `chars` characters fits
+/// inside a `width` x `height` box: at most a fifth of its height, and narrow
+/// enough for the whole tag (a bold glyph is about 0.62 em wide).
+fn tag_size(width: u32, height: u32, chars: usize) -> u32 {
+    let by_width = (f64::from(width) * 0.9 / (0.62 * chars.max(1) as f64)) as u32;
+    (height / 5).min(by_width).max(6)
 }
 
 /// One modality's part in the fused answer, as the page lists it.
