@@ -11,8 +11,10 @@
 //! - [`decode`]: uploaded bytes to pixels or samples, the kind and format
 //!   sniffed from the bytes; image size limits checked from the header before
 //!   decoding; [`decode::audio`] turns WAV, FLAC, MP3, Ogg Vorbis and M4A/AAC
-//!   into mono samples at a fixed rate, refusing over-long clips while
-//!   decoding.
+//!   into mono samples at a fixed rate, packet by packet, refusing clips
+//!   over the duration or the decoded-sample budget while decoding; PNGs are
+//!   decoded row by row to grey, and TIFFs the `image` crate refuses go to
+//!   OpenCV.
 //! - [`detect`]: Haar-cascade face detection on a bounded-size copy, boxes
 //!   mapped back; cropping faces to the networks' 48x48 input.
 //! - [`features`]: MFCCs of a clip (rustfft + `mel_spec`'s filterbank),
@@ -34,7 +36,10 @@
 //!   [`predict::voice`] splits long clips into overlapping windows and
 //!   combines them.
 //! - [`web`]: the axum application ([`web::app`]), its one error type, its
-//!   pages and the cross-modal samples they offer ([`web::samples`]).
+//!   pages and the cross-modal samples they offer ([`web::samples`]); uploads
+//!   are admitted from their headers before their bodies are read, and its
+//!   own connection loop ([`web::serve`]) closes slow and idle connections
+//!   and caps how many are open.
 //! - [`train`]: dataset loaders (FER2013, RAVDESS, EmoDB, speechsex and kin,
 //!   UTKFace), generated non-speech for the speech check,
 //!   augmentation, the training loops with checkpoints, and evaluation
