@@ -359,7 +359,7 @@ pub struct VoiceTrainRequest {
 }
 
 /// Trains the voice network; returns the run's state. The best epoch (by
-/// [`selection_score`] on the validation clips) is in
+/// `selection_score` on the validation clips) is in
 /// `run_dir/best.safetensors`.
 pub fn train_voice(
     train: &[VoiceClip],

@@ -17,7 +17,8 @@
 //! request beyond that gets an immediate 503 with `Retry-After` instead of
 //! piling up. A request takes its place, and its share of the upload budget,
 //! from its headers before its body is read. Connections are accepted by
-//! [`server`], which closes slow and idle ones and caps how many are open.
+//! [`serve`]'s own loop, which closes slow and idle ones and caps how many are
+//! open.
 
 pub mod api;
 pub mod error;
