@@ -482,7 +482,7 @@ impl Analyzer {
     /// [`Self::analyze_image`], with the faces taken from `faces`.
     pub fn analyze_image_with(&self, image: &DecodedImage, faces: FaceSource) -> Result<ImageAnalysis, AnalyzeError> {
         let (width, height) = image.gray.dimensions();
-        let boxes = match faces {
+        let mut boxes = match faces {
             FaceSource::Detect => self.detectors.detect(&image.gray)?,
             FaceSource::WholeImage => {
                 let side = width.min(height);
@@ -492,9 +492,9 @@ impl Analyzer {
         if boxes.is_empty() {
             return Err(AnalyzeError::NoFace { width, height });
         }
-        let mut boxes = boxes;
-        let faces_left_out = boxes.len().saturating_sub(self.config.max_faces.max(1));
-        boxes.truncate(self.config.max_faces.max(1));
+        let cap = self.config.max_faces.max(1);
+        let faces_left_out = boxes.len().saturating_sub(cap);
+        boxes.truncate(cap);
         let (mut emotions, mut sexes) = (Vec::with_capacity(boxes.len()), Vec::with_capacity(boxes.len()));
         for part in boxes.chunks(FACE_BATCH) {
             let batch = face_batch(&image.gray, part);

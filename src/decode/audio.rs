@@ -292,10 +292,13 @@ fn decode_mono(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<Decod
         }
     }
     let codecs = symphonia::default::get_codecs();
-    let mut decoder = codecs.make(&track.codec_params, &DecoderOptions::default()).map_err(|_| {
-        let name = codecs.get_codec(track.codec_params.codec).map_or("unknown", |d| d.short_name);
-        AudioDecodeError::UnsupportedCodec(name.to_string())
-    })?;
+    let make_decoder = |params: &symphonia::core::codecs::CodecParameters| {
+        codecs.make(params, &DecoderOptions::default()).map_err(|_| {
+            let name = codecs.get_codec(params.codec).map_or("unknown", |d| d.short_name);
+            AudioDecodeError::UnsupportedCodec(name.to_string())
+        })
+    };
+    let mut decoder = make_decoder(&track.codec_params)?;
 
     let mut resampler = StreamResampler::new(source_rate, target_rate)?;
     let mut frames = 0u64;
@@ -321,10 +324,7 @@ fn decode_mono(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<Decod
                     )));
                 }
                 track_id = next.id;
-                decoder = codecs.make(&next.codec_params, &DecoderOptions::default()).map_err(|_| {
-                    let name = codecs.get_codec(next.codec_params.codec).map_or("unknown", |d| d.short_name);
-                    AudioDecodeError::UnsupportedCodec(name.to_string())
-                })?;
+                decoder = make_decoder(&next.codec_params)?;
                 continue;
             }
             Err(e) => return Err(AudioDecodeError::Corrupt(e.to_string())),
@@ -697,8 +697,7 @@ mod tests {
         assert_eq!(decode_audio(&webm, 16_000, 60.0).unwrap_err(), AudioDecodeError::UnsupportedFormat);
     }
 
-    /// `wav` with the fmt chunk's channel count and format tag rewritten, or
-    /// `extra` chunks inserted before the data.
+    /// `wav` with `extra` chunks inserted between its fmt chunk and its data.
     fn wav_with(rate: u32, channels: u16, seconds: f64, extra: &[u8]) -> Vec<u8> {
         let mut out = wav(rate, channels, 16, false, seconds);
         out.splice(36..36, extra.iter().copied());

@@ -442,7 +442,7 @@ async fn answer(state: &AppState, uploads: &Uploads, faces: FaceSource) -> Resul
 /// for `application/json` against `text/html` (RFC 9110: media types are
 /// case-insensitive, the most specific range sets a type's quality, `q=0`
 /// means "not this"). A tie, as with `*/*` or no header, is a page.
-pub fn wants_json(headers: &HeaderMap) -> bool {
+fn wants_json(headers: &HeaderMap) -> bool {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     quality(accept, "application", "json") > quality(accept, "text", "html")
 }
@@ -513,13 +513,13 @@ async fn predict_negotiated(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let json = wants_json(&headers);
-    let result = match admit_upload(&state, &headers) {
-        Ok(_admission) => match read_uploads(multipart, state.limits.max_upload_bytes).await {
-            Ok((uploads, faces)) => answer(&state, &uploads, faces).await.map(|answer| (uploads, answer)),
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
+    let result = async {
+        let _admission = admit_upload(&state, &headers)?;
+        let (uploads, faces) = read_uploads(multipart, state.limits.max_upload_bytes).await?;
+        let answer = answer(&state, &uploads, faces).await?;
+        Ok::<_, AppError>((uploads, answer))
+    }
+    .await;
     match (result, json) {
         (Ok((_, analysis)), true) => Json(analysis).into_response(),
         (Ok((uploads, answer)), false) => pages::result(&uploads, &answer),
