@@ -273,6 +273,14 @@ async fn answer_pages_work_in_headless_chromium() {
         assert!(worst <= 2.0, "{}: a drawn box is {worst:.1} px off its face", path.display());
         assert!(tags_ok, "{}: the tags leave the picture or overlap", path.display());
     }
+    screenshot(&browser, "six_faces_result.png").await;
+    // The same at a phone's width: the picture shrinks and the boxes with it.
+    browser.set_window_size(390, 844).await.unwrap();
+    let (_, worst, tags_ok) = drawn_boxes_against_json(&browser, &base, &six_faces(tmp.path())).await;
+    assert!(worst <= 2.0, "at 390 px wide a drawn box is {worst:.1} px off its face");
+    assert!(tags_ok, "at 390 px wide the tags leave the picture or overlap");
+    screenshot(&browser, "six_faces_result_phone.png").await;
+    browser.set_window_size(1200, 1500).await.unwrap();
 
     // A clip: player, emotion and sex bars, a timeline, and a drawn face
     // sample for its emotion and sex.
