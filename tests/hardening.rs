@@ -195,6 +195,50 @@ async fn a_declared_length_over_the_limit_is_refused_before_any_body() {
     server.await.unwrap();
 }
 
+/// An answer given before the body is read (413, or 503 with the queue
+/// full) must reach a client that goes on sending the body: the server
+/// lingers instead of resetting the connection, which would destroy the
+/// answer before the client reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_reaches_a_client_still_sending_its_body() {
+    let limits = ServerLimits::default();
+    let over = limits.max_upload_bytes + 1024 * 1024;
+    let (addr, stop, server) = start(limits).await;
+    for attempt in 0..3 {
+        let form = reqwest::multipart::Form::new()
+            .part("file", reqwest::multipart::Part::bytes(vec![0u8; over]).file_name("big.jpg"));
+        let response = client()
+            .post(format!("http://{addr}/api/v1/predict"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: the 413 was lost: {e}"));
+        assert_eq!(response.status(), 413);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "payload_too_large");
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap();
+
+    // No place at all: a full-size upload sent whole still hears its 503.
+    let limits = ServerLimits { workers: 1, queue: 0, ..ServerLimits::default() };
+    let near_limit = limits.max_upload_bytes - 1024 * 1024;
+    let (addr, stop, server) = start(limits).await;
+    let _held = hold_upload(&addr, 1_000_000, 100_000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(vec![0u8; near_limit]).file_name("big.jpg"));
+    let busy = client()
+        .post(format!("http://{addr}/api/v1/predict"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the 503 was lost: {e}"));
+    assert_eq!(busy.status(), 503);
+    stop.send(()).unwrap();
+    server.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn costly_clips_are_refused_while_photos_sent_alongside_are_answered() {
     let (addr, stop, server) = start(ServerLimits::default()).await;

@@ -131,8 +131,8 @@ pub fn decode_audio(bytes: &[u8], target_rate: u32, max_seconds: f64) -> Result<
 
 /// Reads a WAV file's chunk list up to its audio: the channel count against
 /// [`MAX_CHANNELS`] (symphonia calls 64 channels "invalid", or with an
-/// extensible header names the codec as unsupported), and no more than
-/// [`MAX_WAV_CHUNKS`] chunks. Anything else is left to symphonia.
+/// extensible header names the codec as unsupported), no 0 channels or 0 Hz,
+/// and no more than [`MAX_WAV_CHUNKS`] chunks. Anything else is left to symphonia.
 fn check_wav_header(bytes: &[u8]) -> Result<(), AudioDecodeError> {
     let mut at = 12usize;
     let mut chunks = 0usize;
@@ -150,6 +150,15 @@ fn check_wav_header(bytes: &[u8]) -> Result<(), AudioDecodeError> {
                     let channels = usize::from(u16::from_le_bytes([channels[0], channels[1]]));
                     if channels > MAX_CHANNELS {
                         return Err(AudioDecodeError::TooManyChannels { channels });
+                    }
+                    if channels == 0 {
+                        return Err(AudioDecodeError::Corrupt("its header declares 0 channels".into()));
+                    }
+                }
+                // A 0 Hz rate makes symphonia panic (a zero time base).
+                if let Some(rate) = bytes.get(at + 12..at + 16) {
+                    if u32::from_le_bytes([rate[0], rate[1], rate[2], rate[3]]) == 0 {
+                        return Err(AudioDecodeError::Corrupt("its header declares a sample rate of 0 Hz".into()));
                     }
                 }
             }
@@ -609,7 +618,13 @@ mod tests {
         // A WAV declaring 0 Hz (symphonia panics on it; found by the bad-input suite).
         let mut zero_hz = wav(16000, 1, 16, false, 0.5);
         zero_hz[24..28].copy_from_slice(&0u32.to_le_bytes());
-        assert!(matches!(decode_audio(&zero_hz, 16000, 60.0), Err(AudioDecodeError::Corrupt(_))));
+        match decode_audio(&zero_hz, 16000, 60.0) {
+            Err(AudioDecodeError::Corrupt(why)) => assert!(why.contains("0 Hz"), "{why}"),
+            other => panic!("expected a corrupt file naming its 0 Hz rate, got {other:?}"),
+        }
+        let mut no_channels = wav(16000, 1, 16, false, 0.5);
+        no_channels[22..24].copy_from_slice(&0u16.to_le_bytes());
+        assert!(matches!(decode_audio(&no_channels, 16000, 60.0), Err(AudioDecodeError::Corrupt(_))));
         // An MP4 sample table claiming 4 billion entries (symphonia would
         // reserve 32 GiB for it; found by fuzzing).
         let mut m4a = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/speech.m4a")).unwrap();

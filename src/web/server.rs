@@ -9,10 +9,21 @@
 //! closes slow and idle connections, and at most `max_connections` are open
 //! at once; beyond that new ones wait in the kernel's listen backlog until
 //! one closes, and the server says so in its log.
+//!
+//! Answers sent before a request's body is read (413 for a declared length
+//! over the limit, 503 when the queue is full) close the connection while the
+//! client may still be sending. Closing a socket with unread data makes the
+//! kernel send a reset, which can destroy the answer before the client reads
+//! it; so a closing connection lingers as nginx's does: [`LingeringClose`]
+//! sends FIN, then reads and discards what is still arriving for a short
+//! while.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -21,8 +32,10 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 use tower::ServiceExt;
 
 /// File descriptors kept for everything but client connections (the
@@ -31,6 +44,73 @@ const RESERVED_DESCRIPTORS: u64 = 64;
 
 /// How long shutdown waits for requests in flight before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How long a closing connection keeps reading (and discarding) what the
+/// client still sends, so that an early answer reaches it (nginx's
+/// `lingering_time` is 30 s; an upload at the limit takes well under this on
+/// any link the request timeout allows).
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Reads done in one poll while lingering before yielding to other tasks.
+const LINGER_READS_PER_POLL: usize = 32;
+
+/// A TCP stream whose shutdown is a lingering close: FIN first, then the
+/// rest of the client's upload is read and dropped until it ends, fails or
+/// [`LINGER`] passes. Everything else passes straight through.
+struct LingeringClose {
+    stream: TcpStream,
+    /// Set once FIN is sent: when lingering stops.
+    linger_until: Option<Pin<Box<Sleep>>>,
+}
+
+impl LingeringClose {
+    fn new(stream: TcpStream) -> Self {
+        Self { stream, linger_until: None }
+    }
+}
+
+impl AsyncRead for LingeringClose {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LingeringClose {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.linger_until.is_none() {
+            std::task::ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            this.linger_until = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut scratch = [0u8; 16 * 1024];
+        for _ in 0..LINGER_READS_PER_POLL {
+            if let Some(deadline) = this.linger_until.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
+                // End of the upload, or the client gave up: close now.
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // A fast sender: let other connections run, then keep draining.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
 
 /// Raises the soft open-file limit to the hard one (as most servers do) and
 /// returns the connection cap it allows: the limit less a reserve, or
@@ -99,7 +179,7 @@ pub async fn serve_connections(
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(LingeringClose::new(stream)), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _slot = slot;
