@@ -174,6 +174,18 @@ enum TrainCommand {
     FaceSex(TrainFaceSex),
     /// The speech check (speech or not), on speech corpora against generated non-speech.
     SpeechCheck(TrainSpeechCheck),
+    /// Joins trained voice networks (e.g. seeds of one recipe) into one ensemble file that answers with their mean.
+    VoiceEnsemble(TrainVoiceEnsemble),
+}
+
+#[derive(Args)]
+struct TrainVoiceEnsemble {
+    /// A trained voice network's weights, its card beside it (repeat: two or more).
+    #[arg(long = "member", required = true)]
+    members: Vec<PathBuf>,
+    /// Where to write the ensemble's weights (its card goes beside them).
+    #[arg(long, default_value = "models/voice_emotion.safetensors")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -434,6 +446,16 @@ fn main() -> Result<()> {
                 })?;
             println!("threshold {:.4}", card.threshold);
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);
+        }
+        Command::Train(TrainCommand::VoiceEnsemble(args)) => {
+            let card = emotion_ai::train::voice_emotion::merge_ensemble(&args.members, &args.out)?;
+            println!(
+                "wrote {} ({} members, {} parameters); measure it with: {}",
+                args.out.display(),
+                card.ensemble.len() + 1,
+                card.params,
+                card.eval_command
+            );
         }
         Command::Train(TrainCommand::FaceSex(args)) => {
             let options = train_options(

@@ -161,6 +161,48 @@ impl VoiceNet {
     }
 }
 
+/// Anything that turns `[N, rows, frames]` input maps into `[N, 14]` joint
+/// probabilities: one network while training, the served ensemble after.
+pub trait VoiceClassifier {
+    /// Joint class probabilities `[N, 14]` for input maps `[N, rows, frames]`.
+    fn predict_proba(&self, maps: &Tensor) -> Tensor;
+}
+
+impl VoiceClassifier for VoiceNet {
+    fn predict_proba(&self, maps: &Tensor) -> Tensor {
+        VoiceNet::predict_proba(self, maps)
+    }
+}
+
+/// Networks trained alike from different seeds (or recipes), answering with
+/// the mean of their probabilities: members err on different clips, so the
+/// mean is steadier on voices none of them heard than any one member.
+#[derive(Debug)]
+pub struct VoiceEnsemble {
+    pub members: Vec<VoiceNet>,
+}
+
+impl VoiceClassifier for VoiceEnsemble {
+    fn predict_proba(&self, maps: &Tensor) -> Tensor {
+        let mut sum = self.members[0].predict_proba(maps);
+        for member in &self.members[1..] {
+            sum += member.predict_proba(maps);
+        }
+        sum / self.members.len() as f64
+    }
+}
+
+/// Where member `index` of an ensemble keeps its variables: the first at the
+/// root (so a one-network file is a one-member ensemble), the others under
+/// `member1.`, `member2.`, ...
+pub fn member_prefix(index: usize) -> String {
+    if index == 0 {
+        String::new()
+    } else {
+        format!("member{index}.")
+    }
+}
+
 impl ModuleT for VoiceNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut ys = ((xs.to_kind(Kind::Float) - &self.input_mean) / &self.input_std).unsqueeze(1);
@@ -229,6 +271,12 @@ pub struct VoiceModelCard {
     pub sexes: Vec<String>,
     pub input: VoiceInputSpec,
     pub architecture: VoiceNetConfig,
+    /// Architectures of the ensemble's further members, whose variables sit
+    /// under [`member_prefix`]; empty for a single network. The answer is
+    /// the mean of all members' probabilities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble: Vec<VoiceNetConfig>,
+    /// Parameters of all members together.
     pub params: i64,
     pub trained_on: String,
     /// Corpora whose clips trained the model or chose its epoch (`ravdess`,
@@ -257,11 +305,12 @@ impl VoiceModelCard {
     }
 }
 
-/// The voice network with its weights and card, ready for inference.
+/// The voice network (or ensemble) with its weights and card, ready for
+/// inference.
 pub struct LoadedVoiceModel {
     /// Owns the tensors `net` refers to.
     _vs: nn::VarStore,
-    pub net: VoiceNet,
+    pub net: VoiceEnsemble,
     pub card: VoiceModelCard,
 }
 
@@ -273,26 +322,43 @@ impl LoadedVoiceModel {
         if card.classes != voice_class_names() || card.architecture.classes != VOICE_CLASSES as i64 {
             bail!("model card {} does not list the 14 emotion x sex classes in order", card_path(weights).display());
         }
-        if card.architecture.pitch_summary && !card.input.pitch {
-            bail!(
-                "model card {}: the network summarises pitch rows the features do not have",
-                card_path(weights).display()
-            );
-        }
-        if card.architecture.n_mfcc != card.input.rows() as i64 {
-            bail!(
-                "model card {}: the network and the features disagree on the input rows",
-                card_path(weights).display()
-            );
+        let architectures: Vec<&VoiceNetConfig> = std::iter::once(&card.architecture).chain(&card.ensemble).collect();
+        for architecture in &architectures {
+            if architecture.classes != VOICE_CLASSES as i64 {
+                bail!(
+                    "model card {}: an ensemble member has {} classes",
+                    card_path(weights).display(),
+                    architecture.classes
+                );
+            }
+            if architecture.pitch_summary && !card.input.pitch {
+                bail!(
+                    "model card {}: the network summarises pitch rows the features do not have",
+                    card_path(weights).display()
+                );
+            }
+            if architecture.n_mfcc != card.input.rows() as i64 {
+                bail!(
+                    "model card {}: the network and the features disagree on the input rows",
+                    card_path(weights).display()
+                );
+            }
         }
         if !(card.input.window_seconds > 0.0 && card.input.hop_seconds > 0.0) {
             bail!("model card {}: window and hop must be positive", card_path(weights).display());
         }
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let net = VoiceNet::new(&vs.root(), &card.architecture);
+        let members = architectures
+            .iter()
+            .enumerate()
+            .map(|(i, architecture)| {
+                let path = if i == 0 { vs.root() } else { vs.root() / format!("member{i}") };
+                VoiceNet::new(&path, architecture)
+            })
+            .collect();
         vs.load(weights).with_context(|| format!("loading weights {}", weights.display()))?;
         vs.freeze();
-        Ok(Self { _vs: vs, net, card })
+        Ok(Self { _vs: vs, net: VoiceEnsemble { members }, card })
     }
 }
 

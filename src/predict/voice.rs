@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use tch::Tensor;
 
 use crate::features::voice_input::VoiceFeatureExtractor;
-use crate::model::voice::{split_class, VoiceNet, SEXES, VOICE_CLASSES};
+use crate::model::voice::{split_class, VoiceClassifier, SEXES, VOICE_CLASSES};
 use crate::model::EMOTIONS;
 
 /// Windows scored by one forward pass; bounds memory for long clips.
@@ -83,7 +83,7 @@ pub struct Windowing {
 
 /// Runs `net` on every window of `samples` and aggregates.
 pub fn predict_clip(
-    net: &VoiceNet,
+    net: &impl VoiceClassifier,
     extractor: &VoiceFeatureExtractor,
     samples: &[f32],
     windowing: Windowing,
@@ -97,7 +97,7 @@ pub fn predict_clip(
 /// Runs `net` on the windows of `samples` that begin at `starts` (from
 /// [`window_starts`]), in order; callers may split the starts between threads.
 pub fn predict_windows(
-    net: &VoiceNet,
+    net: &impl VoiceClassifier,
     extractor: &VoiceFeatureExtractor,
     samples: &[f32],
     starts: &[usize],

@@ -43,8 +43,8 @@ use super::{class_weights, export_weights, learning_rate, EpochRecord, RunState,
 use crate::features::voice_input::VoiceFeatureExtractor;
 use crate::features::MfccConfig;
 use crate::model::voice::{
-    voice_class_names, LoadedVoiceModel, VoiceInputSpec, VoiceModelCard, VoiceNet, VoiceNetConfig, VoiceNormalisation,
-    SEXES,
+    member_prefix, voice_class_names, LoadedVoiceModel, VoiceClassifier, VoiceInputSpec, VoiceModelCard, VoiceNet,
+    VoiceNetConfig, VoiceNormalisation, SEXES,
 };
 use crate::model::{card_path, parameter_count, EMOTIONS};
 use crate::predict::voice::{emotion_marginal, predict_clip, sex_marginal, window_samples, Windowing};
@@ -238,7 +238,11 @@ fn feature_stats(clips: &[VoiceClip], extractor: &VoiceFeatureExtractor, window:
 
 /// Clip-level joint probabilities for every clip (the serving path), on both
 /// cores.
-pub fn predict_clips(net: &VoiceNet, extractor: &VoiceFeatureExtractor, clips: &[VoiceClip]) -> Result<Vec<Vec<f32>>> {
+pub fn predict_clips(
+    net: &impl VoiceClassifier,
+    extractor: &VoiceFeatureExtractor,
+    clips: &[VoiceClip],
+) -> Result<Vec<Vec<f32>>> {
     let windowing = windowing(extractor.mfcc_config());
     clips.iter().map(|c| Ok(predict_clip(net, extractor, &c.samples, windowing)?.joint)).collect()
 }
@@ -342,6 +346,7 @@ fn selection_score(predictions: &[Vec<f32>], clips: &[VoiceClip]) -> (f64, f64, 
 }
 
 /// Where and how to train.
+#[derive(Clone)]
 pub struct VoiceTrainRequest {
     /// Corpus directories (RAVDESS, EmoDB, speechsex, and optionally CREMA-D,
     /// TESS, SAVEE).
@@ -554,6 +559,7 @@ pub fn export(
         sexes: SEXES.iter().map(|s| s.to_string()).collect(),
         input: input_spec(state.input_mean.clone(), state.input_std.clone()),
         architecture: state.architecture.clone(),
+        ensemble: Vec::new(),
         params: parameter_count(&vs),
         trained_on: format!(
             "{} (split by speaker: RAVDESS actors 1-18 train, {VALIDATION_ACTORS:?} validate, {HELDOUT_ACTORS:?} test; \
@@ -589,6 +595,80 @@ pub fn export(
         eval_command: format!("emotion-ai eval voice-emotion {} --write-card", data_args(&request.data)),
     };
     card.save(&card_path(&request.export))?;
+    Ok(card)
+}
+
+/// Joins trained voice networks into one ensemble file at `out` (and its
+/// card): the first member's variables at the root, the others under
+/// [`member_prefix`]. The members must read the same input (features,
+/// windows) and must have heard the same corpora, so that "never heard"
+/// still means one thing; the card's metrics are left for
+/// `eval voice-emotion --write-card` to measure.
+pub fn merge_ensemble(members: &[PathBuf], out: &Path) -> Result<VoiceModelCard> {
+    if members.len() < 2 {
+        bail!("an ensemble needs at least two members (got {})", members.len());
+    }
+    let mut named = Vec::new();
+    let mut card: Option<VoiceModelCard> = None;
+    let mut train_commands = Vec::new();
+    for (index, path) in members.iter().enumerate() {
+        let member = VoiceModelCard::load(&card_path(path))?;
+        if !member.ensemble.is_empty() {
+            bail!("{} is already an ensemble: list its members instead", path.display());
+        }
+        if let Some(first) = &card {
+            let (a, b) = (&first.input, &member.input);
+            if (a.features != b.features)
+                || (a.cmn, a.pitch, a.window_seconds, a.hop_seconds)
+                    != (b.cmn, b.pitch, b.window_seconds, b.hop_seconds)
+            {
+                bail!("{} reads different input from {}", path.display(), members[0].display());
+            }
+            if first.training_corpora != member.training_corpora {
+                bail!(
+                    "{} heard {:?}, {} heard {:?}: members must have heard the same corpora",
+                    members[0].display(),
+                    first.training_corpora,
+                    path.display(),
+                    member.training_corpora
+                );
+            }
+        }
+        let tensors = Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?;
+        named.extend(tensors.into_iter().map(|(name, tensor)| (format!("{}{name}", member_prefix(index)), tensor)));
+        train_commands.push(member.train_command.clone());
+        match &mut card {
+            None => card = Some(member),
+            Some(card) => {
+                card.ensemble.push(member.architecture);
+                card.params += member.params;
+            }
+        }
+    }
+    let mut card = card.context("no members")?;
+    card.description = format!(
+        "Mean of the probabilities of {} networks trained alike from different seeds. Each: {}",
+        members.len(),
+        card.description
+    );
+    card.trained_on = format!("each member: {}", card.trained_on);
+    card.metrics = json!({});
+    card.calibration = None;
+    let listed: Vec<String> = members.iter().map(|m| format!("--member {}", m.display())).collect();
+    card.train_command = format!(
+        "{}; then emotion-ai train voice-ensemble {} --out {}",
+        train_commands.join("; "),
+        listed.join(" "),
+        out.display()
+    );
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    Tensor::write_safetensors(&named, out).with_context(|| format!("writing {}", out.display()))?;
+    card.save(&card_path(out))?;
+    // What was written must load as the ensemble it claims to be.
+    let loaded = LoadedVoiceModel::load(out)?;
+    anyhow::ensure!(loaded.net.members.len() == members.len(), "the ensemble did not reload whole");
     Ok(card)
 }
 
@@ -944,5 +1024,30 @@ mod tests {
         let predictions = predict_clips(&model.net, &model.card.input.extractor(), &val).unwrap();
         let (_, _, sex) = confusion_matrices(&predictions, &val);
         assert!(sex.accuracy() > 0.9, "toy sex accuracy {}, history {:?}", sex.accuracy(), state.history);
+
+        // A second seed, joined with the first: the ensemble answers with the
+        // mean of the two networks' probabilities.
+        let mut second = request.clone();
+        second.run_dir = dir.path().join("run2");
+        second.export = dir.path().join("out2/voice.safetensors");
+        second.resume = false;
+        second.options.epochs = 3;
+        second.options.seed = 7;
+        let state2 = train_voice(&split.train, &val, &arch, &second).unwrap();
+        export(&second.run_dir.join("last.safetensors"), &state2, &split, &second).unwrap();
+        let joined = dir.path().join("ensemble/voice.safetensors");
+        let card = merge_ensemble(&[request.export.clone(), second.export.clone()], &joined).unwrap();
+        assert_eq!((card.ensemble.len(), card.training_corpora.clone()), (1, vec!["t".to_string()]));
+        let ensemble = LoadedVoiceModel::load(&joined).unwrap();
+        let other = LoadedVoiceModel::load(&second.export).unwrap();
+        let map = model.card.input.extractor().compute(&val[0].samples);
+        let x = Tensor::from_slice(&map.data).view([1, map.rows as i64, map.frames as i64]);
+        let mean = (model.net.predict_proba(&x) + other.net.predict_proba(&x)) / 2.0;
+        let got = ensemble.net.predict_proba(&x);
+        assert!(got.allclose(&mean, 1e-5, 1e-6, false), "{got} vs {mean}");
+        assert_eq!(card.params, model.card.params + other.card.params);
+        // One member is not an ensemble, and an ensemble is not a member.
+        assert!(merge_ensemble(&[request.export.clone()], &dir.path().join("x.safetensors")).is_err());
+        assert!(merge_ensemble(&[joined.clone(), second.export.clone()], &dir.path().join("y.safetensors")).is_err());
     }
 }
