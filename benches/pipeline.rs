@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use emotion_ai::decode::{decode_image, ImageLimits};
 use emotion_ai::detect::{DetectParams, FaceDetector, DEFAULT_CASCADE};
 use emotion_ai::features::{MfccConfig, MfccExtractor};
-use emotion_ai::model::voice::LoadedVoiceModel;
+use emotion_ai::model::voice::{LoadedVoiceModel, VoiceClassifier};
 use emotion_ai::model::LoadedFaceModel;
 use emotion_ai::predict::{Analyzer, AnalyzerConfig};
 use emotion_ai::web::{self, AppState, ServerLimits};
