@@ -116,9 +116,12 @@ struct ServeArgs {
     /// Largest upload accepted, in MiB.
     #[arg(long, env = "EMOTION_AI_MAX_UPLOAD_MIB", default_value_t = 20)]
     max_upload_mib: usize,
-    /// Longest a request may take, upload included, before a 408.
+    /// Longest the analysis of an upload may take, once it has arrived, before a 408.
     #[arg(long, env = "EMOTION_AI_REQUEST_TIMEOUT_SECS", default_value_t = ServerLimits::default().request_timeout.as_secs())]
     request_timeout_secs: u64,
+    /// Longest reading an upload may take before a 408 (slow links need time: 2 MB at 25 KB/s is 80 s).
+    #[arg(long, env = "EMOTION_AI_UPLOAD_TIMEOUT_SECS", default_value_t = ServerLimits::default().upload_timeout.as_secs())]
+    upload_timeout_secs: u64,
     /// Longest a client may take to send a request's headers, and a
     /// kept-alive connection may sit idle, before it is closed.
     #[arg(long, env = "EMOTION_AI_HEADER_TIMEOUT_SECS", default_value_t = ServerLimits::default().header_timeout.as_secs())]
@@ -612,6 +615,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         queue: args.queue,
         queue_timeout: ServerLimits::default().queue_timeout,
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        upload_timeout: Duration::from_secs(args.upload_timeout_secs.max(1)),
         header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
         max_connections: web::connection_cap(args.max_connections),
         upload_budget_bytes: args.upload_budget_mib.max(args.max_upload_mib) * 1024 * 1024,

@@ -161,28 +161,67 @@ async fn a_full_server_answers_503_with_retry_after_at_once() {
     assert_eq!(json_of(response).await["code"], "busy");
 }
 
-#[tokio::test]
-async fn an_upload_that_stalls_gets_408_at_the_request_timeout() {
-    let limits = ServerLimits { request_timeout: std::time::Duration::from_millis(300), ..ServerLimits::default() };
+/// A multipart upload of the astronaut photo whose body arrives in `pieces`
+/// pieces, `gap` apart; after them, with `stall`, nothing more ever comes.
+fn trickled_upload(pieces: usize, gap: std::time::Duration, stall: bool) -> Request<Body> {
     let body = multipart_body(&[("file", "a.jpg", &fixture("astronaut.jpg"))]);
-    // The first kilobyte, then nothing more, ever.
-    let first: Result<Vec<u8>, std::io::Error> = Ok(body[..1024].to_vec());
-    let stalled =
-        futures_util::stream::StreamExt::chain(futures_util::stream::iter([first]), futures_util::stream::pending());
-    let request = Request::post("/api/v1/predict")
+    let size = body.len().div_ceil(pieces);
+    let chunks: Vec<Vec<u8>> = body.chunks(size).map(<[u8]>::to_vec).collect();
+    let sent = if stall { 1 } else { chunks.len() };
+    let trickle = futures_util::stream::StreamExt::then(
+        futures_util::stream::iter(chunks.into_iter().take(sent).enumerate()),
+        move |(i, chunk)| async move {
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            Ok::<_, std::io::Error>(chunk)
+        },
+    );
+    let body = if stall {
+        Body::from_stream(futures_util::stream::StreamExt::chain(trickle, futures_util::stream::pending()))
+    } else {
+        Body::from_stream(trickle)
+    };
+    Request::post("/api/v1/predict")
         .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={BOUNDARY}"))
-        .body(Body::from_stream(stalled))
-        .unwrap();
+        .body(body)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_upload_that_stalls_gets_408_at_the_upload_timeout() {
+    let limits = ServerLimits { upload_timeout: std::time::Duration::from_millis(300), ..ServerLimits::default() };
     // Bounded so that a missing timeout fails the test instead of hanging it.
-    let response =
-        tokio::time::timeout(std::time::Duration::from_secs(60), web::app(state_with(limits)).oneshot(request))
-            .await
-            .expect("the server must answer a stalled upload")
-            .unwrap();
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        web::app(state_with(limits)).oneshot(trickled_upload(4, std::time::Duration::ZERO, true)),
+    )
+    .await
+    .expect("the server must answer a stalled upload")
+    .unwrap();
     assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
     let body = json_of(response).await;
-    assert_eq!(body["code"], "timeout");
-    assert!(body["message"].as_str().unwrap().contains("1 s limit"), "{body}");
+    assert_eq!(body["code"], "upload_timeout");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("did not arrive within 1 s") && message.contains("20 MiB"), "{body}");
+}
+
+/// Reading the upload has its own bound: a slow link that takes longer than
+/// the analysis timeout to deliver the photo still gets its answer.
+#[tokio::test]
+async fn a_slow_upload_within_the_upload_timeout_is_answered() {
+    let limits = ServerLimits {
+        request_timeout: std::time::Duration::from_secs(2),
+        upload_timeout: std::time::Duration::from_secs(30),
+        ..ServerLimits::default()
+    };
+    let started = std::time::Instant::now();
+    let response = web::app(state_with(limits))
+        .oneshot(trickled_upload(8, std::time::Duration::from_millis(450), false))
+        .await
+        .unwrap();
+    assert!(started.elapsed() > std::time::Duration::from_secs(3), "the upload took {:?}", started.elapsed());
+    assert_eq!(response.status(), StatusCode::OK, "{}", json_of(response).await);
 }
 
 #[tokio::test]

@@ -54,8 +54,10 @@ pub enum AppError {
     NotFound,
     #[error("this route does not take that method (uploads are POSTed; see /api/openapi.json)")]
     MethodNotAllowed,
-    #[error("the request took longer than the {seconds} s limit: send smaller files, or on a faster link")]
+    #[error("the analysis took longer than the {seconds} s limit: send a shorter clip or a smaller picture")]
     Timeout { seconds: u64 },
+    #[error("the upload did not arrive within {seconds} s (a {limit_mib} MiB file needs about {kib_per_s} KB/s): send a smaller file, or on a faster link")]
+    UploadTimeout { seconds: u64, limit_mib: u64, kib_per_s: u64 },
     #[error("internal error")]
     Internal(String),
 }
@@ -86,7 +88,7 @@ impl AppError {
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::Timeout { .. } | Self::UploadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -109,6 +111,7 @@ impl AppError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Timeout { .. } => "timeout",
+            Self::UploadTimeout { .. } => "upload_timeout",
             Self::Internal(_) => "internal",
         }
     }
@@ -127,6 +130,7 @@ impl AppError {
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
             Self::Timeout { .. } => "Too slow",
+            Self::UploadTimeout { .. } => "Upload too slow",
             Self::Internal(_) => "Something went wrong",
             _ => "Bad request",
         }

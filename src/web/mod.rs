@@ -65,9 +65,14 @@ pub struct ServerLimits {
     pub queue: usize,
     /// Longest a request waits for a worker before 503.
     pub queue_timeout: Duration,
-    /// Longest a whole request may take, reading the upload included, before
-    /// 408: a client trickling bytes cannot hold a connection for ever.
+    /// Longest the analysis of an upload may take (waiting for a worker
+    /// included), once the upload has arrived, before 408 `timeout`.
     pub request_timeout: Duration,
+    /// Longest reading an upload may take before 408 `upload_timeout`: long
+    /// enough for a phone on a slow link (a 2 MB photo at 25 KB/s takes
+    /// 80 s), bounded so that a client trickling bytes cannot hold its place
+    /// for ever.
+    pub upload_timeout: Duration,
     /// Longest a client may take to send a request's headers, and longest a
     /// kept-alive connection may sit idle between requests, before it is
     /// closed: slow and idle sockets cannot pile up.
@@ -89,6 +94,7 @@ impl Default for ServerLimits {
             queue: 32,
             queue_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            upload_timeout: Duration::from_secs(180),
             header_timeout: Duration::from_secs(10),
             max_connections: 1000,
             upload_budget_bytes: 256 * 1024 * 1024,
@@ -136,7 +142,10 @@ pub fn default_static_dir() -> PathBuf {
 pub fn app(state: AppState) -> Router {
     let csp = "default-src 'self'; img-src 'self' data: blob:; media-src 'self' data: blob:; \
                style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
-    let seconds = state.limits.request_timeout.as_secs_f64().ceil() as u64;
+    // A backstop over every route: an upload's own bounds (reading, then
+    // analysing) are checked inside the handlers, with their own messages.
+    let backstop = state.limits.upload_timeout + state.limits.request_timeout;
+    let seconds = backstop.as_secs_f64().ceil() as u64;
     Router::new()
         .route("/", get(pages::index))
         .route("/predict", post(predict_negotiated))
@@ -161,7 +170,7 @@ pub fn app(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(move |_: BoxError| async move { AppError::Timeout { seconds } }))
-                .timeout(state.limits.request_timeout),
+                .timeout(backstop),
         )
         .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp)))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
@@ -260,6 +269,30 @@ pub enum Uploads {
     One(Upload),
     /// An image and a clip of the same person, to be fused.
     Pair { image: Upload, audio: Upload },
+}
+
+/// [`read_uploads`] within the upload timeout.
+async fn read_uploads_in_time(
+    state: &AppState,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(Uploads, FaceSource), AppError> {
+    let limits = &state.limits;
+    let seconds = limits.upload_timeout.as_secs().max(1);
+    tokio::time::timeout(limits.upload_timeout, read_uploads(multipart, limits.max_upload_bytes)).await.map_err(
+        |_| AppError::UploadTimeout {
+            seconds,
+            limit_mib: (limits.max_upload_bytes as u64).div_ceil(1024 * 1024),
+            kib_per_s: (limits.max_upload_bytes as u64 / 1024).div_ceil(seconds),
+        },
+    )?
+}
+
+/// [`answer`] within the request timeout.
+async fn answer_in_time(state: &AppState, uploads: &Uploads, faces: FaceSource) -> Result<Answer, AppError> {
+    let seconds = state.limits.request_timeout.as_secs_f64().ceil() as u64;
+    tokio::time::timeout(state.limits.request_timeout, answer(state, uploads, faces))
+        .await
+        .map_err(|_| AppError::Timeout { seconds })?
 }
 
 /// Reads the upload fields of a multipart request: one `file` (or `image`,
@@ -482,6 +515,7 @@ fn quality(accept: &str, kind: &str, subtype: &str) -> f32 {
         (status = 413, description = "upload (by its declared length, before it is read), image or clip over the limits: pixels, seconds, or samples decoded (`payload_too_large`, `image_too_large`, `audio_too_long`)", body = ErrorBody),
         (status = 415, description = "neither a supported image nor supported audio, or a clip of more than 26 channels (`unsupported_media_type`)", body = ErrorBody),
         (status = 422, description = "corrupt file, no face, or a silent clip (`corrupt_file`, `no_face`, `no_speech`)", body = ErrorBody),
+        (status = 408, description = "the upload did not arrive within the upload timeout (`upload_timeout`), or its analysis took longer than the request timeout (`timeout`)", body = ErrorBody),
         (status = 503, description = "every worker busy and the queue full, or the upload budget spent (`busy`), with `Retry-After`", body = ErrorBody),
     ))]
 async fn predict_json(
@@ -490,8 +524,8 @@ async fn predict_json(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Answer>, AppError> {
     let _admission = admit_upload(&state, &headers)?;
-    let (uploads, faces) = read_uploads(multipart, state.limits.max_upload_bytes).await?;
-    Ok(Json(answer(&state, &uploads, faces).await?))
+    let (uploads, faces) = read_uploads_in_time(&state, multipart).await?;
+    Ok(Json(answer_in_time(&state, &uploads, faces).await?))
 }
 
 /// The same as `/api/v1/predict`, answering an HTML page unless the client
@@ -505,6 +539,7 @@ async fn predict_json(
         (status = 413, description = "upload (by its declared length, before it is read), image or clip over the limits: pixels, seconds, or samples decoded (`payload_too_large`, `image_too_large`, `audio_too_long`)", body = ErrorBody),
         (status = 415, description = "neither a supported image nor supported audio, or a clip of more than 26 channels (`unsupported_media_type`)", body = ErrorBody),
         (status = 422, description = "corrupt file, no face, or a silent clip (`corrupt_file`, `no_face`, `no_speech`)", body = ErrorBody),
+        (status = 408, description = "the upload did not arrive within the upload timeout (`upload_timeout`), or its analysis took longer than the request timeout (`timeout`)", body = ErrorBody),
         (status = 503, description = "every worker busy and the queue full, or the upload budget spent (`busy`), with `Retry-After`", body = ErrorBody),
     ))]
 async fn predict_negotiated(
@@ -515,8 +550,8 @@ async fn predict_negotiated(
     let json = wants_json(&headers);
     let result = async {
         let _admission = admit_upload(&state, &headers)?;
-        let (uploads, faces) = read_uploads(multipart, state.limits.max_upload_bytes).await?;
-        let answer = answer(&state, &uploads, faces).await?;
+        let (uploads, faces) = read_uploads_in_time(&state, multipart).await?;
+        let answer = answer_in_time(&state, &uploads, faces).await?;
         Ok::<_, AppError>((uploads, answer))
     }
     .await;
