@@ -246,6 +246,14 @@ impl<W: Write> RowWriter<W> {
         Ok(())
     }
 
+    /// Flushes and hands back the output (for rows written to memory).
+    pub fn into_inner(self) -> Result<W> {
+        match self {
+            Self::JsonLines(out) => Ok(out),
+            Self::Csv(out) => out.into_inner().map_err(|e| anyhow::anyhow!("flushing CSV: {}", e.error())),
+        }
+    }
+
     pub fn flush(&mut self) -> Result<()> {
         match self {
             Self::JsonLines(out) => out.flush()?,

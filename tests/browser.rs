@@ -113,6 +113,20 @@ async fn wait_for(browser: &Client, css: &str) -> fantoccini::elements::Element 
     }
 }
 
+/// Waits until the text of `css` contains `needle`, and returns it.
+async fn wait_text(browser: &Client, css: &str, needle: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let script = format!("const e = document.querySelector({css:?}); return e ? e.textContent : ''");
+        let text = js(browser, &script).await.as_str().unwrap_or_default().to_string();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{css} never said {needle:?}; it says {text:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn count(browser: &Client, css: &str) -> usize {
     browser.find_all(Locator::Css(css)).await.unwrap().len()
 }
@@ -316,10 +330,12 @@ async fn answer_pages_work_in_headless_chromium() {
     assert_eq!(count(&browser, "article.face").await, 0);
     screenshot(&browser, "no_face.png").await;
 
-    // An unsupported file: the 415 page names the accepted formats.
+    // An unsupported file is refused in the page, before sending, with the
+    // accepted formats named (the server's 415 says the same to API clients).
     upload(&browser, &base, &fixtures.join("speech.webm")).await;
-    let error = wait_for(&browser, "[data-code=unsupported_media_type]").await;
-    assert!(error.text().await.unwrap().contains("WAV"));
+    let said = wait_text(&browser, "#capture-status", "not among them").await;
+    assert!(said.contains("speech.webm") && said.contains("WAV") && said.contains("JPEG"), "{said}");
+    assert_eq!(count(&browser, "#upload-form.sending").await, 0, "nothing is being sent");
 
     // Drag and drop of a picture made in the page (plain grey: no face).
     browser.goto(&base).await.unwrap();

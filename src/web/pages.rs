@@ -56,13 +56,46 @@ fn data_url(upload: &Upload) -> String {
 
 /// The answer page for whatever the request carried.
 pub fn result(uploads: &Uploads, answer: &Answer) -> Response {
-    let body = match (uploads, answer) {
-        (Uploads::One(upload), Answer::Single(Analysis::Image(image))) => image_result(upload, image),
-        (Uploads::One(upload), Answer::Single(Analysis::Audio(audio))) => audio_result(upload, audio),
-        (Uploads::Pair { image, audio }, Answer::Fusion(fusion)) => fusion_result(image, audio, fusion),
+    let body = downloads(answer).and_then(|downloads| match (uploads, answer) {
+        (Uploads::One(upload), Answer::Single(Analysis::Image(image))) => image_result(upload, image, downloads),
+        (Uploads::One(upload), Answer::Single(Analysis::Audio(audio))) => audio_result(upload, audio, downloads),
+        (Uploads::Pair { image, audio }, Answer::Fusion(fusion)) => fusion_result(image, audio, fusion, downloads),
         _ => Err(AppError::Internal("the answer does not match the uploads".into())),
-    };
+    });
     body.unwrap_or_else(|e| HtmlError(e).into_response())
+}
+
+/// The answer to keep: the API's JSON and the command line's CSV (a row per
+/// face, or per clip and window), as `data:` links the browser saves
+/// without asking the server again (uploads are never stored).
+struct Downloads {
+    json_href: String,
+    csv_href: String,
+}
+
+fn downloads(answer: &Answer) -> Result<Downloads, AppError> {
+    let json = serde_json::to_vec_pretty(answer).map_err(|e| AppError::Internal(format!("answer as JSON: {e}")))?;
+    let analyses: Vec<(&str, Analysis)> = match answer {
+        Answer::Single(analysis) => vec![("upload", analysis.clone())],
+        Answer::Fusion(fusion) => fusion
+            .image
+            .iter()
+            .map(|i| ("image", Analysis::Image(i.clone())))
+            .chain(fusion.audio.iter().map(|a| ("clip", Analysis::Audio(a.clone()))))
+            .collect(),
+    };
+    let mut writer = crate::batch::RowWriter::new(Vec::new(), crate::batch::Format::Csv);
+    for (name, analysis) in analyses {
+        for row in crate::batch::rows_for(std::path::Path::new(name), Ok(analysis), true) {
+            writer.write(&row).map_err(|e| AppError::Internal(format!("answer as CSV: {e}")))?;
+        }
+    }
+    let csv = writer.into_inner().map_err(|e| AppError::Internal(format!("answer as CSV: {e}")))?;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    Ok(Downloads {
+        json_href: format!("data:application/json;base64,{}", encode(&json)),
+        csv_href: format!("data:text/csv;base64,{}", encode(&csv)),
+    })
 }
 
 /// One probability in a timeline column, in chart units (0..100 tall).
@@ -80,6 +113,45 @@ struct WindowView {
     end: f32,
     quiet: bool,
     segments: Vec<Segment>,
+    /// The window in words, for its tooltip, its focus readout and screen
+    /// readers: "2.0-5.0 s: happy 41%, neutral 30%, sad 12%".
+    summary: String,
+    /// The three likeliest emotions, for the table.
+    ranked: String,
+    /// The likeliest emotion and its percentage, for the table.
+    top: String,
+    top_percent: f32,
+}
+
+/// A label of the timeline's seconds axis, at `percent` of its width
+/// (a whole number: the stylesheet has a class for each, as the page's
+/// content security policy allows no inline styles).
+struct Tick {
+    percent: u32,
+    label: String,
+}
+
+/// Axis ticks for `columns` windows `hop` seconds apart: at window starts,
+/// every 1, 2, 5, 10, 15, 30 or 60 s, so that at most 10 are labelled.
+fn ticks(columns: usize, hop: f32) -> Vec<Tick> {
+    if columns == 0 || hop <= 0.0 {
+        return Vec::new();
+    }
+    let span = columns as f32 * hop;
+    let step =
+        [1.0f32, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0].into_iter().find(|s| span / s <= 10.0).unwrap_or(300.0);
+    let every = ((step / hop).round() as usize).max(1);
+    (0..columns)
+        .step_by(every)
+        .map(|i| Tick { percent: (100 * i / columns) as u32, label: format!("{} s", (i as f32 * hop).round()) })
+        .collect()
+}
+
+/// "happy 41%, neutral 30%, sad 12%": the three likeliest.
+fn top_three(distribution: &Distribution) -> String {
+    let mut ranked: Vec<_> = distribution.probabilities.iter().collect();
+    ranked.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+    ranked.iter().take(3).map(|p| format!("{} {:.0}%", p.label, 100.0 * p.probability)).collect::<Vec<_>>().join(", ")
 }
 
 #[derive(Template)]
@@ -87,6 +159,7 @@ struct WindowView {
 struct AudioResultPage {
     emotion_word: &'static str,
     emotion_confidence: f32,
+    downloads: Downloads,
     /// The rendered [`AudioSection`].
     body: String,
 }
@@ -106,6 +179,7 @@ struct AudioSection {
     sex_bars: Vec<Bar>,
     chart_width: u32,
     windows: Vec<WindowView>,
+    ticks: Vec<Tick>,
     /// A drawn face expressing the predicted emotion and sex.
     sample: Option<Sample>,
 }
@@ -128,10 +202,10 @@ fn adjective(emotion: &str) -> &'static str {
 /// Width of one timeline column in chart units.
 const COLUMN: u32 = 10;
 
-fn audio_result(upload: &Upload, analysis: &AudioAnalysis) -> Result<Response, AppError> {
+fn audio_result(upload: &Upload, analysis: &AudioAnalysis, downloads: Downloads) -> Result<Response, AppError> {
     let emotion_word = adjective(&analysis.emotion.label);
     let emotion_confidence = 100.0 * analysis.emotion.confidence;
-    Ok(render(&AudioResultPage { emotion_word, emotion_confidence, body: audio_section(upload, analysis)? }))
+    Ok(render(&AudioResultPage { emotion_word, emotion_confidence, downloads, body: audio_section(upload, analysis)? }))
 }
 
 fn audio_section(upload: &Upload, analysis: &AudioAnalysis) -> Result<String, AppError> {
@@ -152,19 +226,37 @@ fn audio_section(upload: &Upload, analysis: &AudioAnalysis) -> Result<String, Ap
                     segment
                 })
                 .collect();
+            // Pauses and windows without speech are both left out of the answer.
+            let quiet = w.rms < loudest * 0.1 || !w.speech;
+            let aside = if !w.speech {
+                " (no speech: left out)"
+            } else if quiet {
+                " (a pause: left out)"
+            } else {
+                ""
+            };
+            let ranked = top_three(&w.emotion);
             WindowView {
                 x: i as u32 * COLUMN,
                 width: COLUMN - 1,
                 start: w.start_seconds,
                 end: w.end_seconds,
-                // Pauses and windows without speech are both left out of the answer.
-                quiet: w.rms < loudest * 0.1 || !w.speech,
+                quiet,
                 segments,
+                summary: format!("{:.1}-{:.1} s: {ranked}{aside}", w.start_seconds, w.end_seconds),
+                ranked: format!("{ranked}{aside}"),
+                top: w.emotion.label.clone(),
+                top_percent: 100.0 * w.emotion.confidence,
             }
         })
         .collect();
     let window_seconds = analysis.timeline.first().map_or(0.0, |w| w.end_seconds - w.start_seconds);
+    let hop = match analysis.timeline.as_slice() {
+        [first, second, ..] => second.start_seconds - first.start_seconds,
+        _ => window_seconds,
+    };
     to_html(&AudioSection {
+        ticks: ticks(windows.len(), hop),
         audio_src: data_url(upload),
         duration: analysis.duration_seconds,
         window_seconds: (window_seconds * 10.0).round() / 10.0,
@@ -210,6 +302,7 @@ struct FaceView {
 struct ResultPage {
     /// How many faces.
     faces: usize,
+    downloads: Downloads,
     /// The rendered [`ImageSection`].
     body: String,
 }
@@ -226,8 +319,8 @@ struct ImageSection {
 }
 
 /// The answer page for an analysed image.
-fn image_result(upload: &Upload, analysis: &ImageAnalysis) -> Result<Response, AppError> {
-    Ok(render(&ResultPage { faces: analysis.faces.len(), body: image_section(upload, analysis)? }))
+fn image_result(upload: &Upload, analysis: &ImageAnalysis, downloads: Downloads) -> Result<Response, AppError> {
+    Ok(render(&ResultPage { faces: analysis.faces.len(), downloads, body: image_section(upload, analysis)? }))
 }
 
 fn image_section(upload: &Upload, analysis: &ImageAnalysis) -> Result<String, AppError> {
@@ -297,10 +390,16 @@ struct FusionPage {
     /// that could not be analysed.
     image_body: String,
     audio_body: String,
+    downloads: Downloads,
 }
 
 /// The answer page for an image and a clip analysed together.
-fn fusion_result(image: &Upload, audio: &Upload, fusion: &FusionAnalysis) -> Result<Response, AppError> {
+fn fusion_result(
+    image: &Upload,
+    audio: &Upload,
+    fusion: &FusionAnalysis,
+    downloads: Downloads,
+) -> Result<Response, AppError> {
     let fused = &fusion.fused.emotion;
     let image_body = fusion.image.as_ref().map(|a| image_section(image, a)).transpose()?.unwrap_or_default();
     let audio_body = fusion.audio.as_ref().map(|a| audio_section(audio, a)).transpose()?.unwrap_or_default();
@@ -324,6 +423,7 @@ fn fusion_result(image: &Upload, audio: &Upload, fusion: &FusionAnalysis) -> Res
         audio_error: fusion.audio_error.clone(),
         image_body,
         audio_body,
+        downloads,
     }))
 }
 
