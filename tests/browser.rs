@@ -219,6 +219,52 @@ async fn drawn_boxes_against_json(browser: &Client, base: &str, path: &Path) -> 
     (faces.len(), worst, inside && apart)
 }
 
+/// Elements (tag.class) that reach past the viewport's sides at its current
+/// width, and whether the page scrolls sideways.
+async fn overflowing(browser: &Client) -> (Vec<String>, bool) {
+    let found = js(
+        browser,
+        "const w = document.documentElement.clientWidth;
+         const wide = [...document.querySelectorAll('body *')].filter(e => {
+           const r = e.getBoundingClientRect();
+           return r.width > 0 && r.height > 0 && (r.right > w + 1 || r.left < -1);
+         }).map(e => e.tagName.toLowerCase() + '.' + (e.getAttribute('class') || ''));
+         return [wide, document.documentElement.scrollWidth > w];",
+    )
+    .await;
+    let wide = found[0].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    (wide, found[1].as_bool().unwrap())
+}
+
+/// At a phone's width nothing on the current page is wider than the screen,
+/// and the logo stays on one line; a screenshot is kept as `name`.
+async fn fits_a_phone(browser: &Client, page: &str, name: &str) {
+    let (wide, scrolls) = overflowing(browser).await;
+    assert!(
+        wide.is_empty() && !scrolls,
+        "{page} at 390 px: wider than the screen: {wide:?} (scrolls sideways: {scrolls})"
+    );
+    let logo_lines = js(browser, "return document.querySelector('.brand').getClientRects().length").await;
+    assert_eq!(logo_lines.as_u64(), Some(1), "{page} at 390 px: the logo wraps");
+    screenshot(browser, name).await;
+}
+
+/// The decoded body of a `data:...;base64,` link.
+fn data_link(href: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let (_, payload) = href.split_once(";base64,").unwrap_or_else(|| panic!("not a base64 data link: {href:.60}"));
+    base64::engine::general_purpose::STANDARD.decode(payload).unwrap()
+}
+
+/// The astronaut portrait scaled up to 2400 x 2400 px: a photo the page
+/// must scale down before sending.
+fn large_portrait(dir: &Path) -> PathBuf {
+    let photo = image::load_from_memory(&fixture("astronaut.jpg")).unwrap();
+    let path = dir.join("large.jpg");
+    photo.resize_exact(2400, 2400, image::imageops::FilterType::Triangle).to_rgb8().save(&path).unwrap();
+    path
+}
+
 /// Six copies of the astronaut portrait, 3 x 2: a photo with more faces.
 fn six_faces(dir: &Path) -> PathBuf {
     let photo = image::load_from_memory(&fixture("astronaut.jpg")).unwrap().to_rgb8();
@@ -313,6 +359,46 @@ async fn answer_pages_work_in_headless_chromium() {
     assert_eq!(loaded.as_u64(), Some(200), "the face sample must load");
     screenshot(&browser, "audio_result.png").await;
 
+    // The timeline: a seconds axis whose labels sit on their columns, a
+    // readout of the focused column, a click that seeks the player, and a
+    // table of every window.
+    let axis = js(
+        &browser,
+        "const columns = [...document.querySelectorAll('.timeline g.window')].map(g => g.getBoundingClientRect().left);
+         const ticks = [...document.querySelectorAll('.axis .tick')].map(t => [t.textContent, t.getBoundingClientRect().left]);
+         return { columns, ticks };",
+    )
+    .await;
+    let columns: Vec<f64> = axis["columns"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let ticks = axis["ticks"].as_array().unwrap();
+    assert_eq!(columns.len(), 8);
+    assert_eq!(ticks.len(), 8, "one label a second over 8 windows a second apart: {ticks:?}");
+    for (i, tick) in ticks.iter().enumerate() {
+        assert_eq!(tick[0].as_str().unwrap(), format!("{i} s"));
+        let off = (tick[1].as_f64().unwrap() - columns[i]).abs();
+        assert!(off <= 2.0, "the {i} s label is {off:.1} px from its column");
+    }
+    js(&browser, "document.querySelectorAll('.timeline g.window')[3].focus()").await;
+    let readout = wait_text(&browser, "#timeline-readout", "3.0-6.0 s:").await;
+    assert!(EMOTIONS.iter().any(|e| readout.contains(e)), "{readout}");
+    let columns = browser.find_all(Locator::Css(".timeline g.window")).await.unwrap();
+    columns[5].click().await.unwrap();
+    let at = js(&browser, "return document.querySelector('audio.player').currentTime").await.as_f64().unwrap();
+    assert!((5.0..6.5).contains(&at), "clicking the 5 s column seeks the player to 5 s, not {at}");
+    assert_eq!(count(&browser, ".timeline-table tbody tr").await, 8);
+    // The answer can be kept: the API's JSON and the command line's CSV.
+    let json_href =
+        browser.find(Locator::Css("a[download$='.json']")).await.unwrap().attr("href").await.unwrap().unwrap();
+    let kept: Value = serde_json::from_slice(&data_link(&json_href)).unwrap();
+    assert_eq!(kept["kind"], "audio");
+    assert_eq!(kept["timeline"].as_array().unwrap().len(), 8);
+    let csv_href =
+        browser.find(Locator::Css("a[download$='.csv']")).await.unwrap().attr("href").await.unwrap().unwrap();
+    let csv = String::from_utf8(data_link(&csv_href)).unwrap();
+    assert!(csv.lines().next().unwrap().contains("p_happy") && csv.lines().count() == 1 + 1 + 8, "{csv}");
+    // No picture on a clip's page, so no picture to save.
+    assert_eq!(count(&browser, "#save-picture:not([hidden])").await, 0);
+
     // A photo and a clip chosen together: the fused answer first, then both parts.
     upload_files(&browser, &base, &[&fixtures.join("astronaut.jpg"), &fixtures.join("speech.wav")]).await;
     wait_for(&browser, ".fusion-result").await;
@@ -396,6 +482,74 @@ async fn answer_pages_work_in_headless_chromium() {
     wait_for(&browser, "[data-code=no_face], article.face").await;
     let title = js(&browser, "return document.title").await;
     assert!(!title.as_str().unwrap().contains("Unsupported"), "the snapshot must be an accepted image: {title}");
+
+    // The upload's way: a large photo is scaled down in the page before
+    // sending (the answer's picture is 1600 px), the progress bar reaches
+    // 100% and then says "analysing", and the controls are disabled meanwhile.
+    browser.goto(&base).await.unwrap();
+    js(
+        &browser,
+        "window.seen = [];
+         const text = document.getElementById('sending-text');
+         new MutationObserver(() => window.seen.push([text.textContent,
+             document.getElementById('upload-progress').value,
+             document.querySelector('#upload-form button[type=submit]').disabled]))
+           .observe(text, { childList: true, characterData: true, subtree: true });",
+    )
+    .await;
+    let input = browser.find(Locator::Css("#file-input")).await.unwrap();
+    input.send_keys(large_portrait(tmp.path()).to_str().unwrap()).await.unwrap();
+    browser.find(Locator::Css("#upload-form button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_for(&browser, "article.face").await;
+    let seen = js(&browser, "return window.seen").await;
+    let seen = seen.as_array().unwrap();
+    let sent = seen.iter().position(|s| s[0] == "Sending: 100%" && s[1] == 100);
+    let analysing = seen.iter().position(|s| s[0] == "Analysing...");
+    assert!(matches!((sent, analysing), (Some(a), Some(b)) if a < b), "progress then analysing: {seen:?}");
+    assert!(seen.iter().all(|s| s[2] == true), "the submit button stays disabled while sending: {seen:?}");
+    let width = js(&browser, "return document.querySelector('.photo img').naturalWidth").await;
+    assert_eq!(width.as_u64(), Some(1600), "the 2400 px photo is sent scaled to 1600 px");
+    let picture = js(&browser, "return !document.getElementById('save-picture').hidden").await;
+    assert_eq!(picture, Value::Bool(true), "a photo's page offers the annotated picture");
+    // The answer lives in the page: a refresh shows the upload page, it
+    // does not send the photo again.
+    browser.refresh().await.unwrap();
+    wait_for(&browser, "#upload-form").await;
+    assert_eq!(count(&browser, "article.face").await, 0);
+
+    // A file over the limit is refused in the page with its size and the limit.
+    let big = tmp.path().join("long.wav");
+    std::fs::write(&big, vec![0u8; 21 * 1024 * 1024]).unwrap();
+    upload(&browser, &base, &big).await;
+    let said = wait_text(&browser, "#capture-status", "at most 20.0 MB").await;
+    assert!(said.contains("long.wav is 21.0 MB"), "{said}");
+
+    // Without script the webcam and microphone buttons, which need it, are hidden.
+    let html = reqwest::get(&base).await.unwrap().text().await.unwrap();
+    assert!(html.contains(r#"id="capture" hidden"#), "the capture row is hidden in the markup");
+    browser.goto(&base).await.unwrap();
+    let shown = js(&browser, "return getComputedStyle(document.getElementById('capture')).display").await;
+    assert_ne!(shown.as_str(), Some("none"), "with script the capture row is shown");
+
+    // Phones: every page fits 390 px.
+    browser.set_window_size(390, 844).await.unwrap();
+    browser.goto(&base).await.unwrap();
+    fits_a_phone(&browser, "the upload page", "upload_phone.png").await;
+    upload(&browser, &base, &fixtures.join("group.jpg")).await;
+    wait_for(&browser, "article.face").await;
+    fits_a_phone(&browser, "a group photo's answer", "image_result_phone.png").await;
+    upload(&browser, &base, &ten_second_clip(tmp.path())).await;
+    wait_for(&browser, ".audio-result").await;
+    fits_a_phone(&browser, "a clip's answer", "audio_result_phone.png").await;
+    upload_files(&browser, &base, &[&fixtures.join("astronaut.jpg"), &fixtures.join("speech.wav")]).await;
+    wait_for(&browser, ".fusion-result").await;
+    fits_a_phone(&browser, "a fused answer", "fusion_result_phone.png").await;
+    upload(&browser, &base, &fixtures.join("coffee.jpg")).await;
+    wait_for(&browser, "[data-code=no_face]").await;
+    fits_a_phone(&browser, "the no-face page", "no_face_phone.png").await;
+    browser.set_window_size(1200, 1500).await.unwrap();
+    browser.goto(&base).await.unwrap();
+    screenshot(&browser, "upload.png").await;
 
     browser.close().await.unwrap();
     drop(driver);

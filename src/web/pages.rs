@@ -123,28 +123,19 @@ struct WindowView {
     top_percent: f32,
 }
 
-/// A label of the timeline's seconds axis, at `percent` of its width
-/// (a whole number: the stylesheet has a class for each, as the page's
-/// content security policy allows no inline styles).
-struct Tick {
-    percent: u32,
-    label: String,
-}
-
-/// Axis ticks for `columns` windows `hop` seconds apart: at window starts,
-/// every 1, 2, 5, 10, 15, 30 or 60 s, so that at most 10 are labelled.
-fn ticks(columns: usize, hop: f32) -> Vec<Tick> {
+/// The timeline's seconds axis: one entry per column, the label of the
+/// columns that start a tick (every 1, 2, 5, 10, 15, 30 or 60 s, at most 10
+/// labels) and `None` for the others. The page lays the entries out as equal
+/// shares of the width, so each label sits on its column's left edge without
+/// inline styles (the content security policy forbids them).
+fn axis_labels(columns: usize, hop: f32) -> Vec<Option<String>> {
     if columns == 0 || hop <= 0.0 {
         return Vec::new();
     }
     let span = columns as f32 * hop;
-    let step =
-        [1.0f32, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0].into_iter().find(|s| span / s <= 10.0).unwrap_or(300.0);
+    let step = [1.0f32, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0].into_iter().find(|s| span / s <= 10.0).unwrap_or(300.0);
     let every = ((step / hop).round() as usize).max(1);
-    (0..columns)
-        .step_by(every)
-        .map(|i| Tick { percent: (100 * i / columns) as u32, label: format!("{} s", (i as f32 * hop).round()) })
-        .collect()
+    (0..columns).map(|i| (i % every == 0).then(|| format!("{} s", (i as f32 * hop).round()))).collect()
 }
 
 /// "happy 41%, neutral 30%, sad 12%": the three likeliest.
@@ -179,7 +170,7 @@ struct AudioSection {
     sex_bars: Vec<Bar>,
     chart_width: u32,
     windows: Vec<WindowView>,
-    ticks: Vec<Tick>,
+    axis: Vec<Option<String>>,
     /// A drawn face expressing the predicted emotion and sex.
     sample: Option<Sample>,
 }
@@ -256,7 +247,7 @@ fn audio_section(upload: &Upload, analysis: &AudioAnalysis) -> Result<String, Ap
         _ => window_seconds,
     };
     to_html(&AudioSection {
-        ticks: ticks(windows.len(), hop),
+        axis: axis_labels(windows.len(), hop),
         audio_src: data_url(upload),
         duration: analysis.duration_seconds,
         window_seconds: (window_seconds * 10.0).round() / 10.0,
