@@ -101,7 +101,12 @@ pub enum ImageDecodeError {
     Empty,
     #[error("the file is not an image in a supported format ({ACCEPTED_IMAGE_FORMATS})")]
     UnsupportedFormat,
-    #[error("the image is {width}x{height} pixels; the limit is {max_pixels} pixels ({max_side} pixels a side)")]
+    #[error(
+        "the image is {width} x {height} pixels ({:.1} megapixels); at most {:.0} megapixels and {max_side} pixels a \
+         side are read: scale it down",
+        f64::from(*.width) * f64::from(*.height) / 1e6,
+        *.max_pixels as f64 / 1e6
+    )]
     TooLarge { width: u32, height: u32, max_pixels: u64, max_side: u32 },
     #[error("the image has no pixels ({width}x{height})")]
     ZeroSized { width: u32, height: u32 },

@@ -17,6 +17,44 @@
   const AUDIO_EXTENSIONS = ["wav", "flac", "mp3", "ogg", "oga", "m4a", "aac", "mp4"];
   const extension = (name) => (name.includes(".") ? name.split(".").pop().toLowerCase() : "");
   const megabytes = (bytes) => (bytes / (1024 * 1024)).toFixed(1) + " MB";
+  const size = (bytes) => (bytes < 1024 * 1024 ? Math.max(1, Math.round(bytes / 1024)) + " KB" : megabytes(bytes));
+
+  // 16-bit mono WAV of float samples: what the microphone records, and the
+  // first minutes of a clip too long to send whole.
+  function encodeWav(chunks, rate) {
+    const length = chunks.reduce((n, c) => n + c.length, 0);
+    const view = new DataView(new ArrayBuffer(44 + 2 * length));
+    const text = (offset, s) => { for (let i = 0; i < s.length; i++) view.setUint8(offset + i, s.charCodeAt(i)); };
+    text(0, "RIFF"); view.setUint32(4, 36 + 2 * length, true); text(8, "WAVE");
+    text(12, "fmt "); view.setUint32(16, 16, true); view.setUint16(20, 1, true); view.setUint16(22, 1, true);
+    view.setUint32(24, rate, true); view.setUint32(28, 2 * rate, true); view.setUint16(32, 2, true);
+    view.setUint16(34, 16, true); text(36, "data"); view.setUint32(40, 2 * length, true);
+    let offset = 44;
+    for (const chunk of chunks) {
+      for (let i = 0; i < chunk.length; i++, offset += 2) {
+        const s = Math.max(-1, Math.min(1, chunk[i]));
+        view.setInt16(offset, s < 0 ? s * 0x8000 : s * 0x7fff, true);
+      }
+    }
+    return new Blob([view], { type: "audio/wav" });
+  }
+
+  // The first `seconds` of an audio file, as 16 kHz mono WAV (decoded by the
+  // browser, which reads every format the server does).
+  async function firstSeconds(file, seconds) {
+    const context = new AudioContext();
+    let decoded;
+    try { decoded = await context.decodeAudioData(await file.arrayBuffer()); } finally { context.close(); }
+    const rate = 16000;
+    const offline = new OfflineAudioContext(1, Math.ceil(Math.min(decoded.duration, seconds) * rate), rate);
+    const source = offline.createBufferSource();
+    source.buffer = decoded;
+    source.connect(offline.destination);
+    source.start(0);
+    const rendered = await offline.startRendering();
+    const name = file.name.replace(/\.[^.]*$/, "") + "-first-" + Math.round(seconds / 60) + "-min.wav";
+    return new File([encodeWav([rendered.getChannelData(0)], rate)], name, { type: "audio/wav" });
+  }
 
   // --- the answer page --------------------------------------------------------
   function answerPage(root) {
@@ -145,13 +183,85 @@
 
     // Shows a page the server answered in place of this one; the address
     // stays the upload page's, so a refresh asks for a new upload.
-    function showPage(html) {
+    const uploadBody = document.body;
+    const uploadTitle = document.title;
+    function showPage(html, files) {
       const page = new DOMParser().parseFromString(html, "text/html");
       document.title = page.title;
       document.body.replaceWith(document.adoptNode(page.body));
       window.scrollTo(0, 0);
       history.pushState({ answer: true }, "", "/");
       answerPage(document);
+      errorPage(files);
+    }
+
+    // Sends `files` again from the upload page (restored as it was).
+    function resend(files, asOneFace) {
+      document.body.replaceWith(uploadBody);
+      document.title = uploadTitle;
+      if (wholeFace) wholeFace.checked = asOneFace;
+      sending(false);
+      prepareAndSend(files);
+    }
+
+    // An error page keeps the upload's name (and picture) in view and offers
+    // the next step the error allows, with the file still in hand.
+    function errorPage(files) {
+      const card = document.querySelector(".card.error");
+      if (!card) return;
+      const echo = document.getElementById("upload-echo");
+      if (echo) {
+        files.forEach((file) => {
+          const item = document.createElement("figure");
+          item.className = "echo-item";
+          if (file.type.startsWith("image/")) {
+            const thumb = document.createElement("img");
+            thumb.src = URL.createObjectURL(file);
+            thumb.alt = "the picture sent";
+            thumb.className = "thumb";
+            item.appendChild(thumb);
+          }
+          const caption = document.createElement("figcaption");
+          caption.textContent = "Sent: " + file.name + " (" + size(file.size) + ")";
+          item.appendChild(caption);
+          echo.appendChild(item);
+        });
+        echo.hidden = false;
+      }
+      const steps = document.getElementById("next-steps");
+      if (!steps) return;
+      const offer = (text, action) => {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "next-step";
+        button.textContent = text;
+        button.addEventListener("click", async () => {
+          button.disabled = true;
+          button.textContent = "Preparing...";
+          try { await action(); } catch (e) { button.textContent = "That did not work (" + e.message + ")"; }
+        });
+        steps.prepend(button);
+      };
+      const maxSeconds = parseFloat(form.dataset.maxSeconds) || 300;
+      const isAudio = (f) => f.type.startsWith("audio/") || AUDIO_EXTENSIONS.includes(extension(f.name));
+      switch (card.dataset.nextStep) {
+        case "whole-face":
+          offer("Read the whole picture as one face", () => resend(files, true));
+          break;
+        case "first-minutes": {
+          const clip = files.find(isAudio);
+          if (!clip) break;
+          offer("Analyse the first " + Math.round(maxSeconds / 60) + " minutes", async () => {
+            const cut = await firstSeconds(clip, maxSeconds - 1);
+            resend(files.map((f) => (f === clip ? cut : f)), wholeFace && wholeFace.checked);
+          });
+          break;
+        }
+        case "again":
+          offer("Try again", () => resend(files, wholeFace && wholeFace.checked));
+          break;
+        default:
+      }
     }
 
     async function prepareAndSend(files) {
@@ -194,7 +304,7 @@
       });
       request.addEventListener("load", () => {
         const type = request.getResponseHeader("Content-Type") || "";
-        if (type.startsWith("text/html")) { showPage(request.responseText); return; }
+        if (type.startsWith("text/html")) { showPage(request.responseText, files); return; }
         sending(false);
         say("The server answered " + request.status + " without a page; try again.");
       });
@@ -285,23 +395,6 @@
     // WAV of the raw samples is accepted everywhere.
     const MAX_SECONDS = 60;
     let recording = null;
-    function encodeWav(chunks, rate) {
-      const length = chunks.reduce((n, c) => n + c.length, 0);
-      const view = new DataView(new ArrayBuffer(44 + 2 * length));
-      const text = (offset, s) => { for (let i = 0; i < s.length; i++) view.setUint8(offset + i, s.charCodeAt(i)); };
-      text(0, "RIFF"); view.setUint32(4, 36 + 2 * length, true); text(8, "WAVE");
-      text(12, "fmt "); view.setUint32(16, 16, true); view.setUint16(20, 1, true); view.setUint16(22, 1, true);
-      view.setUint32(24, rate, true); view.setUint32(28, 2 * rate, true); view.setUint16(32, 2, true);
-      view.setUint16(34, 16, true); text(36, "data"); view.setUint32(40, 2 * length, true);
-      let offset = 44;
-      for (const chunk of chunks) {
-        for (let i = 0; i < chunk.length; i++, offset += 2) {
-          const s = Math.max(-1, Math.min(1, chunk[i]));
-          view.setInt16(offset, s < 0 ? s * 0x8000 : s * 0x7fff, true);
-        }
-      }
-      return new Blob([view], { type: "audio/wav" });
-    }
     async function startRecording() {
       let stream;
       try {

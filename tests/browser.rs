@@ -414,7 +414,29 @@ async fn answer_pages_work_in_headless_chromium() {
     upload(&browser, &base, &fixtures.join("coffee.jpg")).await;
     wait_for(&browser, "[data-code=no_face]").await;
     assert_eq!(count(&browser, "article.face").await, 0);
+    // It speaks plainly, keeps the file in view, and offers the next step.
+    let visible = js(&browser, "return document.querySelector('.card.error').innerText").await;
+    let visible = visible.as_str().unwrap();
+    assert!(!visible.contains("HTTP 422") && !visible.contains("no_face"), "codes are for developers: {visible}");
+    assert!(visible.contains("Sent: coffee.jpg"), "the page names the file sent: {visible}");
+    assert_eq!(count(&browser, "#upload-echo img.thumb").await, 1);
     screenshot(&browser, "no_face.png").await;
+    let whole = browser.find(Locator::XPath("//button[contains(., 'whole picture as one face')]")).await.unwrap();
+    whole.click().await.unwrap();
+    wait_for(&browser, "article.face").await;
+    assert_eq!(count(&browser, "article.face").await, 1, "read whole, the picture is one face");
+
+    // A clip over the 300 s limit: the page offers its first 5 minutes,
+    // cut in the browser, and they are analysed.
+    let long_clip = tmp.path().join("long-speech.wav");
+    std::fs::write(&long_clip, wav(16000, &repeated_speech(302))).unwrap();
+    upload(&browser, &base, &long_clip).await;
+    wait_for(&browser, "[data-code=audio_too_long]").await;
+    let first = browser.find(Locator::XPath("//button[contains(., 'first 5 minutes')]")).await.unwrap();
+    first.click().await.unwrap();
+    wait_for(&browser, ".audio-result").await;
+    let duration = js(&browser, "return document.querySelector('p.where').textContent").await;
+    assert!(duration.as_str().unwrap().trim_start().starts_with("299.0 s"), "the first 299 s: {duration}");
 
     // An unsupported file is refused in the page, before sending, with the
     // accepted formats named (the server's 415 says the same to API clients).

@@ -136,6 +136,37 @@ impl AppError {
         }
     }
 
+    /// The message a person reads on the error page: the JSON message, with
+    /// the API's words (field names, multipart) put plainly where they differ.
+    fn page_message(&self) -> String {
+        match self {
+            Self::NoFace => "No face was found in this picture. A face that is clearly visible and looks roughly \
+                             at the camera works best; if the picture is a face already cropped, it can be read \
+                             as one face whole."
+                .into(),
+            Self::MissingFile => "No file arrived: choose a photo or a voice clip and send it again.".into(),
+            Self::PayloadTooLarge { limit_mib } => {
+                format!("The file is larger than {limit_mib} MB, the most accepted: send a smaller picture or a shorter clip.")
+            }
+            Self::UnsupportedMediaType(_) => format!(
+                "This is not a picture or a voice clip this service reads. Pictures: {ACCEPTED_IMAGE_FORMATS}. \
+                 Voice clips: {ACCEPTED_AUDIO_FORMATS}."
+            ),
+            _ => self.body().message,
+        }
+    }
+
+    /// What the page offers to do next, besides choosing another file; the
+    /// page's script acts on it with the file still in hand.
+    fn next_step(&self) -> Option<&'static str> {
+        match self {
+            Self::NoFace => Some("whole-face"),
+            Self::AudioTooLong(_) => Some("first-minutes"),
+            Self::Busy | Self::Timeout { .. } | Self::UploadTimeout { .. } => Some("again"),
+            _ => None,
+        }
+    }
+
     /// The JSON body.
     pub fn body(&self) -> ErrorBody {
         let mut message = self.to_string();
@@ -213,6 +244,7 @@ struct ErrorPage<'a> {
     message: String,
     code: &'a str,
     status: u16,
+    next_step: Option<&'static str>,
 }
 
 /// An [`AppError`] rendered as a page for browsers.
@@ -220,8 +252,13 @@ pub struct HtmlError(pub AppError);
 
 impl IntoResponse for HtmlError {
     fn into_response(self) -> Response {
-        let body = self.0.body();
-        let page = ErrorPage { title: self.0.title(), message: body.message, code: self.0.code(), status: body.status };
+        let page = ErrorPage {
+            title: self.0.title(),
+            message: self.0.page_message(),
+            code: self.0.code(),
+            status: self.0.status().as_u16(),
+            next_step: self.0.next_step(),
+        };
         match page.render() {
             Ok(html) => self.0.finish((self.0.status(), Html(html)).into_response()),
             Err(_) => self.0.into_response(),

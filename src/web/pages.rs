@@ -133,7 +133,8 @@ fn axis_labels(columns: usize, hop: f32) -> Vec<Option<String>> {
         return Vec::new();
     }
     let span = columns as f32 * hop;
-    let step = [1.0f32, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0].into_iter().find(|s| span / s <= 10.0).unwrap_or(300.0);
+    let step =
+        [1.0f32, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0].into_iter().find(|s| span / s <= 10.0).unwrap_or(300.0);
     let every = ((step / hop).round() as usize).max(1);
     (0..columns).map(|i| (i % every == 0).then(|| format!("{} s", (i as f32 * hop).round()))).collect()
 }
