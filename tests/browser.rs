@@ -321,6 +321,17 @@ async fn answer_pages_work_in_headless_chromium() {
     // The picture is displayed with the box over it.
     assert!(js(&browser, "return document.querySelector('.photo img').naturalWidth").await.as_u64().unwrap() == 256);
     screenshot(&browser, "image_result.png").await;
+    // The measured accuracy in plain words beside the answer, read from the
+    // card the server loaded, with a link to the models page.
+    let note = browser.find(Locator::Css("p.accuracy")).await.unwrap().text().await.unwrap();
+    let card: Value = serde_json::from_slice(&std::fs::read(root().join("models/face_emotion.json")).unwrap()).unwrap();
+    let accuracy = card["metrics"]["fer2013_private_test_accuracy"].as_f64().unwrap();
+    assert!(note.contains("about 2 times in 3") && note.contains(&format!("{:.0}%", 100.0 * accuracy)), "{note}");
+    browser.find(Locator::Css("p.accuracy a")).await.unwrap().click().await.unwrap();
+    wait_for(&browser, "article.model").await;
+    assert_eq!(count(&browser, "article.model").await, 4);
+    let figures = js(&browser, "return document.querySelector('article.model table').textContent").await;
+    assert!(figures.as_str().unwrap().contains(&format!("{:.2}%", 100.0 * accuracy)), "{figures}");
 
     // Several faces: every drawn box sits on its face (within 2 px of the
     // JSON box, in page pixels), and the tags stay inside the picture and
@@ -569,6 +580,8 @@ async fn answer_pages_work_in_headless_chromium() {
     upload(&browser, &base, &fixtures.join("coffee.jpg")).await;
     wait_for(&browser, "[data-code=no_face]").await;
     fits_a_phone(&browser, "the no-face page", "no_face_phone.png").await;
+    browser.goto(&format!("{base}models")).await.unwrap();
+    fits_a_phone(&browser, "the models page", "models_phone.png").await;
     browser.set_window_size(1200, 1500).await.unwrap();
     browser.goto(&base).await.unwrap();
     screenshot(&browser, "upload.png").await;

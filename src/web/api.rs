@@ -172,6 +172,7 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         models,
         openapi,
         super::pages::index,
+        super::pages::models,
     ),
     components(schemas(UploadForm, super::ErrorBody)),
     tags(

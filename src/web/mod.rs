@@ -148,6 +148,7 @@ pub fn app(state: AppState) -> Router {
     let seconds = backstop.as_secs_f64().ceil() as u64;
     Router::new()
         .route("/", get(pages::index))
+        .route("/models", get(pages::models))
         .route("/predict", post(predict_negotiated))
         .route("/api/v1/predict", post(predict_json))
         .route("/healthz", get(healthz))
@@ -557,7 +558,7 @@ async fn predict_negotiated(
     .await;
     match (result, json) {
         (Ok((_, analysis)), true) => Json(analysis).into_response(),
-        (Ok((uploads, answer)), false) => pages::result(&uploads, &answer),
+        (Ok((uploads, answer)), false) => pages::result(&uploads, &answer, &pages::AccuracyNotes::of(&state.analyzer)),
         (Err(e), true) => e.into_response(),
         (Err(e), false) => HtmlError(e).into_response(),
     }

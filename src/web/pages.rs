@@ -33,6 +33,90 @@ pub async fn index(State(state): State<AppState>) -> Response {
     render(&page)
 }
 
+/// One model as the models page shows it, from its card.
+struct ModelView {
+    name: String,
+    description: String,
+    trained_on: String,
+    params: Option<i64>,
+    /// Every measured figure, flattened (`corpora / emodb / sex_accuracy`),
+    /// rates as percentages.
+    figures: Vec<(String, String)>,
+}
+
+/// Flattens a card's metrics into named, readable figures.
+fn figures(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    let name = |key: &str| {
+        if prefix.is_empty() {
+            key.replace('_', " ")
+        } else {
+            format!("{prefix} / {}", key.replace('_', " "))
+        }
+    };
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match value {
+                    Value::Object(_) => figures(&name(key), value, out),
+                    Value::Array(_) => {}
+                    Value::Number(n) => {
+                        let rate = [
+                            "accuracy", "recall", "ece", "share", "female", "male", "angry", "disgust", "fear",
+                            "happy", "sad", "surprise", "neutral", "score", "accepted", "refused",
+                        ]
+                        .iter()
+                        .any(|w| key.contains(w));
+                        let text = match n.as_f64() {
+                            Some(v) if rate && (0.0..=1.0).contains(&v) => format!("{:.2}%", 100.0 * v),
+                            _ => n.to_string(),
+                        };
+                        out.push((name(key), text));
+                    }
+                    Value::String(text) => out.push((name(key), text.clone())),
+                    Value::Bool(b) => out.push((name(key), if *b { "yes".into() } else { "no".into() })),
+                    Value::Null => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[derive(Template)]
+#[template(path = "models.html")]
+struct ModelsPage {
+    models: Vec<ModelView>,
+}
+
+/// `GET /models`: what each served model is, what it learned from and how
+/// well it measured, straight from the cards the server loaded.
+#[utoipa::path(get, path = "/models", tag = "meta", responses((status = 200, description = "the models page", content_type = "text/html")))]
+pub async fn models(State(state): State<AppState>) -> Response {
+    let analyzer = &state.analyzer;
+    let view = |name: &str, description: &str, trained_on: &str, params: Option<i64>, metrics: &serde_json::Value| {
+        let mut list = Vec::new();
+        figures("", metrics, &mut list);
+        ModelView {
+            name: name.to_string(),
+            description: description.to_string(),
+            trained_on: trained_on.to_string(),
+            params,
+            figures: list,
+        }
+    };
+    let (face, sex, voice) = (analyzer.face_emotion_card(), analyzer.face_sex_card(), analyzer.voice_emotion_card());
+    let speech = analyzer.speech_check().card();
+    render(&ModelsPage {
+        models: vec![
+            view("Face emotion", &face.description, &face.trained_on, Some(face.params), &face.metrics),
+            view("Face sex", &sex.description, &sex.trained_on, Some(sex.params), &sex.metrics),
+            view("Voice emotion and sex", &voice.description, &voice.trained_on, Some(voice.params), &voice.metrics),
+            view("Speech check", &speech.description, "", None, &speech.metrics),
+        ],
+    })
+}
+
 /// One emotion's bar in the chart.
 struct Bar {
     label: String,
@@ -54,12 +138,68 @@ fn data_url(upload: &Upload) -> String {
     format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&upload.bytes))
 }
 
+/// How often a rate comes true, in words a newcomer reads at a glance:
+/// 0.677 is "about 2 times in 3".
+fn in_words(rate: f64) -> String {
+    const FRACTIONS: [(u32, u32); 12] =
+        [(1, 5), (1, 4), (1, 3), (2, 5), (1, 2), (3, 5), (2, 3), (3, 4), (4, 5), (9, 10), (19, 20), (49, 50)];
+    let (n, d) = FRACTIONS
+        .iter()
+        .copied()
+        .min_by(|a, b| {
+            let gap = |(n, d): (u32, u32)| (f64::from(n) / f64::from(d) - rate).abs();
+            gap(*a).total_cmp(&gap(*b))
+        })
+        .unwrap_or((1, 2));
+    format!("about {n} time{} in {d}", if n == 1 { "" } else { "s" })
+}
+
+/// What each model's measured accuracy means, in plain words, from the
+/// cards the server loaded (never numbers written by hand).
+pub struct AccuracyNotes {
+    face_emotion: Option<String>,
+    face_sex: Option<String>,
+    voice: Option<String>,
+}
+
+impl AccuracyNotes {
+    /// The notes for the models `analyzer` serves.
+    pub fn of(analyzer: &crate::predict::Analyzer) -> Self {
+        let figure = |metrics: &serde_json::Value, key: &str| metrics.get(key).and_then(serde_json::Value::as_f64);
+        let face_emotion = figure(&analyzer.face_emotion_card().metrics, "fer2013_private_test_accuracy").map(|a| {
+            format!(
+                "The face model is right {} ({:.0}%) on faces it was tested on (FER2013's held-out test faces).",
+                in_words(a),
+                100.0 * a
+            )
+        });
+        let face_sex = figure(&analyzer.face_sex_card().metrics, "heldout_adult_accuracy").map(|a| {
+            format!("Its sex reading is right {} ({:.0}%) on adults' faces it never saw.", in_words(a), 100.0 * a)
+        });
+        let voice_metrics = &analyzer.voice_emotion_card().metrics;
+        let voice = figure(voice_metrics, "heldout_actor_emotion7_accuracy").map(|a| {
+            let sex = figure(voice_metrics, "heldout_actor_sex_accuracy")
+                .map(|s| format!(", and its sex reading {} ({:.0}%)", in_words(s), 100.0 * s))
+                .unwrap_or_default();
+            format!(
+                "The voice model is right {} ({:.0}%) on actors it never heard, speaking as in its training{sex}; \
+                 on other languages and recordings it does clearly worse.",
+                in_words(a),
+                100.0 * a
+            )
+        });
+        Self { face_emotion, face_sex, voice }
+    }
+}
+
 /// The answer page for whatever the request carried.
-pub fn result(uploads: &Uploads, answer: &Answer) -> Response {
+pub fn result(uploads: &Uploads, answer: &Answer, notes: &AccuracyNotes) -> Response {
     let body = downloads(answer).and_then(|downloads| match (uploads, answer) {
-        (Uploads::One(upload), Answer::Single(Analysis::Image(image))) => image_result(upload, image, downloads),
-        (Uploads::One(upload), Answer::Single(Analysis::Audio(audio))) => audio_result(upload, audio, downloads),
-        (Uploads::Pair { image, audio }, Answer::Fusion(fusion)) => fusion_result(image, audio, fusion, downloads),
+        (Uploads::One(upload), Answer::Single(Analysis::Image(image))) => image_result(upload, image, downloads, notes),
+        (Uploads::One(upload), Answer::Single(Analysis::Audio(audio))) => audio_result(upload, audio, downloads, notes),
+        (Uploads::Pair { image, audio }, Answer::Fusion(fusion)) => {
+            fusion_result(image, audio, fusion, downloads, notes)
+        }
         _ => Err(AppError::Internal("the answer does not match the uploads".into())),
     });
     body.unwrap_or_else(|e| HtmlError(e).into_response())
@@ -172,6 +312,8 @@ struct AudioSection {
     chart_width: u32,
     windows: Vec<WindowView>,
     axis: Vec<Option<String>>,
+    /// The voice model's measured accuracy in words.
+    accuracy: Option<String>,
     /// A drawn face expressing the predicted emotion and sex.
     sample: Option<Sample>,
 }
@@ -194,13 +336,19 @@ fn adjective(emotion: &str) -> &'static str {
 /// Width of one timeline column in chart units.
 const COLUMN: u32 = 10;
 
-fn audio_result(upload: &Upload, analysis: &AudioAnalysis, downloads: Downloads) -> Result<Response, AppError> {
+fn audio_result(
+    upload: &Upload,
+    analysis: &AudioAnalysis,
+    downloads: Downloads,
+    notes: &AccuracyNotes,
+) -> Result<Response, AppError> {
     let emotion_word = adjective(&analysis.emotion.label);
     let emotion_confidence = 100.0 * analysis.emotion.confidence;
-    Ok(render(&AudioResultPage { emotion_word, emotion_confidence, downloads, body: audio_section(upload, analysis)? }))
+    let body = audio_section(upload, analysis, notes)?;
+    Ok(render(&AudioResultPage { emotion_word, emotion_confidence, downloads, body }))
 }
 
-fn audio_section(upload: &Upload, analysis: &AudioAnalysis) -> Result<String, AppError> {
+fn audio_section(upload: &Upload, analysis: &AudioAnalysis, notes: &AccuracyNotes) -> Result<String, AppError> {
     let loudest = analysis.timeline.iter().map(|w| w.rms).fold(0.0f32, f32::max);
     let windows: Vec<WindowView> = analysis
         .timeline
@@ -248,6 +396,7 @@ fn audio_section(upload: &Upload, analysis: &AudioAnalysis) -> Result<String, Ap
         _ => window_seconds,
     };
     to_html(&AudioSection {
+        accuracy: notes.voice.clone(),
         axis: axis_labels(windows.len(), hop),
         audio_src: data_url(upload),
         duration: analysis.duration_seconds,
@@ -308,14 +457,21 @@ struct ImageSection {
     image_height: u32,
     faces: Vec<FaceView>,
     faces_left_out: usize,
+    /// The face models' measured accuracy in words (empty if unmeasured).
+    accuracy: String,
 }
 
 /// The answer page for an analysed image.
-fn image_result(upload: &Upload, analysis: &ImageAnalysis, downloads: Downloads) -> Result<Response, AppError> {
-    Ok(render(&ResultPage { faces: analysis.faces.len(), downloads, body: image_section(upload, analysis)? }))
+fn image_result(
+    upload: &Upload,
+    analysis: &ImageAnalysis,
+    downloads: Downloads,
+    notes: &AccuracyNotes,
+) -> Result<Response, AppError> {
+    Ok(render(&ResultPage { faces: analysis.faces.len(), downloads, body: image_section(upload, analysis, notes)? }))
 }
 
-fn image_section(upload: &Upload, analysis: &ImageAnalysis) -> Result<String, AppError> {
+fn image_section(upload: &Upload, analysis: &ImageAnalysis, notes: &AccuracyNotes) -> Result<String, AppError> {
     let image_src = data_url(upload);
     let faces = analysis
         .faces
@@ -349,6 +505,11 @@ fn image_section(upload: &Upload, analysis: &ImageAnalysis) -> Result<String, Ap
         image_height: analysis.height,
         faces,
         faces_left_out: analysis.faces_left_out,
+        accuracy: [notes.face_emotion.clone(), notes.face_sex.clone()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" "),
     })
 }
 
@@ -391,10 +552,11 @@ fn fusion_result(
     audio: &Upload,
     fusion: &FusionAnalysis,
     downloads: Downloads,
+    notes: &AccuracyNotes,
 ) -> Result<Response, AppError> {
     let fused = &fusion.fused.emotion;
-    let image_body = fusion.image.as_ref().map(|a| image_section(image, a)).transpose()?.unwrap_or_default();
-    let audio_body = fusion.audio.as_ref().map(|a| audio_section(audio, a)).transpose()?.unwrap_or_default();
+    let image_body = fusion.image.as_ref().map(|a| image_section(image, a, notes)).transpose()?.unwrap_or_default();
+    let audio_body = fusion.audio.as_ref().map(|a| audio_section(audio, a, notes)).transpose()?.unwrap_or_default();
     Ok(render(&FusionPage {
         label: fused.label.clone(),
         emotion_word: adjective(&fused.label),
