@@ -47,6 +47,11 @@ struct ModelView {
 /// Flattens a card's metrics into named, readable figures.
 fn figures(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
     use serde_json::Value;
+    const RATES: [&str; 16] = [
+        "accuracy", "recall", "ece", "share", "female", "male", "angry", "disgust", "fear", "happy", "sad", "surprise",
+        "neutral", "score", "accepted", "refused",
+    ];
+    let Value::Object(map) = value else { return };
     let name = |key: &str| {
         if prefix.is_empty() {
             key.replace('_', " ")
@@ -54,32 +59,21 @@ fn figures(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, Strin
             format!("{prefix} / {}", key.replace('_', " "))
         }
     };
-    match value {
-        Value::Object(map) => {
-            for (key, value) in map {
-                match value {
-                    Value::Object(_) => figures(&name(key), value, out),
-                    Value::Array(_) => {}
-                    Value::Number(n) => {
-                        let rate = [
-                            "accuracy", "recall", "ece", "share", "female", "male", "angry", "disgust", "fear",
-                            "happy", "sad", "surprise", "neutral", "score", "accepted", "refused",
-                        ]
-                        .iter()
-                        .any(|w| key.contains(w));
-                        let text = match n.as_f64() {
-                            Some(v) if rate && (0.0..=1.0).contains(&v) => format!("{:.2}%", 100.0 * v),
-                            _ => n.to_string(),
-                        };
-                        out.push((name(key), text));
-                    }
-                    Value::String(text) => out.push((name(key), text.clone())),
-                    Value::Bool(b) => out.push((name(key), if *b { "yes".into() } else { "no".into() })),
-                    Value::Null => {}
-                }
+    for (key, value) in map {
+        match value {
+            Value::Object(_) => figures(&name(key), value, out),
+            Value::Number(n) => {
+                let rate = RATES.iter().any(|w| key.contains(w));
+                let text = match n.as_f64() {
+                    Some(v) if rate && (0.0..=1.0).contains(&v) => format!("{:.2}%", 100.0 * v),
+                    _ => n.to_string(),
+                };
+                out.push((name(key), text));
             }
+            Value::String(text) => out.push((name(key), text.clone())),
+            Value::Bool(b) => out.push((name(key), if *b { "yes".into() } else { "no".into() })),
+            Value::Array(_) | Value::Null => {}
         }
-        _ => {}
     }
 }
 
