@@ -585,3 +585,50 @@ fn render(page: &impl Template) -> Response {
         Err(e) => HtmlError(AppError::Internal(format!("rendering page: {e}"))).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_read_as_simple_fractions() {
+        assert_eq!(in_words(0.6771), "about 2 times in 3");
+        assert_eq!(in_words(0.9489), "about 19 times in 20");
+        assert_eq!(in_words(0.5), "about 1 time in 2");
+        assert_eq!(in_words(0.3656), "about 1 time in 3");
+    }
+
+    #[test]
+    fn axis_labels_every_column_or_every_few_seconds() {
+        let labels: Vec<Option<String>> = axis_labels(8, 1.0);
+        assert_eq!(labels.len(), 8);
+        assert!(labels.iter().enumerate().all(|(i, l)| l.as_deref() == Some(format!("{i} s").as_str())));
+        // 60 windows a second apart: a label every 10 s, on the columns that start then.
+        let labels = axis_labels(60, 1.0);
+        let shown: Vec<(usize, &str)> =
+            labels.iter().enumerate().filter_map(|(i, l)| l.as_deref().map(|l| (i, l))).collect();
+        assert_eq!(shown, vec![(0, "0 s"), (10, "10 s"), (20, "20 s"), (30, "30 s"), (40, "40 s"), (50, "50 s")]);
+        assert!(axis_labels(0, 1.0).is_empty());
+    }
+
+    #[test]
+    fn card_figures_flatten_with_rates_as_percentages() {
+        let metrics = serde_json::json!({
+            "heldout_accuracy": 0.9489,
+            "heldout_faces": 965,
+            "corpora": { "emodb": { "sex_accuracy": 0.9159, "seen_in_training": true } },
+            "classes": ["a", "b"],
+        });
+        let mut out = Vec::new();
+        figures("", &metrics, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                ("heldout accuracy".to_string(), "94.89%".to_string()),
+                ("heldout faces".to_string(), "965".to_string()),
+                ("corpora / emodb / sex accuracy".to_string(), "91.59%".to_string()),
+                ("corpora / emodb / seen in training".to_string(), "yes".to_string()),
+            ]
+        );
+    }
+}
