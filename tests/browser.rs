@@ -419,6 +419,12 @@ async fn answer_pages_work_in_headless_chromium() {
     assert_eq!(count(&browser, "audio.player").await, 1);
     let headline = js(&browser, "return document.querySelector('h1').textContent").await;
     assert!(headline.as_str().unwrap().contains("Face and voice together"), "{headline}");
+    // Fusion in plain words: whether the two agree, both readings listed,
+    // no "temperature" or "renormalised" (those are in the docs).
+    let fused = js(&browser, "return document.querySelector('article.fused').innerText").await;
+    let fused = fused.as_str().unwrap();
+    assert!(fused.contains("agree"), "{fused}");
+    assert!(!fused.contains("temperature") && !fused.contains("renormalised"), "{fused}");
     screenshot(&browser, "fusion_result.png").await;
 
     // No face: a clear page, no guess.

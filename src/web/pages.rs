@@ -538,6 +538,29 @@ struct FusionPage {
     image_body: String,
     audio_body: String,
     downloads: Downloads,
+    /// Whether face and voice agree, in words.
+    agreement: Option<String>,
+}
+
+/// "The face looks happy and the voice sounds neutral: ..." for two readings.
+fn agreement(sources: &[SourceView]) -> Option<String> {
+    let face = sources.iter().find(|s| s.modality == "face")?;
+    let voice = sources.iter().find(|s| s.modality == "voice")?;
+    Some(if face.label == voice.label {
+        format!(
+            "Face and voice agree: both read {}, so the combined answer is surer than either alone.",
+            adjective(&face.label)
+        )
+    } else {
+        format!(
+            "They disagree: the face looks {} ({:.0}%) and the voice sounds {} ({:.0}%). The combined answer \
+             weighs both, so it is less sure than either; look at each reading below.",
+            adjective(&face.label),
+            face.confidence,
+            adjective(&voice.label),
+            voice.confidence
+        )
+    })
 }
 
 /// The answer page for an image and a clip analysed together.
@@ -551,22 +574,24 @@ fn fusion_result(
     let fused = &fusion.fused.emotion;
     let image_body = fusion.image.as_ref().map(|a| image_section(image, a, notes)).transpose()?.unwrap_or_default();
     let audio_body = fusion.audio.as_ref().map(|a| audio_section(audio, a, notes)).transpose()?.unwrap_or_default();
+    let sources: Vec<SourceView> = fusion
+        .fused
+        .sources
+        .iter()
+        .map(|s| SourceView {
+            modality: s.modality.clone(),
+            label: s.emotion.label.clone(),
+            confidence: 100.0 * s.emotion.confidence,
+            weight: s.weight,
+        })
+        .collect();
     Ok(render(&FusionPage {
+        agreement: agreement(&sources),
         label: fused.label.clone(),
         emotion_word: adjective(&fused.label),
         confidence: 100.0 * fused.confidence,
         bars: bars(fused),
-        sources: fusion
-            .fused
-            .sources
-            .iter()
-            .map(|s| SourceView {
-                modality: s.modality.clone(),
-                label: s.emotion.label.clone(),
-                confidence: 100.0 * s.emotion.confidence,
-                weight: s.weight,
-            })
-            .collect(),
+        sources,
         image_error: fusion.image_error.clone(),
         audio_error: fusion.audio_error.clone(),
         image_body,
