@@ -26,7 +26,8 @@
 //!   pitch-movement, spectral-change and rhythm statistics.
 //! - [`model`]: the networks (`new(vs, config)` + `forward_t`), their
 //!   safetensors weights and JSON model cards; [`model::voice`] is the
-//!   emotion x sex voice network.
+//!   emotion x sex voice network, served as an ensemble of networks trained
+//!   from different seeds (the mean of their probabilities).
 //! - [`fusion`]: face and voice emotion distributions combined into one,
 //!   each weighted by its calibration (a temperature fitted on held-out data).
 //! - [`predict`]: the [`predict::Analyzer`], which owns the loaded models and
@@ -37,9 +38,10 @@
 //!   combines them.
 //! - [`web`]: the axum application ([`web::app`]), its one error type, its
 //!   pages and the cross-modal samples they offer ([`web::samples`]); uploads
-//!   are admitted from their headers before their bodies are read, and its
-//!   own connection loop ([`web::serve`]) closes slow and idle connections
-//!   and caps how many are open.
+//!   are admitted from their headers before their bodies are read, read
+//!   within their own timeout and analysed within another, and its own
+//!   connection loop ([`web::serve`]) closes slow and idle connections, caps
+//!   how many are open, and lingers on close so an early answer arrives.
 //! - [`train`]: dataset loaders (FER2013, RAVDESS, EmoDB, speechsex and kin,
 //!   UTKFace), generated non-speech for the speech check,
 //!   augmentation, the training loops with checkpoints, and evaluation
