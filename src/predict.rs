@@ -120,6 +120,10 @@ pub struct FaceAnalysis {
     pub emotion: Distribution,
     /// The person's sex as the face model sees it.
     pub sex: Distribution,
+    /// The 48x48 grey crop both networks read (row-major), for the answer
+    /// page to show; not part of the JSON.
+    #[serde(skip)]
+    pub crop: Vec<u8>,
 }
 
 /// Where an image's faces come from.
@@ -220,6 +224,9 @@ pub struct FusionSource {
     pub weight: f32,
     /// The emotion distribution that went in, as the model gave it.
     pub emotion: Distribution,
+    /// For the face: which of the image's faces (1 is the largest) was fused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face: Option<usize>,
 }
 
 /// The answer for one upload, tagged by kind in JSON (`"kind": "image"`).
@@ -326,20 +333,32 @@ impl Analyzer {
     /// clip, each weighted by its model's calibration; either may be absent
     /// (`None` when both are).
     pub fn fuse(&self, image: Option<&ImageAnalysis>, audio: Option<&AudioAnalysis>) -> Option<FusedEmotion> {
+        self.fuse_face(image, audio, 0)
+    }
+
+    /// [`Self::fuse`] with the image's face number `face` (0-based, largest
+    /// first) instead of the largest; a face the image does not have leaves
+    /// the image out.
+    pub fn fuse_face(
+        &self,
+        image: Option<&ImageAnalysis>,
+        audio: Option<&AudioAnalysis>,
+        face: usize,
+    ) -> Option<FusedEmotion> {
         let temperature = |c: &Option<Calibration>| c.as_ref().map_or(1.0, |c| c.temperature);
         let mut sources = Vec::new();
-        if let Some(face) = image.and_then(|i| i.faces.first()) {
-            sources.push(("face", temperature(&self.face_emotion_card.calibration), &face.emotion));
+        if let Some(chosen) = image.and_then(|i| i.faces.get(face)) {
+            sources.push(("face", temperature(&self.face_emotion_card.calibration), &chosen.emotion, Some(face + 1)));
         }
         if let Some(audio) = audio {
-            sources.push(("voice", temperature(&self.voice_emotion_card.calibration), &audio.emotion));
+            sources.push(("voice", temperature(&self.voice_emotion_card.calibration), &audio.emotion, None));
         }
         let probabilities: Vec<Vec<f32>> =
-            sources.iter().map(|(_, _, d)| d.probabilities.iter().map(|p| p.probability).collect()).collect();
+            sources.iter().map(|(_, _, d, _)| d.probabilities.iter().map(|p| p.probability).collect()).collect();
         let evidence: Vec<Evidence> = sources
             .iter()
             .zip(&probabilities)
-            .map(|(&(_, temperature, _), probabilities)| Evidence { probabilities, temperature })
+            .map(|(&(_, temperature, _, _), probabilities)| Evidence { probabilities, temperature })
             .collect();
         // The classes agree (checked at load), so fusing can only fail on no evidence.
         let fused = fuse(&evidence).ok()?;
@@ -347,10 +366,11 @@ impl Analyzer {
             emotion: Distribution::new(&self.face_emotion_card.classes, &fused),
             sources: sources
                 .into_iter()
-                .map(|(modality, temperature, emotion)| FusionSource {
+                .map(|(modality, temperature, emotion, face)| FusionSource {
                     modality: modality.into(),
                     weight: (1.0 / temperature) as f32,
                     emotion: emotion.clone(),
+                    face,
                 })
                 .collect(),
         })
@@ -496,8 +516,11 @@ impl Analyzer {
         let faces_left_out = boxes.len().saturating_sub(cap);
         boxes.truncate(cap);
         let (mut emotions, mut sexes) = (Vec::with_capacity(boxes.len()), Vec::with_capacity(boxes.len()));
+        let mut crops = Vec::with_capacity(boxes.len());
         for part in boxes.chunks(FACE_BATCH) {
-            let batch = face_batch(&image.gray, part);
+            let part_crops: Vec<Vec<u8>> = part.iter().map(|&b| crop_face(&image.gray, b).into_raw()).collect();
+            let batch = face_batch(&part_crops);
+            crops.extend(part_crops);
             // The two networks are independent, and each worker runs libtorch
             // on one thread: side by side they use the second core when a
             // request runs alone (under load the other workers use it anyway).
@@ -515,7 +538,8 @@ impl Analyzer {
         let faces = boxes
             .into_iter()
             .zip(emotions.into_iter().zip(sexes))
-            .map(|(bbox, (emotion, sex))| FaceAnalysis { bbox, emotion, sex })
+            .zip(crops)
+            .map(|((bbox, (emotion, sex)), crop)| FaceAnalysis { bbox, emotion, sex, crop })
             .collect();
         Ok(ImageAnalysis { width, height, faces, faces_left_out })
     }
@@ -526,14 +550,10 @@ impl Analyzer {
     }
 }
 
-/// The crops of `boxes` as one `[N, 1, 48, 48]` batch.
-fn face_batch(gray: &image::GrayImage, boxes: &[FaceBox]) -> Tensor {
-    let side = FACE_SIZE as usize;
-    let mut pixels = Vec::with_capacity(boxes.len() * side * side);
-    for &b in boxes {
-        pixels.extend_from_slice(crop_face(gray, b).as_raw());
-    }
-    Tensor::from_slice(&pixels).view([boxes.len() as i64, 1, FACE_SIZE, FACE_SIZE])
+/// 48x48 grey crops as one `[N, 1, 48, 48]` batch.
+fn face_batch(crops: &[Vec<u8>]) -> Tensor {
+    let pixels: Vec<u8> = crops.concat();
+    Tensor::from_slice(&pixels).view([crops.len() as i64, 1, FACE_SIZE, FACE_SIZE])
 }
 
 /// `workers` copies of the face network at `weights`.

@@ -81,6 +81,21 @@
       });
     });
 
+    // A phantom face (a bookshelf, a shirt) can be put aside: its card is
+    // dimmed and its box taken off the picture; one more click brings it back.
+    root.querySelectorAll(".face-actions").forEach((actions) => { actions.hidden = false; });
+    root.querySelectorAll("button.leave-out").forEach((button) => {
+      button.addEventListener("click", () => {
+        const n = button.dataset.face;
+        const card = root.querySelector("#face-" + n);
+        const out = !card.classList.contains("dismissed");
+        card.classList.toggle("dismissed", out);
+        root.querySelectorAll('.photo [data-face="' + n + '"], .face-tags [data-face="' + n + '"]')
+          .forEach((e) => e.classList.toggle("left-out", out));
+        button.textContent = out ? "Show this face again" : "Not a face: leave it out";
+      });
+    });
+
     const save = root.querySelector("#save-picture");
     const picture = root.querySelector(".photo img");
     if (save && picture) {
@@ -92,12 +107,12 @@
         const g = canvas.getContext("2d");
         g.drawImage(picture, 0, 0);
         const line = Math.max(2, Math.round(Math.max(canvas.width, canvas.height) / 300));
-        root.querySelectorAll(".photo svg rect.face-box").forEach((box) => {
+        root.querySelectorAll(".photo svg rect.face-box:not(.left-out)").forEach((box) => {
           g.strokeStyle = "#e2574c";
           g.lineWidth = line;
           g.strokeRect(+box.getAttribute("x"), +box.getAttribute("y"), +box.getAttribute("width"), +box.getAttribute("height"));
         });
-        root.querySelectorAll(".photo svg text.face-tag").forEach((tag) => {
+        root.querySelectorAll(".photo svg text.face-tag:not(.left-out)").forEach((tag) => {
           g.font = "bold " + tag.getAttribute("font-size") + "px sans-serif";
           g.lineWidth = line;
           g.strokeStyle = "#fff";
@@ -193,15 +208,27 @@
       history.pushState({ answer: true }, "", "/");
       answerPage(document);
       errorPage(files);
+      fusionChoices(files);
     }
 
-    // Sends `files` again from the upload page (restored as it was).
-    function resend(files, asOneFace) {
+    // Sends `files` again from the upload page (restored as it was), with
+    // the face numbered `face` (1 = largest) to be fused, if given.
+    let fuseFace = null;
+    function resend(files, asOneFace, face) {
       document.body.replaceWith(uploadBody);
       document.title = uploadTitle;
       if (wholeFace) wholeFace.checked = asOneFace;
       sending(false);
+      fuseFace = face || null;
       prepareAndSend(files);
+    }
+
+    // On a fused answer, any other face can be the one fused with the voice.
+    function fusionChoices(files) {
+      document.querySelectorAll("button.fuse-this").forEach((button) => {
+        button.addEventListener("click", () =>
+          resend(files, wholeFace && wholeFace.checked, parseInt(button.dataset.face, 10)));
+      });
     }
 
     // An error page keeps the upload's name (and picture) in view and offers
@@ -285,6 +312,7 @@
       const data = new FormData();
       ready.forEach((f) => data.append("file", f, f.name));
       if (wholeFace && wholeFace.checked) data.append("whole_image_face", "true");
+      if (fuseFace) data.append("fuse_face", String(fuseFace));
       const request = new XMLHttpRequest();
       request.open("POST", form.action);
       request.setRequestHeader("Accept", "text/html");
@@ -326,6 +354,7 @@
 
     form.addEventListener("submit", (event) => {
       event.preventDefault();
+      fuseFace = null;
       prepareAndSend(Array.from(input.files));
     });
     input.addEventListener("change", () => {

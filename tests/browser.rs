@@ -344,7 +344,21 @@ async fn answer_pages_work_in_headless_chromium() {
         assert!(worst <= 2.0, "{}: a drawn box is {worst:.1} px off its face", path.display());
         assert!(tags_ok, "{}: the tags leave the picture or overlap", path.display());
     }
+    // What the networks read: each face's 48x48 crop on its card. A face can
+    // be put aside with one click: its box leaves the picture.
+    let crops =
+        js(&browser, "return [...document.querySelectorAll('article.face img.crop')].map(i => i.naturalWidth)").await;
+    let boxes = count(&browser, "rect.face-box").await;
+    assert_eq!(crops.as_array().unwrap().len(), boxes, "one crop per face");
+    assert!(crops.as_array().unwrap().iter().all(|w| w.as_u64() == Some(48)), "{crops}");
+    browser.find(Locator::Css("#face-2 button.leave-out")).await.unwrap().click().await.unwrap();
+    let shown = js(&browser, "return [...document.querySelectorAll('rect.face-box')].filter(r => getComputedStyle(r).display !== 'none').length").await;
+    assert_eq!(shown.as_u64(), Some(boxes as u64 - 1), "face 2's box is taken off the picture");
+    assert_eq!(count(&browser, "#face-2.dismissed").await, 1);
     screenshot(&browser, "six_faces_result.png").await;
+    // One more click brings it back.
+    browser.find(Locator::Css("#face-2 button.leave-out")).await.unwrap().click().await.unwrap();
+    assert_eq!(count(&browser, "#face-2.dismissed").await + count(&browser, "rect.face-box.left-out").await, 0);
     // The same at a phone's width: the picture shrinks and the boxes with it.
     browser.set_window_size(390, 844).await.unwrap();
     let (_, worst, tags_ok) = drawn_boxes_against_json(&browser, &base, &six_faces(tmp.path())).await;
@@ -426,6 +440,17 @@ async fn answer_pages_work_in_headless_chromium() {
     assert!(fused.contains("agree"), "{fused}");
     assert!(!fused.contains("temperature") && !fused.contains("renormalised"), "{fused}");
     screenshot(&browser, "fusion_result.png").await;
+
+    // With several faces, any of them can be the one fused: the page sends
+    // the pair again and the answer names the face it used.
+    upload_files(&browser, &base, &[&fixtures.join("group.jpg"), &fixtures.join("speech.wav")]).await;
+    wait_for(&browser, ".fusion-result #face-1.fused-face").await;
+    browser.find(Locator::Css("button.fuse-this[data-face='2']")).await.unwrap().click().await.unwrap();
+    wait_for(&browser, ".fusion-result #face-2.fused-face").await;
+    let json_href =
+        browser.find(Locator::Css("a[download$='.json']")).await.unwrap().attr("href").await.unwrap().unwrap();
+    let kept: Value = serde_json::from_slice(&data_link(&json_href)).unwrap();
+    assert_eq!(kept["fused"]["sources"][0]["face"], 2, "the answer names the fused face");
 
     // No face: a clear page, no guess.
     upload(&browser, &base, &fixtures.join("coffee.jpg")).await;

@@ -80,6 +80,40 @@ async fn an_image_and_a_clip_are_analysed_and_fused() {
     // What went in is exactly what each part answered.
     assert_eq!(body["fused"]["sources"][0]["emotion"], faces[0]["emotion"]);
     assert_eq!(body["fused"]["sources"][1]["emotion"], body["audio"]["emotion"]);
+    // The answer says which face was fused: the largest, face 1, by default.
+    assert_eq!(body["fused"]["sources"][0]["face"], 1);
+    assert!(body["fused"]["sources"][1].get("face").is_none());
+}
+
+#[tokio::test]
+async fn the_fused_face_can_be_chosen_and_the_answer_names_it() {
+    let group = fixture("group.jpg");
+    let clip = fixture("speech.wav");
+    let parts = |choice: &'static [u8]| {
+        vec![("image", "group.jpg", group.as_slice()), ("audio", "me.wav", clip.as_slice()), ("fuse_face", "", choice)]
+    };
+    let response = send(pair_request(&parts(b"2"), None)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json_of(response).await;
+    let faces = body["image"]["faces"].as_array().unwrap();
+    assert!(faces.len() >= 3, "{} faces", faces.len());
+    assert_eq!(body["fused"]["sources"][0]["face"], 2);
+    assert_eq!(body["fused"]["sources"][0]["emotion"], faces[1]["emotion"], "face 2 is the one fused");
+    assert_fused_from_sources(&body["fused"]);
+    // A face the image does not have, or not a number: 400, saying why.
+    for (choice, says) in
+        [(&b"9"[..], "but the image has"), (&b"0"[..], "1 for the largest"), (&b"two"[..], "got `two`")]
+    {
+        let response = send(pair_request(
+            &[("image", "group.jpg", &group), ("audio", "me.wav", &clip), ("fuse_face", "", choice)],
+            None,
+        ))
+        .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = json_of(response).await;
+        assert_eq!(body["code"], "bad_request");
+        assert!(body["message"].as_str().unwrap().contains(says), "{body}");
+    }
 }
 
 #[tokio::test]

@@ -30,6 +30,10 @@ pub struct UploadForm {
     /// `true` when the image is one face, already cropped: its central
     /// square is read as the face and no detection runs (default `false`).
     whole_image_face: Option<bool>,
+    /// With `image` and `audio`: which face of the image the fused answer
+    /// uses, 1 for the largest (the default); the answer's face source says
+    /// which was used.
+    fuse_face: Option<u32>,
 }
 
 /// The `kind` of a fused answer.

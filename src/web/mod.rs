@@ -264,6 +264,19 @@ const UPLOAD_FIELDS: [&str; 3] = ["file", "image", "audio"];
 /// The form field that says the image is one face, already cropped.
 const WHOLE_IMAGE_FACE_FIELD: &str = "whole_image_face";
 
+/// The form field that picks which face (1 is the largest) a fused answer
+/// uses.
+const FUSE_FACE_FIELD: &str = "fuse_face";
+
+/// How a request wants its upload read, from its form fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadOptions {
+    /// Detect faces, or read the whole image as one.
+    pub faces: FaceSource,
+    /// The face (0-based, largest first) a fused answer uses.
+    pub fuse_face: usize,
+}
+
 /// What a predict request carries.
 pub enum Uploads {
     /// One file, image or clip.
@@ -276,7 +289,7 @@ pub enum Uploads {
 async fn read_uploads_in_time(
     state: &AppState,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Result<(Uploads, FaceSource), AppError> {
+) -> Result<(Uploads, UploadOptions), AppError> {
     let limits = &state.limits;
     let seconds = limits.upload_timeout.as_secs().max(1);
     tokio::time::timeout(limits.upload_timeout, read_uploads(multipart, limits.max_upload_bytes)).await.map_err(
@@ -289,9 +302,9 @@ async fn read_uploads_in_time(
 }
 
 /// [`answer`] within the request timeout.
-async fn answer_in_time(state: &AppState, uploads: &Uploads, faces: FaceSource) -> Result<Answer, AppError> {
+async fn answer_in_time(state: &AppState, uploads: &Uploads, options: UploadOptions) -> Result<Answer, AppError> {
     let seconds = state.limits.request_timeout.as_secs_f64().ceil() as u64;
-    tokio::time::timeout(state.limits.request_timeout, answer(state, uploads, faces))
+    tokio::time::timeout(state.limits.request_timeout, answer(state, uploads, options))
         .await
         .map_err(|_| AppError::Timeout { seconds })?
 }
@@ -301,7 +314,7 @@ async fn answer_in_time(state: &AppState, uploads: &Uploads, faces: FaceSource) 
 async fn read_uploads(
     multipart: Result<Multipart, MultipartRejection>,
     limit: usize,
-) -> Result<(Uploads, FaceSource), AppError> {
+) -> Result<(Uploads, UploadOptions), AppError> {
     let mut multipart = multipart.map_err(|e| {
         AppError::BadRequest(format!(
             "expected a multipart/form-data upload with the file in a field named `file` ({})",
@@ -318,17 +331,28 @@ async fn read_uploads(
         }
     };
     let mut uploads: Vec<(String, Upload)> = Vec::new();
-    let mut faces = FaceSource::Detect;
+    let mut options = UploadOptions::default();
     while let Some(field) = multipart.next_field().await.map_err(|e| reading_error(e, "malformed multipart body"))? {
         let name = field.name().unwrap_or_default().to_string();
         if name == WHOLE_IMAGE_FACE_FIELD {
             let value = field.text().await.map_err(|e| reading_error(e, "could not read a form field"))?;
-            faces = FaceSource::from_form_value(&value).ok_or_else(|| {
+            options.faces = FaceSource::from_form_value(&value).ok_or_else(|| {
                 AppError::BadRequest(format!(
                     "`{WHOLE_IMAGE_FACE_FIELD}` is `true` or `false` (got `{}`)",
                     value.chars().take(40).collect::<String>()
                 ))
             })?;
+            continue;
+        }
+        if name == FUSE_FACE_FIELD {
+            let value = field.text().await.map_err(|e| reading_error(e, "could not read a form field"))?;
+            options.fuse_face =
+                value.trim().parse::<usize>().ok().filter(|&n| n >= 1).map(|n| n - 1).ok_or_else(|| {
+                    AppError::BadRequest(format!(
+                        "`{FUSE_FACE_FIELD}` is a face's number, 1 for the largest (got `{}`)",
+                        value.chars().take(40).collect::<String>()
+                    ))
+                })?;
             continue;
         }
         if !UPLOAD_FIELDS.contains(&name.as_str()) {
@@ -347,7 +371,7 @@ async fn read_uploads(
         (Some((_, one)), None) => Ok(Uploads::One(one)),
         (Some(first), Some(second)) => pair(first, second),
     }?;
-    Ok((uploads, faces))
+    Ok((uploads, options))
 }
 
 /// Which of two uploads is the image and which the clip: by content, or by
@@ -430,16 +454,26 @@ async fn analyze_pair(
     state: &AppState,
     image: &Upload,
     audio: &Upload,
-    faces: FaceSource,
+    options: UploadOptions,
 ) -> Result<FusionAnalysis, AppError> {
     let (image, audio) = (image.bytes.clone(), audio.bytes.clone());
     let (image, audio, fused) = run_bounded(state, move |analyzer| {
-        let image = analyzer.analyze_image_bytes_with(&image, faces);
+        let image = analyzer.analyze_image_bytes_with(&image, options.faces);
         let audio = analyzer.analyze_audio_bytes(&audio);
-        let fused = analyzer.fuse(image.as_ref().ok(), audio.as_ref().ok());
+        let fused = analyzer.fuse_face(image.as_ref().ok(), audio.as_ref().ok(), options.fuse_face);
         (image, audio, fused)
     })
     .await?;
+    if let Ok(analysis) = &image {
+        if options.fuse_face >= analysis.faces.len() {
+            return Err(AppError::BadRequest(format!(
+                "`{FUSE_FACE_FIELD}` asks for face {}, but the image has {} face{}",
+                options.fuse_face + 1,
+                analysis.faces.len(),
+                if analysis.faces.len() == 1 { "" } else { "s" }
+            )));
+        }
+    }
     let (image, image_error) = split_outcome(image);
     let (audio, audio_error) = split_outcome(audio);
     match fused {
@@ -463,11 +497,11 @@ fn split_outcome<T>(outcome: Result<T, AnalyzeError>) -> (Option<T>, Option<AppE
 }
 
 /// Analyses whatever the request carries.
-async fn answer(state: &AppState, uploads: &Uploads, faces: FaceSource) -> Result<Answer, AppError> {
+async fn answer(state: &AppState, uploads: &Uploads, options: UploadOptions) -> Result<Answer, AppError> {
     match uploads {
-        Uploads::One(upload) => analyze(state, upload, faces).await.map(Answer::Single),
+        Uploads::One(upload) => analyze(state, upload, options.faces).await.map(Answer::Single),
         Uploads::Pair { image, audio } => {
-            analyze_pair(state, image, audio, faces).await.map(|f| Answer::Fusion(Box::new(f)))
+            analyze_pair(state, image, audio, options).await.map(|f| Answer::Fusion(Box::new(f)))
         }
     }
 }
@@ -525,8 +559,8 @@ async fn predict_json(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Answer>, AppError> {
     let _admission = admit_upload(&state, &headers)?;
-    let (uploads, faces) = read_uploads_in_time(&state, multipart).await?;
-    Ok(Json(answer_in_time(&state, &uploads, faces).await?))
+    let (uploads, options) = read_uploads_in_time(&state, multipart).await?;
+    Ok(Json(answer_in_time(&state, &uploads, options).await?))
 }
 
 /// The same as `/api/v1/predict`, answering an HTML page unless the client
@@ -551,8 +585,8 @@ async fn predict_negotiated(
     let json = wants_json(&headers);
     let result = async {
         let _admission = admit_upload(&state, &headers)?;
-        let (uploads, faces) = read_uploads_in_time(&state, multipart).await?;
-        let answer = answer_in_time(&state, &uploads, faces).await?;
+        let (uploads, options) = read_uploads_in_time(&state, multipart).await?;
+        let answer = answer_in_time(&state, &uploads, options).await?;
         Ok::<_, AppError>((uploads, answer))
     }
     .await;

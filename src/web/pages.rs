@@ -430,6 +430,23 @@ struct FaceView {
     sex_bars: Vec<Bar>,
     /// A voice expressing this face's emotion, in its predicted sex's voice.
     sample: Option<Sample>,
+    /// The 48x48 grey crop the networks read, as a PNG data URL: a phantom
+    /// face (a bookshelf, a shirt) is obvious at a glance.
+    crop_src: String,
+    /// Whether this face went into the fused answer (fusion pages).
+    fused: bool,
+}
+
+/// A face crop (48x48 grey, row-major) as a PNG data URL; empty if it cannot
+/// be encoded.
+fn crop_data_url(crop: &[u8]) -> String {
+    let side = crate::model::FACE_SIZE as u32;
+    let Some(image) = image::GrayImage::from_raw(side, side, crop.to_vec()) else { return String::new() };
+    let mut png = Vec::new();
+    match image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png) {
+        Ok(()) => format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png)),
+        Err(_) => String::new(),
+    }
 }
 
 #[derive(Template)]
@@ -453,6 +470,8 @@ struct ImageSection {
     faces_left_out: usize,
     /// The face models' measured accuracy in words (empty if unmeasured).
     accuracy: String,
+    /// Part of a fused answer: each face offers to be the one fused.
+    fusion: bool,
 }
 
 /// The answer page for an analysed image.
@@ -462,10 +481,18 @@ fn image_result(
     downloads: Downloads,
     notes: &AccuracyNotes,
 ) -> Result<Response, AppError> {
-    Ok(render(&ResultPage { faces: analysis.faces.len(), downloads, body: image_section(upload, analysis, notes)? }))
+    let body = image_section(upload, analysis, notes, None)?;
+    Ok(render(&ResultPage { faces: analysis.faces.len(), downloads, body }))
 }
 
-fn image_section(upload: &Upload, analysis: &ImageAnalysis, notes: &AccuracyNotes) -> Result<String, AppError> {
+/// A photo's section: `fused` is the number (1 = largest) of the face a
+/// fused answer used, if any.
+fn image_section(
+    upload: &Upload,
+    analysis: &ImageAnalysis,
+    notes: &AccuracyNotes,
+    fused: Option<usize>,
+) -> Result<String, AppError> {
     let image_src = data_url(upload);
     let faces = analysis
         .faces
@@ -490,6 +517,8 @@ fn image_section(upload: &Upload, analysis: &ImageAnalysis, notes: &AccuracyNote
                 sex_confidence: 100.0 * face.sex.confidence,
                 sex_bars: bars(&face.sex),
                 sample: voice_sample(&face.emotion.label, &face.sex.label),
+                crop_src: crop_data_url(&face.crop),
+                fused: fused == Some(i + 1),
             }
         })
         .collect();
@@ -504,6 +533,7 @@ fn image_section(upload: &Upload, analysis: &ImageAnalysis, notes: &AccuracyNote
             .flatten()
             .collect::<Vec<_>>()
             .join(" "),
+        fusion: fused.is_some(),
     })
 }
 
@@ -572,7 +602,9 @@ fn fusion_result(
     notes: &AccuracyNotes,
 ) -> Result<Response, AppError> {
     let fused = &fusion.fused.emotion;
-    let image_body = fusion.image.as_ref().map(|a| image_section(image, a, notes)).transpose()?.unwrap_or_default();
+    let fused_face = fusion.fused.sources.iter().find_map(|s| s.face);
+    let image_body =
+        fusion.image.as_ref().map(|a| image_section(image, a, notes, fused_face)).transpose()?.unwrap_or_default();
     let audio_body = fusion.audio.as_ref().map(|a| audio_section(audio, a, notes)).transpose()?.unwrap_or_default();
     let sources: Vec<SourceView> = fusion
         .fused
