@@ -380,6 +380,8 @@
     capture.hidden = false;
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       cameraButton.disabled = recordButton.disabled = true;
+      const both = document.getElementById("both-button");
+      if (both) both.disabled = true;
       say("The webcam and microphone need a secure page (https:// or localhost); uploading a file still works.");
       return;
     }
@@ -465,6 +467,53 @@
       submitFile(new File([encodeWav(chunks, rate)], "recording.wav", { type: "audio/wav" }));
     }
     recordButton.addEventListener("click", () => (recording ? stopRecording() : startRecording()));
+
+    // --- face and voice at once: 4 s of speech, then a snapshot -------------
+    const bothButton = document.getElementById("both-button");
+    const BOTH_SECONDS = 4;
+    if (bothButton) bothButton.addEventListener("click", async () => {
+      let stream;
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({
+          video: { width: 640, height: 480 }, audio: { channelCount: 1, echoCancellation: false },
+        });
+      } catch (e) {
+        say("No webcam or microphone available (" + e.name + "): upload a photo and a clip instead.");
+        return;
+      }
+      controls().forEach((c) => { c.disabled = true; });
+      video.srcObject = stream;
+      camera.classList.add("on");
+      const context = new AudioContext();
+      const source = context.createMediaStreamSource(stream);
+      const processor = context.createScriptProcessor(4096, 1, 1);
+      const chunks = [];
+      processor.onaudioprocess = (event) => chunks.push(new Float32Array(event.inputBuffer.getChannelData(0)));
+      source.connect(processor);
+      processor.connect(context.destination);
+      for (let left = BOTH_SECONDS; left > 0; left--) {
+        say("Look at the camera and speak: " + left + " s...");
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+      const canvas = document.createElement("canvas");
+      canvas.width = video.videoWidth || 640;
+      canvas.height = video.videoHeight || 480;
+      canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+      source.disconnect();
+      processor.disconnect();
+      stream.getTracks().forEach((t) => t.stop());
+      const rate = context.sampleRate;
+      context.close();
+      camera.classList.remove("on");
+      controls().forEach((c) => { c.disabled = false; });
+      snapButton.disabled = true;
+      say("");
+      const picture = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
+      submitFiles([
+        new File([picture], "webcam.jpg", { type: "image/jpeg" }),
+        new File([encodeWav(chunks, rate)], "recording.wav", { type: "audio/wav" }),
+      ]);
+    });
   }
 
   // An answer page reached through Back after an in-place answer: show the

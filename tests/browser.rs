@@ -547,6 +547,18 @@ async fn answer_pages_work_in_headless_chromium() {
     let title = js(&browser, "return document.title").await;
     assert!(!title.as_str().unwrap().contains("Unsupported"), "the snapshot must be an accepted image: {title}");
 
+    // Face and voice at once: 4 s from the fake microphone and a snapshot of
+    // the fake camera go up together as one fused request. The fake camera's
+    // picture (a test pattern) should hold no face: then the fused answer
+    // rests on the voice and says why the face is missing.
+    browser.goto(&base).await.unwrap();
+    browser.find(Locator::Css("#both-button")).await.unwrap().click().await.unwrap();
+    wait_for(&browser, ".fusion-result").await;
+    assert_eq!(count(&browser, "li[data-modality=voice]").await, 1);
+    let face_fused = count(&browser, "li[data-modality=face]").await;
+    let no_face = count(&browser, ".part-error[data-code=no_face]").await;
+    assert_eq!(face_fused + no_face, 1, "the picture is either fused or said to hold no face");
+
     // The upload's way: a large photo is scaled down in the page before
     // sending (the answer's picture is 1600 px), the progress bar reaches
     // 100% and then says "analysing", and the controls are disabled meanwhile.
