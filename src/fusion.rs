@@ -39,6 +39,22 @@ pub struct Calibration {
     pub samples: u64,
 }
 
+/// When a model's two likeliest classes are too close to name one: below
+/// `margin` between them, the answer page says "mixed: A or B". Chosen on
+/// held-out data (`eval mixed`), recorded in the card.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MixedMargin {
+    /// Probability gap between the first and second class.
+    pub margin: f64,
+    /// Where it was chosen (never the split the accuracy is reported on).
+    pub fitted_on: String,
+    /// On that data: the share of answers within the margin, how often their
+    /// first class was right, and how often one of the two was.
+    pub share_within: f64,
+    pub top1_accuracy_within: f64,
+    pub top2_accuracy_within: f64,
+}
+
 /// One modality's evidence for the fusion.
 #[derive(Debug, Clone, Copy)]
 pub struct Evidence<'a> {

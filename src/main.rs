@@ -217,6 +217,26 @@ enum EvalCommand {
     /// Face + voice fusion on pseudo-pairs (a held-out face and a held-out
     /// clip with the same true emotion); needs the cards' calibration.
     Fusion(EvalFusion),
+    /// The gap between the two likeliest emotions under which the page says "mixed: A or B", chosen on
+    /// validation data (PublicTest, RAVDESS actors 19-20).
+    Mixed(EvalMixed),
+}
+
+#[derive(Args)]
+struct EvalMixed {
+    /// FER2013 (its PublicTest faces).
+    #[arg(long, env = "EMOTION_AI_FER2013")]
+    fer2013: PathBuf,
+    /// RAVDESS (its validation actors 19-20); repeatable.
+    #[arg(long, env = "EMOTION_AI_RAVDESS", required = true)]
+    ravdess: Vec<PathBuf>,
+    #[arg(long, default_value = "models/face_emotion.safetensors")]
+    face_weights: PathBuf,
+    #[arg(long, default_value = "models/voice_emotion.safetensors")]
+    voice_weights: PathBuf,
+    /// Record the chosen margins in the two cards.
+    #[arg(long)]
+    write_card: bool,
 }
 
 #[derive(Args)]
@@ -538,6 +558,30 @@ fn main() -> Result<()> {
             }
             let pngs: Vec<String> = report.png_paths.iter().map(|p| p.display().to_string()).collect();
             println!("confusion matrices: {} and {}", report.json_path.display(), pngs.join(", "));
+        }
+        Command::Eval(EvalCommand::Mixed(args)) => {
+            let report = emotion_ai::train::mixed_eval::run(&emotion_ai::train::mixed_eval::MixedEvalRequest {
+                fer2013: args.fer2013,
+                ravdess: args.ravdess,
+                face_weights: args.face_weights,
+                voice_weights: args.voice_weights,
+                write_card: args.write_card,
+            })?;
+            for (model, rows, chosen) in
+                [("face", &report.face, &report.face_margin), ("voice", &report.voice, &report.voice_margin)]
+            {
+                println!("{model}: gap below   answers   first right   one of two right");
+                for r in rows.iter().filter(|r| (r.margin * 100.0).round() as u32 % 5 == 0) {
+                    println!(
+                        "      {:>9.2} {:>9} {:>12.1}% {:>17.1}%",
+                        r.margin,
+                        r.within,
+                        100.0 * r.top1_accuracy,
+                        100.0 * r.top2_accuracy
+                    );
+                }
+                println!("{model}: chosen margin {}", serde_json::to_string(chosen)?);
+            }
         }
         Command::Eval(EvalCommand::Fusion(args)) => {
             let report = fusion_eval::run_eval(&fusion_eval::FusionEvalRequest {

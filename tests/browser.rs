@@ -343,6 +343,32 @@ async fn answer_pages_work_in_headless_chromium() {
         assert!(faces >= at_least, "{}: {faces} faces", path.display());
         assert!(worst <= 2.0, "{}: a drawn box is {worst:.1} px off its face", path.display());
         assert!(tags_ok, "{}: the tags leave the picture or overlap", path.display());
+        // A face whose two likeliest emotions are closer than the card's
+        // margin is called mixed; the others get their one label.
+        let card: Value =
+            serde_json::from_slice(&std::fs::read(root().join("models/face_emotion.json")).unwrap()).unwrap();
+        let margin = card["mixed"]["margin"].as_f64().expect("the face card has a mixed margin");
+        let json_href =
+            browser.find(Locator::Css("a[download$='.json']")).await.unwrap().attr("href").await.unwrap().unwrap();
+        let kept: Value = serde_json::from_slice(&data_link(&json_href)).unwrap();
+        let headings =
+            js(&browser, "return [...document.querySelectorAll('article.face h2')].map(h => h.textContent)").await;
+        for (face, heading) in kept["faces"].as_array().unwrap().iter().zip(headings.as_array().unwrap()) {
+            let mut p: Vec<f64> = face["emotion"]["probabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["probability"].as_f64().unwrap())
+                .collect();
+            p.sort_by(|a, b| b.total_cmp(a));
+            let heading = heading.as_str().unwrap();
+            assert_eq!(
+                heading.contains("mixed:"),
+                p[0] - p[1] < margin,
+                "gap {:.3}, margin {margin}: {heading}",
+                p[0] - p[1]
+            );
+        }
     }
     // What the networks read: each face's 48x48 crop on its card. A face can
     // be put aside with one click: its box leaves the picture.

@@ -289,6 +289,10 @@ pub struct VoiceModelCard {
     /// in face + voice fusion; absent until `eval --write-card` fits it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<crate::fusion::Calibration>,
+    /// The gap under which the page calls the answer mixed; absent until
+    /// `eval mixed --write-card` chooses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixed: Option<crate::fusion::MixedMargin>,
     pub train_command: String,
     pub eval_command: String,
 }

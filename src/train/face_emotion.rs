@@ -85,6 +85,7 @@ pub fn export(best: &Path, state: &RunState, train_faces: usize, export: &Path, 
         ),
         metrics: json!({ "fer2013_public_test_accuracy": state.best_val_accuracy }),
         calibration: None,
+        mixed: None,
         train_command: format!("emotion-ai train face-emotion --data {} --epochs {}", data.display(), o.epochs),
         eval_command: format!("emotion-ai eval face-emotion --data {} --write-card", data.display()),
     };

@@ -120,6 +120,7 @@ fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainR
         ),
         metrics: json!({ "validation_accuracy": state.best_val_accuracy, "split_seed": SPLIT_SEED }),
         calibration: None,
+        mixed: None,
         train_command: format!(
             "emotion-ai train face-sex --data {} --epochs {}{}",
             request.data.display(),

@@ -13,6 +13,7 @@ pub mod face_sex;
 pub mod fer2013;
 pub mod fusion_eval;
 pub mod metrics;
+pub mod mixed_eval;
 pub mod nonspeech;
 pub mod speech_check;
 pub mod utkface;

@@ -586,6 +586,7 @@ pub fn export(
             "validation_score": state.best_val_accuracy,
         }),
         calibration: None,
+        mixed: None,
         train_command: format!(
             "emotion-ai train voice-emotion {}{} --epochs {}",
             data_args(&request.data),
@@ -654,6 +655,7 @@ pub fn merge_ensemble(members: &[PathBuf], out: &Path) -> Result<VoiceModelCard>
     card.trained_on = format!("each member: {}", card.trained_on);
     card.metrics = json!({});
     card.calibration = None;
+    card.mixed = None;
     let listed: Vec<String> = members.iter().map(|m| format!("--member {}", m.display())).collect();
     card.train_command = format!(
         "{}; then emotion-ai train voice-ensemble {} --out {}",

@@ -154,6 +154,20 @@ pub struct AccuracyNotes {
     face_emotion: Option<String>,
     face_sex: Option<String>,
     voice: Option<String>,
+    /// The cards' gaps under which an emotion answer is called mixed.
+    face_mixed: Option<f64>,
+    voice_mixed: Option<f64>,
+}
+
+/// "angry or fearful" when the two likeliest emotions of `distribution` are
+/// within `margin` of each other (the card's, chosen on held-out data).
+fn mixed(distribution: &Distribution, margin: Option<f64>) -> Option<String> {
+    let margin = margin?;
+    let mut ranked: Vec<_> = distribution.probabilities.iter().collect();
+    ranked.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+    let (first, second) = (ranked.first()?, ranked.get(1)?);
+    (f64::from(first.probability - second.probability) < margin)
+        .then(|| format!("{} or {}", adjective(&first.label), adjective(&second.label)))
 }
 
 impl AccuracyNotes {
@@ -182,7 +196,13 @@ impl AccuracyNotes {
                 100.0 * a
             )
         });
-        Self { face_emotion, face_sex, voice }
+        Self {
+            face_emotion,
+            face_sex,
+            voice,
+            face_mixed: analyzer.face_emotion_card().mixed.as_ref().map(|m| m.margin),
+            voice_mixed: analyzer.voice_emotion_card().mixed.as_ref().map(|m| m.margin),
+        }
     }
 }
 
@@ -284,6 +304,8 @@ fn top_three(distribution: &Distribution) -> String {
 #[template(path = "audio_result.html")]
 struct AudioResultPage {
     emotion_word: &'static str,
+    /// "neutral or sad" when the two are too close to call.
+    mixed: Option<String>,
     emotion_confidence: f32,
     downloads: Downloads,
     /// The rendered [`AudioSection`].
@@ -339,7 +361,8 @@ fn audio_result(
     let emotion_word = adjective(&analysis.emotion.label);
     let emotion_confidence = 100.0 * analysis.emotion.confidence;
     let body = audio_section(upload, analysis, notes)?;
-    Ok(render(&AudioResultPage { emotion_word, emotion_confidence, downloads, body }))
+    let mixed = mixed(&analysis.emotion, notes.voice_mixed);
+    Ok(render(&AudioResultPage { emotion_word, mixed, emotion_confidence, downloads, body }))
 }
 
 fn audio_section(upload: &Upload, analysis: &AudioAnalysis, notes: &AccuracyNotes) -> Result<String, AppError> {
@@ -423,6 +446,8 @@ struct FaceView {
     tag_x: u32,
     tag_y: u32,
     label: String,
+    /// "angry or fearful" when the two are too close to call.
+    mixed: Option<String>,
     confidence: f32,
     bars: Vec<Bar>,
     sex_label: String,
@@ -511,6 +536,7 @@ fn image_section(
                 tag_x: face.bbox.x + (tag_size / 4).max(1),
                 tag_y: face.bbox.y + tag_size + (tag_size / 4).max(1),
                 label: face.emotion.label.clone(),
+                mixed: mixed(&face.emotion, notes.face_mixed),
                 confidence: 100.0 * face.emotion.confidence,
                 bars: bars(&face.emotion),
                 sex_label: face.sex.label.clone(),
@@ -653,6 +679,15 @@ mod tests {
         assert_eq!(in_words(0.9489), "about 19 times in 20");
         assert_eq!(in_words(0.5), "about 1 time in 2");
         assert_eq!(in_words(0.3656), "about 1 time in 3");
+    }
+
+    #[test]
+    fn close_calls_are_mixed_by_the_cards_margin() {
+        let classes: Vec<String> = crate::model::EMOTIONS.iter().map(|s| s.to_string()).collect();
+        let close = Distribution::new(&classes, &[0.40, 0.0, 0.25, 0.05, 0.1, 0.1, 0.1]);
+        assert_eq!(mixed(&close, Some(0.3)).as_deref(), Some("angry or fearful"));
+        assert_eq!(mixed(&close, Some(0.1)), None, "a gap of 0.15 is a clear answer under a 0.1 margin");
+        assert_eq!(mixed(&close, None), None, "no margin in the card: never mixed");
     }
 
     #[test]
