@@ -66,8 +66,8 @@ pub fn choose_margin(distributions: &[Vec<f32>], truths: &[usize]) -> (Vec<Margi
     let second = |r: &MarginRow| r.top2_accuracy - r.top1_accuracy;
     let chosen = rows
         .iter()
-        .filter(|r| r.within >= MIN_WITHIN.min(distributions.len()) && r.top1_accuracy < FIRST_OVER_SECOND * second(r))
-        .last()
+        .rev()
+        .find(|r| r.within >= MIN_WITHIN.min(distributions.len()) && r.top1_accuracy < FIRST_OVER_SECOND * second(r))
         .cloned();
     (rows, chosen)
 }
