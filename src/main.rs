@@ -571,7 +571,7 @@ fn main() -> Result<()> {
                 [("face", &report.face, &report.face_margin), ("voice", &report.voice, &report.voice_margin)]
             {
                 println!("{model}: gap below   answers   first right   one of two right");
-                for r in rows.iter().filter(|r| (r.margin * 100.0).round() as u32 % 5 == 0) {
+                for r in rows.iter().filter(|r| ((r.margin * 100.0).round() as u32).is_multiple_of(5)) {
                     println!(
                         "      {:>9.2} {:>9} {:>12.1}% {:>17.1}%",
                         r.margin,
