@@ -81,6 +81,43 @@
       });
     });
 
+    // Tags on a photo shown small (a phone, a crowd) would shrink below
+    // reading size with the picture: there each tag becomes just the face's
+    // number, at a readable size that still fits its box (the list under the
+    // photo gives the labels).
+    const picture = root.querySelector(".photo img");
+    const readableTags = () => {
+      if (!picture || !picture.naturalWidth || !picture.clientWidth) return;
+      const scale = picture.clientWidth / picture.naturalWidth;
+      root.querySelectorAll(".photo svg text.face-tag").forEach((tag) => {
+        if (!tag.dataset.full) {
+          tag.dataset.full = tag.textContent;
+          tag.dataset.size = tag.getAttribute("font-size");
+          tag.dataset.y = tag.getAttribute("y");
+        }
+        const box = root.querySelector('.photo svg rect.face-box[data-face="' + tag.dataset.face + '"]');
+        const size = parseFloat(tag.dataset.size);
+        if (size * scale >= 9 || !box) {
+          tag.textContent = tag.dataset.full;
+          tag.setAttribute("font-size", tag.dataset.size);
+          tag.setAttribute("y", tag.dataset.y);
+          return;
+        }
+        const number = tag.dataset.face;
+        const width = parseFloat(box.getAttribute("width"));
+        const height = parseFloat(box.getAttribute("height"));
+        const fits = Math.min((width * 0.9) / (0.62 * number.length), height * 0.6);
+        const readable = Math.min(11 / scale, fits);
+        tag.textContent = number;
+        tag.setAttribute("font-size", readable.toFixed(1));
+        tag.setAttribute("y", (parseFloat(box.getAttribute("y")) + readable * 1.05).toFixed(1));
+      });
+    };
+    if (picture) {
+      if (picture.complete) readableTags(); else picture.addEventListener("load", readableTags);
+      window.addEventListener("resize", readableTags);
+    }
+
     // A phantom face (a bookshelf, a shirt) can be put aside: its card is
     // dimmed and its box taken off the picture; one more click brings it back.
     root.querySelectorAll(".face-actions").forEach((actions) => { actions.hidden = false; });
@@ -97,7 +134,6 @@
     });
 
     const save = root.querySelector("#save-picture");
-    const picture = root.querySelector(".photo img");
     if (save && picture) {
       save.hidden = false;
       save.addEventListener("click", () => {
@@ -113,12 +149,15 @@
           g.strokeRect(+box.getAttribute("x"), +box.getAttribute("y"), +box.getAttribute("width"), +box.getAttribute("height"));
         });
         root.querySelectorAll(".photo svg text.face-tag:not(.left-out)").forEach((tag) => {
-          g.font = "bold " + tag.getAttribute("font-size") + "px sans-serif";
           g.lineWidth = line;
           g.strokeStyle = "#fff";
           g.fillStyle = "#e2574c";
-          g.strokeText(tag.textContent, +tag.getAttribute("x"), +tag.getAttribute("y"));
-          g.fillText(tag.textContent, +tag.getAttribute("x"), +tag.getAttribute("y"));
+          const text = tag.dataset.full || tag.textContent;
+          const size = tag.dataset.size || tag.getAttribute("font-size");
+          const y = tag.dataset.y || tag.getAttribute("y");
+          g.font = "bold " + size + "px sans-serif";
+          g.strokeText(text, +tag.getAttribute("x"), +y);
+          g.fillText(text, +tag.getAttribute("x"), +y);
         });
         canvas.toBlob((blob) => {
           const link = document.createElement("a");

@@ -390,6 +390,13 @@ async fn answer_pages_work_in_headless_chromium() {
     let (_, worst, tags_ok) = drawn_boxes_against_json(&browser, &base, &six_faces(tmp.path())).await;
     assert!(worst <= 2.0, "at 390 px wide a drawn box is {worst:.1} px off its face");
     assert!(tags_ok, "at 390 px wide the tags leave the picture or overlap");
+    // ... and stay readable: there each tag is the face's number, at least
+    // 10 px tall on the screen, the labels in the list under the photo.
+    let tags = js(&browser, "return [...document.querySelectorAll('text.face-tag')].map(t => [t.textContent, t.getBoundingClientRect().height])").await;
+    for tag in tags.as_array().unwrap() {
+        assert!(tag[1].as_f64().unwrap() >= 10.0, "a tag {} px tall at 390 px: {tag}", tag[1]);
+        assert!(tag[0].as_str().unwrap().parse::<usize>().is_ok(), "small tags are numbers: {tag}");
+    }
     screenshot(&browser, "six_faces_result_phone.png").await;
     browser.set_window_size(1200, 1500).await.unwrap();
 
