@@ -425,6 +425,36 @@
       return;
     }
 
+    // Collects a stream's audio as float samples; stop() ends the capture and
+    // gives the WAV file (or null if nothing came).
+    function recordAudio(stream) {
+      const context = new AudioContext();
+      const source = context.createMediaStreamSource(stream);
+      const processor = context.createScriptProcessor(4096, 1, 1);
+      const chunks = [];
+      processor.onaudioprocess = (event) => chunks.push(new Float32Array(event.inputBuffer.getChannelData(0)));
+      source.connect(processor);
+      processor.connect(context.destination);
+      return () => {
+        source.disconnect();
+        processor.disconnect();
+        const rate = context.sampleRate;
+        context.close();
+        if (!chunks.length) return null;
+        return new File([encodeWav(chunks, rate)], "recording.wav", { type: "audio/wav" });
+      };
+    }
+
+    // The video's current frame as a JPEG file.
+    function snapshot() {
+      const canvas = document.createElement("canvas");
+      canvas.width = video.videoWidth || 640;
+      canvas.height = video.videoHeight || 480;
+      canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+      return new Promise((resolve) => canvas.toBlob(
+        (blob) => resolve(new File([blob], "webcam.jpg", { type: "image/jpeg" })), "image/jpeg", 0.92));
+    }
+
     // --- webcam snapshot: a JPEG of the current frame -------------------------
     let cameraStream = null;
     function stopCamera() {
@@ -448,16 +478,11 @@
       cameraButton.textContent = "Close the webcam";
       say("Look at the camera, then take the picture.");
     });
-    snapButton.addEventListener("click", () => {
+    snapButton.addEventListener("click", async () => {
       if (!cameraStream || !video.videoWidth) { say("The webcam is not ready yet."); return; }
-      const canvas = document.createElement("canvas");
-      canvas.width = video.videoWidth;
-      canvas.height = video.videoHeight;
-      canvas.getContext("2d").drawImage(video, 0, 0);
-      canvas.toBlob((blob) => {
-        stopCamera();
-        submitFile(new File([blob], "webcam.jpg", { type: "image/jpeg" }));
-      }, "image/jpeg", 0.92);
+      const picture = await snapshot();
+      stopCamera();
+      submitFile(picture);
     });
 
     // --- microphone: raw samples encoded as 16-bit WAV in the page ------------
@@ -473,37 +498,28 @@
         say("No microphone available (" + e.name + "): upload a clip instead.");
         return;
       }
-      const context = new AudioContext();
-      const source = context.createMediaStreamSource(stream);
-      const processor = context.createScriptProcessor(4096, 1, 1);
-      const chunks = [];
-      processor.onaudioprocess = (event) => chunks.push(new Float32Array(event.inputBuffer.getChannelData(0)));
-      source.connect(processor);
-      processor.connect(context.destination);
+      const stop = recordAudio(stream);
       const started = Date.now();
       const timer = setInterval(() => {
         const seconds = (Date.now() - started) / 1000;
         say("Recording: " + seconds.toFixed(0) + " s (at most " + MAX_SECONDS + " s). Speak, then stop.");
         if (seconds >= MAX_SECONDS) stopRecording();
       }, 250);
-      recording = { stream, context, processor, source, chunks, timer };
+      recording = { stream, stop, timer };
       recordButton.textContent = "Stop and analyse";
       say("Recording... speak, then stop.");
     }
     function stopRecording() {
       if (!recording) return;
-      const { stream, context, processor, source, chunks, timer } = recording;
+      const { stream, stop, timer } = recording;
       recording = null;
       clearInterval(timer);
-      source.disconnect();
-      processor.disconnect();
+      const clip = stop();
       stream.getTracks().forEach((t) => t.stop());
-      const rate = context.sampleRate;
-      context.close();
       recordButton.textContent = "Record my voice";
-      if (!chunks.length) { say("Nothing was recorded."); return; }
+      if (!clip) { say("Nothing was recorded."); return; }
       say("");
-      submitFile(new File([encodeWav(chunks, rate)], "recording.wav", { type: "audio/wav" }));
+      submitFile(clip);
     }
     recordButton.addEventListener("click", () => (recording ? stopRecording() : startRecording()));
 
@@ -523,35 +539,19 @@
       controls().forEach((c) => { c.disabled = true; });
       video.srcObject = stream;
       camera.classList.add("on");
-      const context = new AudioContext();
-      const source = context.createMediaStreamSource(stream);
-      const processor = context.createScriptProcessor(4096, 1, 1);
-      const chunks = [];
-      processor.onaudioprocess = (event) => chunks.push(new Float32Array(event.inputBuffer.getChannelData(0)));
-      source.connect(processor);
-      processor.connect(context.destination);
+      const stop = recordAudio(stream);
       for (let left = BOTH_SECONDS; left > 0; left--) {
         say("Look at the camera and speak: " + left + " s...");
         await new Promise((resolve) => setTimeout(resolve, 1000));
       }
-      const canvas = document.createElement("canvas");
-      canvas.width = video.videoWidth || 640;
-      canvas.height = video.videoHeight || 480;
-      canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
-      source.disconnect();
-      processor.disconnect();
+      const picture = await snapshot();
+      const clip = stop();
       stream.getTracks().forEach((t) => t.stop());
-      const rate = context.sampleRate;
-      context.close();
       camera.classList.remove("on");
       controls().forEach((c) => { c.disabled = false; });
       snapButton.disabled = true;
       say("");
-      const picture = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
-      submitFiles([
-        new File([picture], "webcam.jpg", { type: "image/jpeg" }),
-        new File([encodeWav(chunks, rate)], "recording.wav", { type: "audio/wav" }),
-      ]);
+      submitFiles(clip ? [picture, clip] : [picture]);
     });
   }
 
