@@ -1,46 +1,65 @@
 //! Compares face-detection settings on speed and on what they find; the
-//! evidence behind [`DetectParams::default`] (README, "Face detection").
+//! evidence behind [`DetectParams::default`] and the face verifier (README,
+//! "Face detection").
 //!
-//! For each setting `CASCADE:SCALE_STEP:MIN_NEIGHBORS:MIN_FACE_FRACTION`
-//! (CASCADE is a file name under Debian's `haarcascades/` without
-//! `haarcascade_frontalface_` and `.xml`, e.g. `default` or `alt2`) it prints
-//! a Markdown row:
+//! For each setting `CASCADE:SCALE_STEP:MIN_NEIGHBORS:MIN_FACE_FRACTION[+v]`
+//! (or `+vTHRESHOLD` for another threshold than the card's; CASCADE is a file name under Debian's `haarcascades/` without
+//! `haarcascade_frontalface_` and `.xml`, e.g. `default` or `alt2`; `+v`
+//! passes the candidates through the face verifier given by `--verifier`) it
+//! prints a Markdown row:
 //!
-//! - the median detection time on the one-face 640x480 portrait fixture;
+//! - the median detection (and verification) time on the one-face 640x480
+//!   portrait fixture;
 //! - the faces found on the fixtures (portrait 1, astronaut 1, group 3,
 //!   coffee 0);
 //! - with `--utkface DIR`: recall and false positives on synthetic scenes,
-//!   four UTKFace crops of 40-200 px pasted on a smooth random 640x480
-//!   background (the same scenes for every setting; nothing is written);
-//! - with `--photos DIR`: the photos (`*.jpg`) with any detection.
+//!   four UTKFace faces of 40-200 px pasted on a smooth random 640x480
+//!   background (the same scenes for every setting; nothing is written;
+//!   `--scene-seed N` draws another 150, default 7).
+//!   The faces come from the validation and test parts of the split the sex
+//!   model and the verifier train on, so neither has seen them. Recall is
+//!   also given by UTKFace's race field (0 White, 1 Black, 2 Asian, 3 Indian,
+//!   4 other);
+//! - with `--photos DIR`: the face-free photos (`*.jpg`, `*.png`) with any
+//!   detection, and how many detections they had in all.
 //!
-//! `cargo run --release --example detect_sweep -- --utkface ../shared/datasets/utkface --photos DIR default:1.1:6:0.06 alt2:1.2:3:0.06`
+//! `cargo run --release --example detect_sweep -- --utkface ../shared/datasets/utkface --photos runs/photos/test --verifier models/face_verifier.safetensors alt2:1.2:3:0.06 alt2:1.2:1:0.06+v`
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use emotion_ai::decode::{decode_image, ImageLimits};
-use emotion_ai::detect::{DetectParams, FaceBox, FaceDetector};
-use image::imageops::{self, FilterType};
-use image::{GrayImage, Luma};
+use emotion_ai::detect::{crop_face, DetectParams, FaceBox, FaceDetector};
+use emotion_ai::model::verifier::FaceVerifier;
+use emotion_ai::train::face_verifier::{synthetic_scene, utkface_files, PastedFace, SCENE_FACE_SIZES};
+use emotion_ai::train::utkface::Part;
+use image::GrayImage;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 const CASCADES: &str = "/usr/share/opencv4/haarcascades";
 const SCENES: usize = 150;
-const SIZES: [u32; 6] = [40, 56, 80, 110, 150, 200];
+const RACES: [&str; 5] = ["White", "Black", "Asian", "Indian", "other"];
 
 struct Setting {
     cascade: PathBuf,
     label: String,
     params: DetectParams,
+    /// `Some` to verify, with a threshold other than the card's.
+    verify: Option<Option<f32>>,
 }
 
 fn parse_setting(spec: &str) -> Result<Setting> {
+    // `+v` or `+vTHRESHOLD` (e.g. `+v0.8`): verified, at the card's or that threshold.
+    let (spec, verify) = match spec.split_once("+v") {
+        Some((rest, "")) => (rest, Some(None)),
+        Some((rest, t)) => (rest, Some(Some(t.parse::<f32>().context("verifier threshold")?))),
+        None => (spec, None),
+    };
     let parts: Vec<&str> = spec.split(':').collect();
     let [name, scale, neighbors, fraction] = parts[..] else {
-        bail!("{spec}: expected CASCADE:SCALE_STEP:MIN_NEIGHBORS:MIN_FACE_FRACTION");
+        bail!("{spec}: expected CASCADE:SCALE_STEP:MIN_NEIGHBORS:MIN_FACE_FRACTION[+v]");
     };
     let params = DetectParams {
         scale_factor: scale.parse().context("scale step")?,
@@ -50,58 +69,40 @@ fn parse_setting(spec: &str) -> Result<Setting> {
     };
     Ok(Setting {
         cascade: Path::new(CASCADES).join(format!("haarcascade_frontalface_{name}.xml")),
-        label: format!("{name} | {scale} | {neighbors} | {fraction}"),
+        label: format!(
+            "{name} | {scale} | {neighbors} | {fraction} | {}",
+            match verify {
+                None => "no".to_string(),
+                Some(None) => "yes".to_string(),
+                Some(Some(t)) => format!("yes, {t}"),
+            }
+        ),
         params,
+        verify,
     })
 }
 
-/// A face pasted at `(x, y)` with side `size`.
-struct Truth {
-    x: u32,
-    y: u32,
-    size: u32,
+fn scenes(utkface: &Path, seed: u64) -> Result<Vec<(GrayImage, Vec<PastedFace>)>> {
+    let faces = utkface_files(&utkface.join("crop_part1"), &[Part::Validation, Part::Test])
+        .or_else(|_| utkface_files(utkface, &[Part::Validation, Part::Test]))?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..SCENES).map(|_| synthetic_scene(&faces, &mut rng)).collect()
 }
 
-impl Truth {
-    /// A detection counts if its centre is near the pasted face's centre and
-    /// its size is plausible for it (Haar boxes are tighter than UTKFace crops).
-    fn matches(&self, b: &FaceBox) -> bool {
-        let s = f64::from(self.size);
-        let dx = f64::from(b.x) + f64::from(b.width) / 2.0 - (f64::from(self.x) + s / 2.0);
-        let dy = f64::from(b.y) + f64::from(b.height) / 2.0 - (f64::from(self.y) + s / 2.0);
-        dx.abs() < 0.3 * s && dy.abs() < 0.3 * s && (0.35 * s..=1.25 * s).contains(&f64::from(b.width))
-    }
+/// A setting's detector, and the verifier when the setting asks for it.
+struct Finder<'a> {
+    detector: FaceDetector,
+    verifier: Option<&'a FaceVerifier>,
 }
 
-fn scenes(utkface: &Path) -> Result<Vec<(GrayImage, Vec<Truth>)>> {
-    let dir = utkface.join("crop_part1");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    files.sort();
-    let mut rng = StdRng::seed_from_u64(7);
-    let mut out = Vec::with_capacity(SCENES);
-    for _ in 0..SCENES {
-        // Smooth background: coarse noise scaled up.
-        let coarse = GrayImage::from_fn(40, 30, |_, _| Luma([rng.random_range(40..220u8)]));
-        let mut scene = imageops::resize(&coarse, 640, 480, FilterType::Triangle);
-        let mut sizes = SIZES.to_vec();
-        let mut truths = Vec::new();
-        for (sx, sy) in [(20u32, 20u32), (340, 20), (20, 250), (340, 250)] {
-            let size = sizes.remove(rng.random_range(0..sizes.len()));
-            let path = &files[rng.random_range(0..files.len())];
-            let face = image::open(path).with_context(|| format!("{}", path.display()))?.to_luma8();
-            let face = imageops::resize(&face, size, size, FilterType::Triangle);
-            let x = (sx + rng.random_range(0..=(210 - size.min(210)))).min(640 - size);
-            let y = (sy + rng.random_range(0..=(210 - size.min(210)))).min(480 - size);
-            imageops::replace(&mut scene, &face, i64::from(x), i64::from(y));
-            truths.push(Truth { x, y, size });
-        }
-        out.push((scene, truths));
+impl Finder<'_> {
+    fn find(&mut self, gray: &GrayImage) -> Result<Vec<FaceBox>> {
+        let boxes = self.detector.detect(gray)?;
+        let Some(verifier) = self.verifier else { return Ok(boxes) };
+        let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
+        let keep = verifier.faces(&crops)?;
+        Ok(boxes.into_iter().zip(keep).filter(|(_, k)| *k).map(|(b, _)| b).collect())
     }
-    Ok(out)
 }
 
 fn load(path: &Path) -> Result<GrayImage> {
@@ -110,16 +111,24 @@ fn load(path: &Path) -> Result<GrayImage> {
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut utkface, mut photos, mut specs) = (None, None, Vec::new());
+    let (mut utkface, mut photos, mut verifier_path, mut specs) = (None, None, None, Vec::new());
+    let mut scene_seed = 7;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--utkface" => utkface = Some(PathBuf::from(args.next().ok_or_else(|| anyhow!("--utkface DIR"))?)),
             "--photos" => photos = Some(PathBuf::from(args.next().ok_or_else(|| anyhow!("--photos DIR"))?)),
+            "--scene-seed" => scene_seed = args.next().ok_or_else(|| anyhow!("--scene-seed N"))?.parse()?,
+            "--verifier" => {
+                verifier_path = Some(PathBuf::from(args.next().ok_or_else(|| anyhow!("--verifier WEIGHTS"))?))
+            }
             _ => specs.push(parse_setting(&arg)?),
         }
     }
     if specs.is_empty() {
-        specs.push(parse_setting("default:1.1:6:0.06")?);
+        specs.push(parse_setting("alt2:1.2:3:0.06")?);
+    }
+    if specs.iter().any(|s| s.verify.is_some()) && verifier_path.is_none() {
+        bail!("a +v setting needs --verifier WEIGHTS");
     }
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let fixture_images: Vec<GrayImage> = ["portrait_640x480", "astronaut", "group", "coffee"]
@@ -127,7 +136,7 @@ fn main() -> Result<()> {
         .map(|n| load(&fixtures.join(format!("{n}.jpg"))))
         .collect::<Result<_>>()?;
     let scenes = match &utkface {
-        Some(dir) => scenes(dir)?,
+        Some(dir) => scenes(dir, scene_seed)?,
         None => {
             eprintln!("no --utkface: skipping the synthetic scenes");
             Vec::new()
@@ -137,7 +146,7 @@ fn main() -> Result<()> {
     if let Some(dir) = &photos {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
             .collect();
         paths.sort();
         for p in paths {
@@ -146,33 +155,48 @@ fn main() -> Result<()> {
         }
     }
 
-    println!("| cascade | scale step | neighbours | smallest face | portrait ms | fixtures (1, 1, 3, 0) | scene recall | by face size (px) | scene false positives | photos with detections |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| cascade | scale step | neighbours | smallest face | verifier | portrait ms | fixtures (1, 1, 3, 0) | scene recall | by face size (px) | by race ({}) | scene false positives | photos with detections |", RACES.join(", "));
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for setting in &specs {
-        let mut detector = FaceDetector::new(&setting.cascade, setting.params)?;
+        let verifier = match (setting.verify, &verifier_path) {
+            (Some(threshold), Some(path)) => {
+                let verifier = FaceVerifier::load(path)?;
+                Some(match threshold {
+                    Some(t) => verifier.with_threshold(t),
+                    None => verifier,
+                })
+            }
+            _ => None,
+        };
+        let mut detector =
+            Finder { detector: FaceDetector::new(&setting.cascade, setting.params)?, verifier: verifier.as_ref() };
         let portrait = &fixture_images[0];
         for _ in 0..3 {
-            detector.detect(portrait)?;
+            detector.find(portrait)?;
         }
         let mut times: Vec<f64> = (0..15)
             .map(|_| {
                 let start = Instant::now();
-                detector.detect(portrait).map(|_| start.elapsed().as_secs_f64() * 1000.0)
+                detector.find(portrait).map(|_| start.elapsed().as_secs_f64() * 1000.0)
             })
             .collect::<Result<_>>()?;
         times.sort_by(f64::total_cmp);
         let found: Vec<String> =
-            fixture_images.iter().map(|g| detector.detect(g).map(|b| b.len().to_string())).collect::<Result<_>>()?;
+            fixture_images.iter().map(|g| detector.find(g).map(|b| b.len().to_string())).collect::<Result<_>>()?;
 
         let (mut hits, mut total, mut false_pos) = (0usize, 0usize, 0usize);
-        let mut by_size = [(0usize, 0usize); SIZES.len()];
+        let mut by_size = [(0usize, 0usize); SCENE_FACE_SIZES.len()];
+        let mut by_race = [(0usize, 0usize); RACES.len()];
         for (scene, truths) in &scenes {
-            let boxes = detector.detect(scene)?;
+            let boxes = detector.find(scene)?;
             for t in truths {
                 let hit = boxes.iter().any(|b| t.matches(b));
-                let slot = SIZES.iter().position(|&s| s == t.size).unwrap_or(0);
+                let slot = SCENE_FACE_SIZES.iter().position(|&s| s == t.size).unwrap_or(0);
                 by_size[slot].0 += usize::from(hit);
                 by_size[slot].1 += 1;
+                let race = (t.race as usize).min(RACES.len() - 1);
+                by_race[race].0 += usize::from(hit);
+                by_race[race].1 += 1;
                 hits += usize::from(hit);
                 total += 1;
             }
@@ -181,24 +205,48 @@ fn main() -> Result<()> {
         let recall =
             if total > 0 { format!("{hits}/{total} ({:.1}%)", 100.0 * hits as f64 / total as f64) } else { "-".into() };
         let sizes = if total > 0 {
-            SIZES.iter().zip(by_size).map(|(s, (h, n))| format!("{s}: {h}/{n}")).collect::<Vec<_>>().join(", ")
+            SCENE_FACE_SIZES
+                .iter()
+                .zip(by_size)
+                .map(|(s, (h, n))| format!("{s}: {h}/{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         } else {
             "-".into()
         };
-        let mut with_detections = Vec::new();
+        let races = if total > 0 {
+            by_race
+                .iter()
+                .map(|(h, n)| format!("{:.1}% of {n}", 100.0 * *h as f64 / (*n).max(1) as f64))
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            "-".into()
+        };
+        let (mut with_detections, mut photo_detections) = (Vec::new(), 0);
         for (stem, gray) in &photo_images {
-            let n = detector.detect(gray)?.len();
+            let n = detector.find(gray)?.len();
             if n > 0 {
+                photo_detections += n;
                 with_detections.push(format!("{stem} {n}"));
             }
         }
+        let photo_column = match (&photos, with_detections.is_empty()) {
+            (None, _) => "-".to_string(),
+            (Some(_), true) => format!("none of {}", photo_images.len()),
+            (Some(_), false) => format!(
+                "{} of {} ({photo_detections} detections): {}",
+                with_detections.len(),
+                photo_images.len(),
+                with_detections.join(", ")
+            ),
+        };
         println!(
-            "| {} | {:.1} | {} | {recall} | {sizes} | {} | {} |",
+            "| {} | {:.1} | {} | {recall} | {sizes} | {races} | {} | {photo_column} |",
             setting.label,
             times[times.len() / 2],
             found.join(", "),
             if total > 0 { false_pos.to_string() } else { "-".into() },
-            if photos.is_some() { with_detections.join(", ") } else { "-".into() },
         );
     }
     Ok(())

@@ -27,7 +27,9 @@
 //! - [`model`]: the networks (`new(vs, config)` + `forward_t`), their
 //!   safetensors weights and JSON model cards; [`model::voice`] is the
 //!   emotion x sex voice network, served as an ensemble of networks trained
-//!   from different seeds (the mean of their probabilities).
+//!   from different seeds (the mean of their probabilities);
+//!   [`model::verifier`] tells the cascade's faces from its phantoms, so the
+//!   cascade can run at a lower threshold.
 //! - [`fusion`]: face and voice emotion distributions combined into one,
 //!   each weighted by its calibration (a temperature fitted on held-out data).
 //! - [`predict`]: the [`predict::Analyzer`], which owns the loaded models and
@@ -42,8 +44,10 @@
 //!   within their own timeout and analysed within another, and its own
 //!   connection loop ([`web::serve`]) closes slow and idle connections, caps
 //!   how many are open, and lingers on close so an early answer arrives.
-//! - [`train`]: dataset loaders (FER2013, RAVDESS, EmoDB, speechsex and kin,
-//!   UTKFace), generated non-speech for the speech check,
+//! - [`train`]: dataset loaders (FER2013 with its FER+ votes and near-copy
+//!   list, RAVDESS, EmoDB, speechsex and kin, UTKFace), synthetic scenes and
+//!   face-free photos for the face verifier, generated non-speech for the
+//!   speech check,
 //!   augmentation, the training loops with checkpoints, and evaluation
 //!   (confusion matrices as JSON and PNG, calibration), and the pseudo-pair
 //!   evaluation of fusion.

@@ -12,7 +12,7 @@ use emotion_ai::detect::DetectParams;
 use emotion_ai::model::voice::VoiceNetConfig;
 use emotion_ai::predict::{Analyzer, AnalyzerConfig, FaceSource};
 use emotion_ai::train::utkface::Part;
-use emotion_ai::train::{face_emotion, face_sex, fusion_eval, voice_emotion, TrainOptions};
+use emotion_ai::train::{face_emotion, face_sex, face_verifier, fusion_eval, voice_emotion, TrainOptions};
 use emotion_ai::web::{self, AppState, ServerLimits};
 
 #[derive(Parser)]
@@ -54,6 +54,10 @@ struct ModelArgs {
     /// The speech check's card (default: MODELS/speech_check.json).
     #[arg(long, env = "EMOTION_AI_SPEECH_CHECK_MODEL")]
     speech_check_model: Option<PathBuf>,
+    /// Face verifier weights, which remove the cascade's phantom faces
+    /// (default: MODELS/face_verifier.safetensors); "none" keeps every face the cascade finds.
+    #[arg(long, env = "EMOTION_AI_FACE_VERIFIER_MODEL")]
+    face_verifier_model: Option<String>,
     /// Longest audio clip accepted, in seconds.
     #[arg(long, env = "EMOTION_AI_MAX_AUDIO_SECONDS", default_value_t = 300.0)]
     max_audio_seconds: f64,
@@ -88,6 +92,11 @@ impl ModelArgs {
         }
         if let Some(path) = &self.speech_check_model {
             config.speech_check_model = path.clone();
+        }
+        match self.face_verifier_model.as_deref() {
+            Some("none") => config.face_verifier_model = None,
+            Some(path) => config.face_verifier_model = Some(PathBuf::from(path)),
+            None => {}
         }
         config.max_audio_seconds = self.max_audio_seconds;
         config.cascade = self.cascade.clone();
@@ -179,6 +188,45 @@ enum TrainCommand {
     SpeechCheck(TrainSpeechCheck),
     /// Joins trained voice networks (e.g. seeds of one recipe) into one ensemble file that answers with their mean.
     VoiceEnsemble(TrainVoiceEnsemble),
+    /// The face verifier (face or phantom), on FER2013 and UTKFace faces against face-free photos.
+    FaceVerifier(TrainFaceVerifier),
+}
+
+#[derive(Args)]
+struct TrainFaceVerifier {
+    /// FER2013 (faces; folder release or fer2013.csv).
+    #[arg(long, env = "EMOTION_AI_FER2013")]
+    fer2013: PathBuf,
+    /// UTKFace (faces pasted into synthetic scenes; its train part only).
+    #[arg(long, env = "EMOTION_AI_UTKFACE")]
+    utkface: PathBuf,
+    /// A folder of face-free photos (JPEG, PNG; repeatable).
+    #[arg(long, required = true)]
+    negatives: Vec<PathBuf>,
+    /// The Haar cascade whose candidates it checks (the server's).
+    #[arg(long, env = "EMOTION_AI_CASCADE", default_value = emotion_ai::detect::DEFAULT_CASCADE)]
+    cascade: PathBuf,
+    /// Directory for checkpoints and the run's state.
+    #[arg(long, default_value = "runs/face-verifier")]
+    run_dir: PathBuf,
+    /// Continue the run in --run-dir after its last finished epoch.
+    #[arg(long)]
+    resume: bool,
+    /// Where to write the best weights (the card goes beside them).
+    #[arg(long, default_value = "models/face_verifier.safetensors")]
+    export: PathBuf,
+    #[arg(long, default_value_t = face_verifier::default_options().epochs)]
+    epochs: usize,
+    #[arg(long, default_value_t = face_verifier::default_options().batch_size)]
+    batch_size: i64,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = face_verifier::default_options().lr)]
+    lr: f64,
+    #[arg(long, default_value_t = face_verifier::default_options().seed)]
+    seed: i64,
+    /// Intra-op threads for libtorch (default: all cores).
+    #[arg(long)]
+    threads: Option<i32>,
 }
 
 #[derive(Args)]
@@ -385,6 +433,13 @@ struct TrainFaceEmotion {
     /// Where to write the best weights (the card goes beside them).
     #[arg(long, default_value = "models/face_emotion.safetensors")]
     export: PathBuf,
+    /// Share of each training target given to the FER+ votes
+    /// (<data>/ferplus/votes.csv); the rest stays on FER2013's label. 0 = labels only.
+    #[arg(long, default_value_t = 0.0)]
+    ferplus_weight: f64,
+    /// Start from these weights (fine-tuning), e.g. models/face_emotion.safetensors.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
     #[arg(long, default_value_t = TrainOptions::default().epochs)]
     epochs: usize,
     #[arg(long, default_value_t = TrainOptions::default().batch_size)]
@@ -433,6 +488,8 @@ fn main() -> Result<()> {
                 resume: args.resume,
                 export: args.export,
                 options,
+                ferplus_weight: args.ferplus_weight,
+                init_from: args.init_from,
             };
             let card = face_emotion::run_train(&request)?;
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);
@@ -499,6 +556,28 @@ fn main() -> Result<()> {
                 options,
             };
             let card = face_sex::run_train(&request)?;
+            println!("{}", serde_json::to_string_pretty(&card.metrics)?);
+        }
+        Command::Train(TrainCommand::FaceVerifier(args)) => {
+            let options = train_options(
+                face_verifier::default_options(),
+                args.epochs,
+                args.batch_size,
+                args.lr,
+                args.seed,
+                args.threads,
+            );
+            let request = face_verifier::VerifierTrainRequest {
+                fer2013: args.fer2013,
+                utkface: args.utkface,
+                negatives: args.negatives,
+                cascade: args.cascade,
+                run_dir: args.run_dir,
+                resume: args.resume,
+                export: args.export,
+                options,
+            };
+            let card = face_verifier::run_train(&request)?;
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);
         }
         Command::Eval(EvalCommand::FaceSex(args)) => {
@@ -622,6 +701,22 @@ fn main() -> Result<()> {
             println!("FER2013 PrivateTest accuracy: {:.2}%", report.accuracy * 100.0);
             println!("balanced accuracy (mean recall): {:.2}%", report.balanced_accuracy * 100.0);
             println!("per-class recall: {}", serde_json::Value::Object(report.per_class_recall));
+            if let Some(score) = &report.without_near_copies {
+                println!(
+                    "without the near-copies of training faces ({} faces): {:.2}%",
+                    score.faces,
+                    score.accuracy * 100.0
+                );
+            }
+            if let Some(score) = report.ferplus_majority {
+                println!(
+                    "against the FER+ majority ({} faces): {:.2}% (balanced {:.2}%), per-class recall {}",
+                    score.faces,
+                    score.accuracy * 100.0,
+                    score.balanced_accuracy * 100.0,
+                    serde_json::Value::Object(score.per_class_recall)
+                );
+            }
             print_calibration(&report.calibration);
             println!("confusion matrix: {} and {}", report.json_path.display(), report.png_path.display());
         }

@@ -27,6 +27,7 @@ use crate::decode::{decode_image, sniff, DecodedImage, ImageDecodeError, ImageLi
 use crate::detect::{crop_face, DetectParams, DetectorPool, FaceBox};
 use crate::features::voice_input::VoiceFeatureExtractor;
 use crate::fusion::{fuse, Calibration, Evidence};
+use crate::model::verifier::FaceVerifier;
 use crate::model::voice::{voice_class_names, LoadedVoiceModel, VoiceModelCard};
 use crate::model::{LoadedFaceModel, ModelCard, FACE_SIZE};
 use crate::pool::Pool;
@@ -44,6 +45,9 @@ pub struct AnalyzerConfig {
     pub voice_emotion_model: PathBuf,
     /// The speech check's card (weights and threshold in one JSON file).
     pub speech_check_model: PathBuf,
+    /// Face verifier weights, card beside them: it removes the cascade's
+    /// phantom faces. `None` keeps every candidate.
+    pub face_verifier_model: Option<PathBuf>,
     /// Haar cascade XML.
     pub cascade: PathBuf,
     pub detect: DetectParams,
@@ -66,6 +70,7 @@ impl AnalyzerConfig {
             face_sex_model: models_dir.join("face_sex.safetensors"),
             voice_emotion_model: models_dir.join("voice_emotion.safetensors"),
             speech_check_model: models_dir.join("speech_check.json"),
+            face_verifier_model: Some(models_dir.join("face_verifier.safetensors")),
             cascade: PathBuf::from(crate::detect::DEFAULT_CASCADE),
             detect: DetectParams::default(),
             image_limits: ImageLimits::default(),
@@ -275,6 +280,8 @@ pub struct Analyzer {
     speech: SpeechDetector,
     windowing: Windowing,
     detectors: DetectorPool,
+    verifier: Option<Pool<FaceVerifier>>,
+    face_verifier_card: Option<ModelCard>,
     config: AnalyzerConfig,
 }
 
@@ -291,6 +298,16 @@ impl Analyzer {
         let detectors = DetectorPool::new(&config.cascade, config.detect, workers)?;
         let face_sex = face_model_pool("face sex", &config.face_sex_model, workers)?;
         let face_sex_card = face_sex.with(|m| m.card.clone())?;
+        let verifier = match &config.face_verifier_model {
+            Some(weights) => {
+                let weights = weights.clone();
+                Some(Pool::new("face verifier", workers, move || {
+                    FaceVerifier::load(&weights).with_context(|| format!("loading face verifier {}", weights.display()))
+                })?)
+            }
+            None => None,
+        };
+        let face_verifier_card = verifier.as_ref().map(|v| v.with(|v| v.card().clone())).transpose()?;
         let weights = config.voice_emotion_model.clone();
         let voice_emotion = Pool::new("voice emotion model", 2 * workers, move || {
             LoadedVoiceModel::load(&weights)
@@ -325,6 +342,8 @@ impl Analyzer {
             voice_emotion_card,
             windowing,
             detectors,
+            verifier,
+            face_verifier_card,
             config,
         })
     }
@@ -502,11 +521,16 @@ impl Analyzer {
     /// [`Self::analyze_image`], with the faces taken from `faces`.
     pub fn analyze_image_with(&self, image: &DecodedImage, faces: FaceSource) -> Result<ImageAnalysis, AnalyzeError> {
         let (width, height) = image.gray.dimensions();
-        let mut boxes = match faces {
-            FaceSource::Detect => self.detectors.detect(&image.gray)?,
+        let (mut boxes, mut crops) = match faces {
+            FaceSource::Detect => {
+                let candidates = self.detectors.detect(&image.gray)?;
+                let crops = candidates.iter().map(|&b| crop_face(&image.gray, b).into_raw()).collect();
+                self.verified(candidates, crops)?
+            }
             FaceSource::WholeImage => {
                 let side = width.min(height);
-                vec![FaceBox { x: (width - side) / 2, y: (height - side) / 2, width: side, height: side }]
+                let whole = FaceBox { x: (width - side) / 2, y: (height - side) / 2, width: side, height: side };
+                (vec![whole], vec![crop_face(&image.gray, whole).into_raw()])
             }
         };
         if boxes.is_empty() {
@@ -515,12 +539,10 @@ impl Analyzer {
         let cap = self.config.max_faces.max(1);
         let faces_left_out = boxes.len().saturating_sub(cap);
         boxes.truncate(cap);
+        crops.truncate(cap);
         let (mut emotions, mut sexes) = (Vec::with_capacity(boxes.len()), Vec::with_capacity(boxes.len()));
-        let mut crops = Vec::with_capacity(boxes.len());
-        for part in boxes.chunks(FACE_BATCH) {
-            let part_crops: Vec<Vec<u8>> = part.iter().map(|&b| crop_face(&image.gray, b).into_raw()).collect();
-            let batch = face_batch(&part_crops);
-            crops.extend(part_crops);
+        for part_crops in crops.chunks(FACE_BATCH) {
+            let batch = face_batch(part_crops);
             // The two networks are independent, and each worker runs libtorch
             // on one thread: side by side they use the second core when a
             // request runs alone (under load the other workers use it anyway).
@@ -547,6 +569,19 @@ impl Analyzer {
     /// The face sex model's card.
     pub fn face_sex_card(&self) -> &ModelCard {
         &self.face_sex_card
+    }
+
+    /// The face verifier's card, when one is loaded.
+    pub fn face_verifier_card(&self) -> Option<&ModelCard> {
+        self.face_verifier_card.as_ref()
+    }
+
+    /// The candidates (and their crops) the verifier takes for faces; all of
+    /// them without a verifier. Order (largest first) is kept.
+    fn verified(&self, boxes: Vec<FaceBox>, crops: Vec<Vec<u8>>) -> Result<(Vec<FaceBox>, Vec<Vec<u8>>)> {
+        let Some(verifier) = &self.verifier else { return Ok((boxes, crops)) };
+        let keep = verifier.with(|v| v.faces(&crops))??;
+        Ok(boxes.into_iter().zip(crops).zip(keep).filter(|(_, k)| *k).map(|(pair, _)| pair).unzip())
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::json;
 use tch::nn;
 
 use super::fer2013::{self, Split};
+use super::ferplus::{self, FerPlus};
 use super::metrics::{round4, CalibrationSummary, ConfusionMatrix};
 use super::{distributions, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
 use crate::model::{
@@ -26,6 +27,12 @@ pub struct TrainRequest {
     /// Weights file to write the best epoch to, with its card beside it.
     pub export: PathBuf,
     pub options: TrainOptions,
+    /// Share of each training target given to the FER+ vote distribution
+    /// (`<data>/ferplus/votes.csv`); the rest stays on FER2013's own label.
+    /// 0 trains on the original labels alone.
+    pub ferplus_weight: f64,
+    /// Weights to start from (fine-tuning), e.g. the shipped model.
+    pub init_from: Option<PathBuf>,
 }
 
 fn split<'a>(
@@ -40,25 +47,71 @@ fn split<'a>(
 /// best epoch's weights and a card (test metrics are added by [`run_eval`]).
 pub fn run_train(request: &TrainRequest) -> Result<ModelCard> {
     tracing::info!(data = %request.data.display(), "loading FER2013");
-    let sets = fer2013::load(&request.data)?;
-    let train = split(&sets, Split::Training, &request.data)?;
+    let mut sets = fer2013::load(&request.data)?;
+    let mut train =
+        sets.remove(&Split::Training).ok_or_else(|| anyhow!("{} has no Training faces", request.data.display()))?;
+    let mut recipe = Recipe { ferplus_weight: 0.0, init_from: request.init_from.clone() };
+    if request.ferplus_weight > 0.0 {
+        let votes = FerPlus::load(&request.data)?
+            .ok_or_else(|| anyhow!("--ferplus-weight needs {}", ferplus::votes_path(&request.data).display()))?;
+        let (targets, with_votes) = votes.soft_targets(&train, request.ferplus_weight);
+        tracing::info!(with_votes, faces = train.len(), weight = request.ferplus_weight, "FER+ soft targets");
+        train.targets = Some(targets);
+        recipe.ferplus_weight = request.ferplus_weight;
+    }
     let val = split(&sets, Split::PublicTest, &request.data)?;
     let task = ClassifierTask {
         name: "face-emotion",
         classes: &EMOTIONS,
         architecture: FaceNetConfig::emotion(),
-        init_from: None,
+        init_from: request.init_from.as_deref(),
     };
-    let state = train_face_classifier(&task, train, val, request.options.clone(), &request.run_dir, request.resume)?;
-    export(&request.run_dir.join("best.safetensors"), &state, train.len(), &request.export, &request.data)
+    let state = train_face_classifier(&task, &train, val, request.options.clone(), &request.run_dir, request.resume)?;
+    export(&request.run_dir.join("best.safetensors"), &state, train.len(), &request.export, &request.data, &recipe)
+}
+
+/// What the card says about a run beyond its [`RunState`].
+#[derive(Debug, Clone, Default)]
+pub struct Recipe {
+    /// See [`TrainRequest::ferplus_weight`].
+    pub ferplus_weight: f64,
+    /// See [`TrainRequest::init_from`].
+    pub init_from: Option<PathBuf>,
 }
 
 /// Copies a run's best weights to `export` and writes its card.
-pub fn export(best: &Path, state: &RunState, train_faces: usize, export: &Path, data: &Path) -> Result<ModelCard> {
+pub fn export(
+    best: &Path,
+    state: &RunState,
+    train_faces: usize,
+    export: &Path,
+    data: &Path,
+    recipe: &Recipe,
+) -> Result<ModelCard> {
     let mut vs = nn::VarStore::new(tch::Device::Cpu);
     let _net = FaceNet::new(&vs.root(), &state.architecture);
     export_weights(best, export, &mut vs)?;
     let o = &state.options;
+    let targets = if recipe.ferplus_weight > 0.0 {
+        format!(
+            "targets {:.2} x the FER2013 label + {:.2} x the FER+ vote shares among the 7 emotions (faces without votes: the label)",
+            1.0 - recipe.ferplus_weight,
+            recipe.ferplus_weight
+        )
+    } else {
+        "targets the FER2013 labels".to_string()
+    };
+    let start = match &recipe.init_from {
+        Some(path) => format!("fine-tuned from {}", path.display()),
+        None => "trained from scratch".to_string(),
+    };
+    let mut train_command = format!("emotion-ai train face-emotion --data {} --epochs {}", data.display(), o.epochs);
+    if recipe.ferplus_weight > 0.0 {
+        train_command += &format!(" --ferplus-weight {}", recipe.ferplus_weight);
+    }
+    if let Some(path) = &recipe.init_from {
+        train_command += &format!(" --init-from {} --lr {}", path.display(), o.lr);
+    }
     let card = ModelCard {
         name: "face_emotion".into(),
         description: "Residual VGG-style CNN giving the probabilities of 7 emotions for a 48x48 grayscale face crop; \
@@ -77,7 +130,7 @@ pub fn export(best: &Path, state: &RunState, train_faces: usize, export: &Path, 
         architecture: state.architecture.clone(),
         params: parameter_count(&vs),
         trained_on: format!(
-            "FER2013 Training split ({} faces: the 2 file names filed under two classes are skipped), \
+            "FER2013 Training split ({} faces: the 2 file names filed under two classes are skipped), {targets}, {start}, \
              best of {} epochs on PublicTest (epoch {}); \
              SGD nesterov lr {} cosine, batch {}, weight decay {}, label smoothing {}, class weights (mean/count)^{}, \
              augmentation: mirror, rotation, zoom, shift, contrast/brightness, random erasing",
@@ -86,7 +139,7 @@ pub fn export(best: &Path, state: &RunState, train_faces: usize, export: &Path, 
         metrics: json!({ "fer2013_public_test_accuracy": state.best_val_accuracy }),
         calibration: None,
         mixed: None,
-        train_command: format!("emotion-ai train face-emotion --data {} --epochs {}", data.display(), o.epochs),
+        train_command,
         eval_command: format!("emotion-ai eval face-emotion --data {} --write-card", data.display()),
     };
     card.save(&card_path(export))?;
@@ -100,8 +153,60 @@ pub struct EvalReport {
     pub per_class_recall: serde_json::Map<String, serde_json::Value>,
     /// ECE on PrivateTest, raw and with the temperature fitted on PublicTest.
     pub calibration: CalibrationSummary,
+    /// PrivateTest without the faces that are near-copies of training faces
+    /// (where `<data>/ferplus/` has the list).
+    pub without_near_copies: Option<SubsetScore>,
+    /// PrivateTest against the FER+ majority labels (where `<data>/ferplus/`
+    /// has the votes), with per-class recall.
+    pub ferplus_majority: Option<SubsetScore>,
     pub json_path: PathBuf,
     pub png_path: PathBuf,
+}
+
+/// Accuracy on a subset or relabelling of PrivateTest.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubsetScore {
+    pub faces: usize,
+    pub accuracy: f64,
+    pub balanced_accuracy: f64,
+    pub per_class_recall: serde_json::Map<String, serde_json::Value>,
+}
+
+impl SubsetScore {
+    /// Scores the predictions `distributions` (one per face of the whole
+    /// split) at `indices` against `truth` (one per index).
+    fn of(distributions: &[Vec<f32>], indices: &[usize], truth: &[usize]) -> Self {
+        let picked: Vec<Vec<f32>> = indices.iter().map(|&i| distributions[i].clone()).collect();
+        let matrix = ConfusionMatrix::from_distributions(&EMOTIONS, &picked, truth);
+        let per_class_recall =
+            EMOTIONS.iter().zip(matrix.recall()).map(|(c, r)| (c.to_string(), json!(round4(r)))).collect();
+        Self {
+            faces: indices.len(),
+            accuracy: matrix.accuracy(),
+            balanced_accuracy: matrix.balanced_accuracy(),
+            per_class_recall,
+        }
+    }
+}
+
+/// PrivateTest without its near-copies, and against FER+ majorities, where
+/// the FER+ files are there.
+fn ferplus_scores(
+    data: &Path,
+    private: &fer2013::FaceSet,
+    distributions: &[Vec<f32>],
+    truth: &[usize],
+) -> Result<(Option<SubsetScore>, Option<SubsetScore>)> {
+    let without = ferplus::near_copies(data)?.map(|copies| {
+        let keep = ferplus::indices_without(&private.names, &copies);
+        let kept_truth: Vec<usize> = keep.iter().map(|&i| truth[i]).collect();
+        SubsetScore::of(distributions, &keep, &kept_truth)
+    });
+    let majority = FerPlus::load(data)?.map(|votes| {
+        let (indices, labels) = votes.majority(&private.names);
+        SubsetScore::of(distributions, &indices, &labels)
+    });
+    Ok((without, majority))
 }
 
 /// Evaluates `weights` on FER2013 PrivateTest; writes the confusion matrix as
@@ -111,7 +216,9 @@ pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -
     let model = LoadedFaceModel::load(weights)?;
     let sets = fer2013::load(data)?;
     // One pass over PrivateTest serves both the confusion matrix and the ECE.
-    let (test, test_truth) = distributions(&model.net, split(&sets, Split::PrivateTest, data)?);
+    let private = split(&sets, Split::PrivateTest, data)?;
+    let (test, test_truth) = distributions(&model.net, private);
+    let (without_near_copies, ferplus_majority) = ferplus_scores(data, private, &test, &test_truth)?;
     let matrix = ConfusionMatrix::from_distributions(&EMOTIONS, &test, &test_truth);
     let (validation, validation_truth) = distributions(&model.net, split(&sets, Split::PublicTest, data)?);
     let calibration =
@@ -132,6 +239,8 @@ pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -
         "per_class_recall": per_class_recall,
         "confusion_matrix": matrix,
         "calibration": calibration,
+        "without_near_copies": without_near_copies,
+        "ferplus_majority": ferplus_majority,
     });
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
     matrix.save_png(&png_path, &format!("face_emotion on FER2013 PrivateTest ({} faces)", matrix.total()))?;
@@ -145,6 +254,16 @@ pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -
         metrics.insert("private_test_samples".into(), json!(matrix.total()));
         metrics.insert("private_test_ece".into(), json!(round4(calibration.raw.ece)));
         metrics.insert("private_test_ece_calibrated".into(), json!(round4(calibration.calibrated.ece)));
+        if let Some(score) = &without_near_copies {
+            metrics.insert("fer2013_private_test_accuracy_without_near_copies".into(), json!(score.accuracy));
+            metrics.insert("private_test_samples_without_near_copies".into(), json!(score.faces));
+        }
+        if let Some(score) = &ferplus_majority {
+            metrics.insert("ferplus_private_test_majority_accuracy".into(), json!(score.accuracy));
+            metrics.insert("ferplus_private_test_majority_balanced_accuracy".into(), json!(score.balanced_accuracy));
+            metrics.insert("ferplus_per_class_recall".into(), json!(score.per_class_recall));
+            metrics.insert("ferplus_private_test_samples".into(), json!(score.faces));
+        }
         card.calibration = Some(calibration.card_entry());
         card.save(&card_path(weights))?;
     }
@@ -153,6 +272,8 @@ pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -
         balanced_accuracy: matrix.balanced_accuracy(),
         per_class_recall,
         calibration,
+        without_near_copies,
+        ferplus_majority,
         json_path,
         png_path,
     })

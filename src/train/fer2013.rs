@@ -41,14 +41,37 @@ pub struct FaceSet {
     pub images: Tensor,
     /// `[N]` class indices (`i64`) into [`EMOTIONS`].
     pub labels: Tensor,
+    /// Where each face came from, to join other annotations of the same
+    /// faces (FER+ votes, the near-copy list): the folder release's relative
+    /// path (`train/happy/Training_1.jpg`); empty where the source has none.
+    pub names: Vec<String>,
+    /// `[N, classes]` soft targets (rows summing to 1) trained on instead of
+    /// the one-hot labels, e.g. FER+ votes mixed with the original label.
+    pub targets: Option<Tensor>,
 }
 
 impl FaceSet {
-    fn from_parts(pixels: Vec<u8>, labels: Vec<i64>) -> Self {
+    /// A set of `images` and their `labels`, without names or soft targets.
+    pub fn new(images: Tensor, labels: Tensor) -> Self {
+        Self { images, labels, names: Vec::new(), targets: None }
+    }
+
+    fn from_parts(pixels: Vec<u8>, labels: Vec<i64>, names: Vec<String>) -> Self {
         let n = labels.len() as i64;
         Self {
-            images: Tensor::from_slice(&pixels).view([n, 1, FACE_SIZE, FACE_SIZE]),
-            labels: Tensor::from_slice(&labels),
+            names,
+            ..Self::new(Tensor::from_slice(&pixels).view([n, 1, FACE_SIZE, FACE_SIZE]), Tensor::from_slice(&labels))
+        }
+    }
+
+    /// The faces at `indices`, with their names and soft targets.
+    pub fn select(&self, indices: &[i64]) -> FaceSet {
+        let idx = Tensor::from_slice(indices);
+        FaceSet {
+            images: self.images.index_select(0, &idx),
+            labels: self.labels.index_select(0, &idx),
+            names: indices.iter().filter_map(|&i| self.names.get(i as usize).cloned()).collect(),
+            targets: self.targets.as_ref().map(|t| t.index_select(0, &idx)),
         }
     }
 
@@ -100,7 +123,8 @@ fn class_index(name: &str) -> Option<usize> {
 /// Reads the image-folder release. Files whose name appears under two classes
 /// (a known quirk of this release) are skipped: their label is unknown.
 pub fn load_folders(dir: &Path) -> Result<HashMap<Split, FaceSet>> {
-    let mut entries: Vec<(String, Split, usize, std::path::PathBuf)> = Vec::new();
+    // (file name, split, class, path, path relative to `dir`)
+    let mut entries: Vec<(String, Split, usize, std::path::PathBuf, String)> = Vec::new();
     for part in ["train", "test"] {
         let part_dir = dir.join(part);
         if !part_dir.is_dir() {
@@ -115,7 +139,8 @@ pub fn load_folders(dir: &Path) -> Result<HashMap<Split, FaceSet>> {
                 let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
                 let Some((usage, _)) = name.split_once('_') else { continue };
                 let Some(split) = Split::from_usage(usage) else { continue };
-                entries.push((name, split, class, path));
+                let relative = format!("{part}/{class_name}/{name}");
+                entries.push((name, split, class, path, relative));
             }
         }
     }
@@ -129,19 +154,22 @@ pub fn load_folders(dir: &Path) -> Result<HashMap<Split, FaceSet>> {
     entries.retain(|(name, ..)| seen[name] == 1);
     entries.sort_by(|a, b| a.0.cmp(&b.0));
 
-    let mut parts: HashMap<Split, (Vec<u8>, Vec<i64>)> = HashMap::new();
-    for (_, split, class, path) in entries {
+    // Per split: pixels, labels, names.
+    type Parts = (Vec<u8>, Vec<i64>, Vec<String>);
+    let mut parts: HashMap<Split, Parts> = HashMap::new();
+    for (_, split, class, path, relative) in entries {
         let img = image::open(&path).with_context(|| format!("decoding {}", path.display()))?.to_luma8();
         let img = if img.dimensions() != (FACE_SIZE as u32, FACE_SIZE as u32) {
             image::imageops::resize(&img, FACE_SIZE as u32, FACE_SIZE as u32, image::imageops::FilterType::Triangle)
         } else {
             img
         };
-        let (pixels, labels) = parts.entry(split).or_default();
+        let (pixels, labels, names) = parts.entry(split).or_default();
         pixels.extend_from_slice(img.as_raw());
         labels.push(class as i64);
+        names.push(relative);
     }
-    Ok(parts.into_iter().map(|(split, (p, l))| (split, FaceSet::from_parts(p, l))).collect())
+    Ok(parts.into_iter().map(|(split, (p, l, n))| (split, FaceSet::from_parts(p, l, n))).collect())
 }
 
 /// Reads the original `fer2013.csv`: a header `emotion,pixels,Usage`, then one
@@ -185,7 +213,7 @@ pub fn load_csv(path: &Path) -> Result<HashMap<Split, FaceSet>> {
         }
         labels.push(emotion as i64);
     }
-    Ok(parts.into_iter().map(|(split, (p, l))| (split, FaceSet::from_parts(p, l))).collect())
+    Ok(parts.into_iter().map(|(split, (p, l))| (split, FaceSet::from_parts(p, l, Vec::new()))).collect())
 }
 
 #[cfg(test)]
@@ -253,5 +281,9 @@ mod tests {
         assert_eq!(sets[&Split::PublicTest].class_counts(EMOTIONS.len()), vec![0, 0, 0, 0, 0, 1, 0]);
         let px: Vec<u8> = Vec::try_from(private.images.get(1).flatten(0, -1)).unwrap();
         assert_eq!(px, face_pixels(6));
+        assert_eq!(private.names, ["test/neutral/PrivateTest_5.png", "test/disgust/PrivateTest_6.png"]);
+        let one = private.select(&[1]);
+        assert_eq!(one.names, ["test/disgust/PrivateTest_6.png"]);
+        assert_eq!(Vec::<i64>::try_from(&one.labels).unwrap(), vec![1]);
     }
 }

@@ -10,7 +10,9 @@
 pub mod augment;
 pub mod face_emotion;
 pub mod face_sex;
+pub mod face_verifier;
 pub mod fer2013;
+pub mod ferplus;
 pub mod fusion_eval;
 pub mod metrics;
 pub mod mixed_eval;
@@ -330,7 +332,13 @@ pub fn train_face_classifier(
             let idx = order.narrow(0, step as i64 * options.batch_size, options.batch_size);
             let xs = augment.apply(&train.images.index_select(0, &idx));
             let ys = train.labels.index_select(0, &idx);
-            let (loss, right) = train_step(&net, &mut opt, &xs, &ys, &weights, options.label_smoothing);
+            let (loss, right) = match &train.targets {
+                Some(targets) => {
+                    let soft = targets.index_select(0, &idx);
+                    soft_train_step(&net, &mut opt, &xs, &ys, &soft, &weights, options.label_smoothing)
+                }
+                None => train_step(&net, &mut opt, &xs, &ys, &weights, options.label_smoothing),
+            };
             loss_sum += loss;
             correct += right;
             seen += options.batch_size;
@@ -387,6 +395,30 @@ pub(crate) fn train_step(
     (loss.double_value(&[]), correct)
 }
 
+/// [`train_step`] with soft targets (`[B, classes]`, rows summing to 1):
+/// cross-entropy against the label-smoothed targets, each class's term
+/// weighted by its class weight and the sum normalised by the targets'
+/// weight (for one-hot targets this is libtorch's weighted, smoothed loss).
+/// Accuracy is counted against `ys`.
+pub(crate) fn soft_train_step(
+    net: &impl nn::ModuleT,
+    opt: &mut nn::Optimizer,
+    xs: &Tensor,
+    ys: &Tensor,
+    targets: &Tensor,
+    class_weights: &Tensor,
+    label_smoothing: f64,
+) -> (f64, i64) {
+    let logits = net.forward_t(xs, true);
+    let classes = targets.size()[1] as f64;
+    let smoothed = targets * (1.0 - label_smoothing) + label_smoothing / classes;
+    let weighted = smoothed * class_weights * logits.log_softmax(-1, Kind::Float);
+    let loss = -weighted.sum(Kind::Float) / (targets * class_weights).sum(Kind::Float);
+    opt.backward_step(&loss);
+    let correct = logits.argmax(-1, false).eq_tensor(ys).sum(Kind::Int64).int64_value(&[]);
+    (loss.double_value(&[]), correct)
+}
+
 /// Copies into `vs` every tensor of the safetensors file `path` whose name
 /// and shape match one of its variables; returns how many were copied.
 pub fn copy_matching_variables(vs: &mut nn::VarStore, path: &Path) -> Result<usize> {
@@ -423,6 +455,31 @@ mod tests {
     }
 
     #[test]
+    fn soft_targets_that_are_one_hot_give_the_hard_loss() {
+        tch::manual_seed(5);
+        let arch = FaceNetConfig { channels: vec![4, 8], hidden: 8, classes: 3, dropout: 0.0 };
+        let xs = Tensor::rand([6, 1, 48, 48], (Kind::Float, Device::Cpu)) * 255.0;
+        let ys = Tensor::from_slice(&[0i64, 1, 2, 2, 1, 0]);
+        let weights = Tensor::from_slice(&[1.0f32, 2.0, 0.5]);
+        let one_hot = ys.one_hot(3).to_kind(Kind::Float);
+        let losses: Vec<f64> = (0..2)
+            .map(|soft| {
+                // The same fresh weights both times; lr 0 leaves them unchanged.
+                tch::manual_seed(7);
+                let vs = nn::VarStore::new(Device::Cpu);
+                let net = FaceNet::new(&vs.root(), &arch);
+                let mut opt = nn::Sgd::default().build(&vs, 0.0).unwrap();
+                if soft == 1 {
+                    soft_train_step(&net, &mut opt, &xs, &ys, &one_hot, &weights, 0.1).0
+                } else {
+                    train_step(&net, &mut opt, &xs, &ys, &weights, 0.1).0
+                }
+            })
+            .collect();
+        assert!((losses[0] - losses[1]).abs() < 1e-5, "{losses:?}");
+    }
+
+    #[test]
     fn class_weights_favour_rare_classes() {
         let w = class_weights(&[100, 25, 100], 0.5);
         assert!((w[1] / w[0] - 2.0).abs() < 1e-12);
@@ -456,7 +513,7 @@ mod tests {
             let labels = Tensor::randint(2, [n], (Kind::Int64, Device::Cpu));
             let base = labels.to_kind(Kind::Float).view([n, 1, 1, 1]) * 150.0 + 40.0;
             let noise = Tensor::rand([n, 1, 48, 48], (Kind::Float, Device::Cpu)) * 40.0;
-            FaceSet { images: (base + noise).to_kind(Kind::Uint8), labels }
+            FaceSet::new((base + noise).to_kind(Kind::Uint8), labels)
         };
         let (train, val) = (make(256), make(64));
         let arch = FaceNetConfig { channels: vec![4, 8], hidden: 8, classes: 2, dropout: 0.0 };

@@ -88,8 +88,7 @@ impl SexSet {
 
     /// The subset at `indices`.
     pub fn select(&self, indices: &[i64]) -> FaceSet {
-        let idx = Tensor::from_slice(indices);
-        FaceSet { images: self.faces.images.index_select(0, &idx), labels: self.faces.labels.index_select(0, &idx) }
+        self.faces.select(indices)
     }
 }
 
@@ -179,10 +178,10 @@ pub fn load(dir: &Path, cascade: &Path, seed: u64, threads: usize) -> Result<[Se
     Ok(parts.map(|(pixels, labels, ages, detected)| {
         let n = labels.len() as i64;
         SexSet {
-            faces: FaceSet {
-                images: Tensor::from_slice(&pixels).view([n, 1, FACE_SIZE, FACE_SIZE]),
-                labels: Tensor::from_slice(&labels),
-            },
+            faces: FaceSet::new(
+                Tensor::from_slice(&pixels).view([n, 1, FACE_SIZE, FACE_SIZE]),
+                Tensor::from_slice(&labels),
+            ),
             ages,
             detected,
         }

@@ -97,6 +97,10 @@ pub struct Models {
     pub voice_emotion: ModelInfo,
     /// Speech or not, asked of every clip before the voice model.
     pub speech_check: ModelInfo,
+    /// Face or phantom, asked of every face the cascade proposes (absent
+    /// when the server runs without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_verifier: Option<ModelInfo>,
 }
 
 /// The speech check's card in the shape of the others (its "input" is the
@@ -151,6 +155,7 @@ pub async fn models(State(state): State<AppState>) -> Json<Models> {
         face_sex: info(analyzer.face_sex_card()),
         voice_emotion: info(analyzer.voice_emotion_card()),
         speech_check: speech_check_info(analyzer.speech_check().card()),
+        face_verifier: analyzer.face_verifier_card().map(info),
     })
 }
 

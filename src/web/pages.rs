@@ -107,7 +107,14 @@ pub async fn models(State(state): State<AppState>) -> Response {
             view("Face sex", &sex.description, &sex.trained_on, Some(sex.params), &sex.metrics),
             view("Voice emotion and sex", &voice.description, &voice.trained_on, Some(voice.params), &voice.metrics),
             view("Speech check", &speech.description, "", None, &speech.metrics),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            analyzer
+                .face_verifier_card()
+                .map(|v| view("Face verifier", &v.description, &v.trained_on, Some(v.params), &v.metrics)),
+        )
+        .collect(),
     })
 }
 
