@@ -11,6 +11,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use emotion_ai::decode::{decode_image, ImageLimits};
 use emotion_ai::detect::{DetectParams, FaceDetector, DEFAULT_CASCADE};
 use emotion_ai::features::{MfccConfig, MfccExtractor};
+use emotion_ai::model::verifier::FaceVerifier;
 use emotion_ai::model::voice::{LoadedVoiceModel, VoiceClassifier};
 use emotion_ai::model::LoadedFaceModel;
 use emotion_ai::predict::{Analyzer, AnalyzerConfig};
@@ -69,6 +70,8 @@ fn stages(c: &mut Criterion) {
     let one_face = Tensor::rand([1, 1, 48, 48], (tch::Kind::Float, tch::Device::Cpu)) * 255.0;
     c.bench_function("forward/face_emotion", |b| b.iter(|| face.net.predict_proba(&one_face)));
     c.bench_function("forward/face_sex", |b| b.iter(|| sex.net.predict_proba(&one_face)));
+    let verifier = FaceVerifier::load(&models.join("face_verifier.safetensors")).expect("face verifier");
+    c.bench_function("forward/face_verifier", |b| b.iter(|| verifier.face_probabilities(&one_face).expect("verify")));
     let window = Tensor::randn([1, 40, 300], (tch::Kind::Float, tch::Device::Cpu));
     c.bench_function("forward/voice_3s_window", |b| b.iter(|| voice.net.predict_proba(&window)));
 }
@@ -77,6 +80,17 @@ fn requests(c: &mut Criterion) {
     tch::set_num_threads(1);
     let analyzer = Arc::new(Analyzer::load(AnalyzerConfig::with_models_dir(&root().join("models"))).expect("models"));
     let state = AppState::new(analyzer.clone(), ServerLimits::default(), root().join("static"), root().join("assets"));
+    // The pipeline before the face verifier (cascade at 3 neighbours, every
+    // candidate kept), measured in the same run for a fair comparison.
+    let mut before = AnalyzerConfig::with_models_dir(&root().join("models"));
+    before.face_verifier_model = None;
+    before.detect.min_neighbors = 3;
+    let before = AppState::new(
+        Arc::new(Analyzer::load(before).expect("models")),
+        ServerLimits::default(),
+        root().join("static"),
+        root().join("assets"),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let boundary = "bench-boundary";
     let multipart = |bytes: &[u8]| {
@@ -90,11 +104,12 @@ fn requests(c: &mut Criterion) {
         body
     };
     let inputs = [
-        ("request/image_640x480_one_face", fixture("portrait_640x480.jpg")),
-        ("request/clip_3s_wav", wav_bytes(&speech(3))),
-        ("request/clip_10s_wav", wav_bytes(&speech(10))),
+        ("request/image_640x480_one_face", fixture("portrait_640x480.jpg"), &state),
+        ("request/image_640x480_one_face_without_verifier", fixture("portrait_640x480.jpg"), &before),
+        ("request/clip_3s_wav", wav_bytes(&speech(3)), &state),
+        ("request/clip_10s_wav", wav_bytes(&speech(10)), &state),
     ];
-    for (name, bytes) in inputs {
+    for (name, bytes, state) in inputs {
         let body = multipart(&bytes);
         c.bench_function(name, |b| {
             b.iter_batched(
