@@ -186,6 +186,18 @@ pub struct InputSpec {
     pub normalisation: Normalisation,
 }
 
+impl InputSpec {
+    /// The 48x48 grey face crop every face network reads, normalised by
+    /// `mean` and `std` (the training crops'), with `note` saying whose.
+    pub fn grey_face(mean: f64, std: f64, note: &str) -> Self {
+        Self {
+            size: [FACE_SIZE, FACE_SIZE],
+            color: "grayscale".into(),
+            normalisation: Normalisation { mean, std, note: note.into() },
+        }
+    }
+}
+
 /// `(pixel - mean) / std` on grey levels 0..255 (stored in the weights too).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Normalisation {

@@ -12,8 +12,7 @@ use super::ferplus::{self, FerPlus};
 use super::metrics::{round4, CalibrationSummary, ConfusionMatrix};
 use super::{distributions, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
 use crate::model::{
-    card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard, Normalisation, EMOTIONS,
-    FACE_SIZE,
+    card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard, EMOTIONS,
 };
 
 /// Where and how to train.
@@ -118,15 +117,11 @@ pub fn export(
                       probabilities are averaged over the face and its mirror image."
             .into(),
         classes: EMOTIONS.iter().map(|s| s.to_string()).collect(),
-        input: InputSpec {
-            size: [FACE_SIZE, FACE_SIZE],
-            color: "grayscale".into(),
-            normalisation: Normalisation {
-                mean: state.input_mean,
-                std: state.input_std,
-                note: "(grey level 0..255 - mean) / std; mean and std of the FER2013 Training split, also stored in the weights as input_mean / input_std".into(),
-            },
-        },
+        input: InputSpec::grey_face(
+            state.input_mean,
+            state.input_std,
+            "(grey level 0..255 - mean) / std; mean and std of the FER2013 Training split, also stored in the weights as input_mean / input_std",
+        ),
         architecture: state.architecture.clone(),
         params: parameter_count(&vs),
         trained_on: format!(

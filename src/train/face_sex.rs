@@ -16,9 +16,7 @@ use super::metrics::{round4, CalibrationSummary, ConfusionMatrix};
 use super::utkface::{self, SexSet};
 use super::{evaluate, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
 use crate::model::voice::SEXES;
-use crate::model::{
-    card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard, Normalisation, FACE_SIZE,
-};
+use crate::model::{card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard};
 
 /// Seed of the fixed train / validation / test split of UTKFace.
 pub const SPLIT_SEED: u64 = 2017;
@@ -94,15 +92,11 @@ fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainR
                       of female and male for a 48x48 grayscale face crop; averaged over the face and its mirror image."
             .into(),
         classes: SEXES.iter().map(|s| s.to_string()).collect(),
-        input: InputSpec {
-            size: [FACE_SIZE, FACE_SIZE],
-            color: "grayscale".into(),
-            normalisation: Normalisation {
-                mean: state.input_mean,
-                std: state.input_std,
-                note: "(grey level 0..255 - mean) / std; statistics of the UTKFace training crops, also stored in the weights".into(),
-            },
-        },
+        input: InputSpec::grey_face(
+            state.input_mean,
+            state.input_std,
+            "(grey level 0..255 - mean) / std; statistics of the UTKFace training crops, also stored in the weights",
+        ),
         architecture: state.architecture.clone(),
         params: parameter_count(&vs),
         trained_on: format!(

@@ -32,7 +32,7 @@ use super::{export_weights, predict_set, train_face_classifier, ClassifierTask, 
 use crate::decode::{decode_image, ImageLimits};
 use crate::detect::{crop_face, DetectParams, FaceBox, FaceDetector};
 use crate::model::verifier::{architecture, VERIFIER_CLASSES};
-use crate::model::{card_path, parameter_count, FaceNet, InputSpec, ModelCard, Normalisation, FACE_SIZE};
+use crate::model::{card_path, parameter_count, FaceNet, InputSpec, ModelCard, FACE_SIZE};
 
 /// Training defaults: a small two-class problem, a few epochs.
 pub fn default_options() -> TrainOptions {
@@ -382,15 +382,11 @@ fn export(
                       (averaged with the mirror image's) reaches the card's threshold."
             .into(),
         classes: VERIFIER_CLASSES.iter().map(|s| s.to_string()).collect(),
-        input: InputSpec {
-            size: [FACE_SIZE, FACE_SIZE],
-            color: "grayscale".into(),
-            normalisation: Normalisation {
-                mean: state.input_mean,
-                std: state.input_std,
-                note: "(grey level 0..255 - mean) / std over the training crops, also stored in the weights".into(),
-            },
-        },
+        input: InputSpec::grey_face(
+            state.input_mean,
+            state.input_std,
+            "(grey level 0..255 - mean) / std over the training crops, also stored in the weights",
+        ),
         architecture: state.architecture.clone(),
         params: parameter_count(&vs),
         trained_on: format!(
