@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_json::json;
 use tch::nn;
 
@@ -54,6 +54,11 @@ pub fn run_train(request: &TrainRequest) -> Result<ModelCard> {
         let votes = FerPlus::load(&request.data)?
             .ok_or_else(|| anyhow!("--ferplus-weight needs {}", ferplus::votes_path(&request.data).display()))?;
         let (targets, with_votes) = votes.soft_targets(&train, request.ferplus_weight);
+        if with_votes == 0 {
+            bail!(
+                "no Training face matched a FER+ vote (FER+ joins the image-folder release by path, not fer2013.csv)"
+            );
+        }
         tracing::info!(with_votes, faces = train.len(), weight = request.ferplus_weight, "FER+ soft targets");
         train.targets = Some(targets);
         recipe.ferplus_weight = request.ferplus_weight;
@@ -192,6 +197,10 @@ fn ferplus_scores(
     distributions: &[Vec<f32>],
     truth: &[usize],
 ) -> Result<(Option<SubsetScore>, Option<SubsetScore>)> {
+    // FER+ joins faces by the folder release's paths; fer2013.csv has none.
+    if private.names.len() != private.len() {
+        return Ok((None, None));
+    }
     let without = ferplus::near_copies(data)?.map(|copies| {
         let keep = ferplus::indices_without(&private.names, &copies);
         let kept_truth: Vec<usize> = keep.iter().map(|&i| truth[i]).collect();

@@ -332,13 +332,8 @@ pub fn train_face_classifier(
             let idx = order.narrow(0, step as i64 * options.batch_size, options.batch_size);
             let xs = augment.apply(&train.images.index_select(0, &idx));
             let ys = train.labels.index_select(0, &idx);
-            let (loss, right) = match &train.targets {
-                Some(targets) => {
-                    let soft = targets.index_select(0, &idx);
-                    soft_train_step(&net, &mut opt, &xs, &ys, &soft, &weights, options.label_smoothing)
-                }
-                None => train_step(&net, &mut opt, &xs, &ys, &weights, options.label_smoothing),
-            };
+            let soft = train.targets.as_ref().map(|t| t.index_select(0, &idx));
+            let (loss, right) = train_step(&net, &mut opt, &xs, &ys, soft.as_ref(), &weights, options.label_smoothing);
             loss_sum += loss;
             correct += right;
             seen += options.batch_size;
@@ -378,45 +373,38 @@ pub fn train_face_classifier(
     Ok(state)
 }
 
-/// One optimisation step on a batch: weighted, label-smoothed cross-entropy,
-/// backward, update. Returns the loss and how many predictions were right.
+/// One optimisation step on a batch: weighted, label-smoothed cross-entropy
+/// against the labels `ys`, or against `soft` targets where given, then
+/// backward and update. Returns the loss and how many predictions were right
+/// (against `ys`).
 pub(crate) fn train_step(
     net: &impl nn::ModuleT,
     opt: &mut nn::Optimizer,
     xs: &Tensor,
     ys: &Tensor,
+    soft: Option<&Tensor>,
     class_weights: &Tensor,
     label_smoothing: f64,
 ) -> (f64, i64) {
     let logits = net.forward_t(xs, true);
-    let loss = logits.cross_entropy_loss::<&Tensor>(ys, Some(class_weights), Reduction::Mean, -100, label_smoothing);
+    let loss = match soft {
+        Some(targets) => soft_cross_entropy(&logits, targets, class_weights, label_smoothing),
+        None => logits.cross_entropy_loss::<&Tensor>(ys, Some(class_weights), Reduction::Mean, -100, label_smoothing),
+    };
     opt.backward_step(&loss);
     let correct = logits.argmax(-1, false).eq_tensor(ys).sum(Kind::Int64).int64_value(&[]);
     (loss.double_value(&[]), correct)
 }
 
-/// [`train_step`] with soft targets (`[B, classes]`, rows summing to 1):
-/// cross-entropy against the label-smoothed targets, each class's term
-/// weighted by its class weight and the sum normalised by the targets'
-/// weight (for one-hot targets this is libtorch's weighted, smoothed loss).
-/// Accuracy is counted against `ys`.
-pub(crate) fn soft_train_step(
-    net: &impl nn::ModuleT,
-    opt: &mut nn::Optimizer,
-    xs: &Tensor,
-    ys: &Tensor,
-    targets: &Tensor,
-    class_weights: &Tensor,
-    label_smoothing: f64,
-) -> (f64, i64) {
-    let logits = net.forward_t(xs, true);
+/// Cross-entropy against soft targets (`[B, classes]`, rows summing to 1),
+/// label-smoothed, each class's term weighted by its class weight and the sum
+/// normalised by the targets' weight: for one-hot targets, libtorch's
+/// weighted, smoothed loss.
+fn soft_cross_entropy(logits: &Tensor, targets: &Tensor, class_weights: &Tensor, label_smoothing: f64) -> Tensor {
     let classes = targets.size()[1] as f64;
     let smoothed = targets * (1.0 - label_smoothing) + label_smoothing / classes;
     let weighted = smoothed * class_weights * logits.log_softmax(-1, Kind::Float);
-    let loss = -weighted.sum(Kind::Float) / (targets * class_weights).sum(Kind::Float);
-    opt.backward_step(&loss);
-    let correct = logits.argmax(-1, false).eq_tensor(ys).sum(Kind::Int64).int64_value(&[]);
-    (loss.double_value(&[]), correct)
+    -weighted.sum(Kind::Float) / (targets * class_weights).sum(Kind::Float)
 }
 
 /// Copies into `vs` every tensor of the safetensors file `path` whose name
@@ -469,11 +457,8 @@ mod tests {
                 let vs = nn::VarStore::new(Device::Cpu);
                 let net = FaceNet::new(&vs.root(), &arch);
                 let mut opt = nn::Sgd::default().build(&vs, 0.0).unwrap();
-                if soft == 1 {
-                    soft_train_step(&net, &mut opt, &xs, &ys, &one_hot, &weights, 0.1).0
-                } else {
-                    train_step(&net, &mut opt, &xs, &ys, &weights, 0.1).0
-                }
+                let soft = (soft == 1).then_some(&one_hot);
+                train_step(&net, &mut opt, &xs, &ys, soft, &weights, 0.1).0
             })
             .collect();
         assert!((losses[0] - losses[1]).abs() < 1e-5, "{losses:?}");
