@@ -10,7 +10,8 @@ fn main() {
     let candidates = [vec![32, 64, 128, 256], vec![24, 48, 96, 192], vec![32, 64, 128], vec![48, 96, 192, 384]];
     for channels in candidates {
         let vs = nn::VarStore::new(Device::Cpu);
-        let config = FaceNetConfig { channels: channels.clone(), hidden: 256, classes: 7, dropout: 0.4 };
+        let config =
+            FaceNetConfig { channels: channels.clone(), hidden: 256, classes: 7, dropout: 0.4, input_size: 48 };
         let net = FaceNet::new(&vs.root(), &config);
         let mut opt = nn::Sgd { momentum: 0.9, dampening: 0.0, wd: 5e-4, nesterov: true }.build(&vs, 0.01).unwrap();
         let xs = Tensor::rand([64, 1, 48, 48], (Kind::Float, Device::Cpu)) * 255.0;

@@ -140,13 +140,59 @@ impl FaceDetector {
     }
 }
 
+/// How a network's input is cut out of a detected box: the box grown by
+/// `margin` of its side on every side, scaled to `size` x `size`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropSpec {
+    pub size: u32,
+    pub margin: f64,
+}
+
+impl CropSpec {
+    /// The 48x48 crop of the box itself that the FER-style networks read.
+    pub const FACE: Self = Self { size: FACE_SIZE as u32, margin: 0.0 };
+}
+
 /// Cuts a face out of the full-resolution grayscale image and scales it to the
 /// networks' 48x48 input (area-averaging when shrinking, as FER2013's crops were).
 pub fn crop_face(gray: &GrayImage, face: FaceBox) -> GrayImage {
-    let side = FACE_SIZE as u32;
-    let crop = imageops::crop_imm(gray, face.x, face.y, face.width, face.height).to_image();
-    let filter = if face.width > side { FilterType::Triangle } else { FilterType::CatmullRom };
-    imageops::resize(&crop, side, side, filter)
+    crop_face_as(gray, face, CropSpec::FACE)
+}
+
+/// [`crop_face`] for any [`CropSpec`]. Where the grown box reaches past the
+/// image, the image's edge pixels are repeated outwards (as the training
+/// crops were padded), so a face at the border still gets a full crop.
+pub fn crop_face_as(gray: &GrayImage, face: FaceBox, spec: CropSpec) -> GrayImage {
+    let size = spec.size.max(1);
+    let (w, h) = gray.dimensions();
+    let grow = |side: u32| (f64::from(side) * spec.margin.max(0.0)).round() as i64;
+    let (gx, gy) = (grow(face.width), grow(face.height));
+    let (x0, y0) = (i64::from(face.x) - gx, i64::from(face.y) - gy);
+    let (x1, y1) = (i64::from(face.x) + i64::from(face.width) + gx, i64::from(face.y) + i64::from(face.height) + gy);
+    // The part inside the image, and where it lands in the output.
+    let (ix0, iy0) = (x0.clamp(0, i64::from(w)), y0.clamp(0, i64::from(h)));
+    let (ix1, iy1) = (x1.clamp(0, i64::from(w)), y1.clamp(0, i64::from(h)));
+    if ix1 <= ix0 || iy1 <= iy0 {
+        // A box wholly outside the image (never from the detector).
+        return GrayImage::new(size, size);
+    }
+    let (scale_x, scale_y) = (f64::from(size) / (x1 - x0) as f64, f64::from(size) / (y1 - y0) as f64);
+    let to_out = |v: i64, origin: i64, scale: f64| (((v - origin) as f64 * scale).round() as u32).min(size);
+    let (ox0, oy0) = (to_out(ix0, x0, scale_x), to_out(iy0, y0, scale_y));
+    let (ox1, oy1) = (to_out(ix1, x0, scale_x).max(ox0 + 1).min(size), to_out(iy1, y0, scale_y).max(oy0 + 1).min(size));
+    let (ox0, oy0) = (ox0.min(ox1 - 1), oy0.min(oy1 - 1));
+    let inside = imageops::crop_imm(gray, ix0 as u32, iy0 as u32, (ix1 - ix0) as u32, (iy1 - iy0) as u32).to_image();
+    let (tw, th) = (ox1 - ox0, oy1 - oy0);
+    let filter = if inside.width() > tw { FilterType::Triangle } else { FilterType::CatmullRom };
+    let scaled = if inside.dimensions() == (tw, th) { inside } else { imageops::resize(&inside, tw, th, filter) };
+    if (ox0, oy0, tw, th) == (0, 0, size, size) {
+        return scaled;
+    }
+    GrayImage::from_fn(size, size, |x, y| {
+        let sx = x.clamp(ox0, ox1 - 1) - ox0;
+        let sy = y.clamp(oy0, oy1 - 1) - oy0;
+        *scaled.get_pixel(sx, sy)
+    })
 }
 
 /// Detectors shared by concurrent requests: each caller borrows one for the
@@ -205,5 +251,32 @@ mod tests {
         assert_eq!(face.dimensions(), (48, 48));
         let tiny = crop_face(&img, FaceBox { x: 0, y: 0, width: 20, height: 20 });
         assert_eq!(tiny.dimensions(), (48, 48));
+    }
+
+    #[test]
+    fn a_crop_with_margin_is_the_grown_box_and_repeats_the_edge_past_the_image() {
+        let img = GrayImage::from_fn(200, 160, |x, y| image::Luma([(x / 2 + y) as u8]));
+        let face = FaceBox { x: 50, y: 40, width: 60, height: 60 };
+        let spec = CropSpec { size: 96, margin: 0.25 };
+        // Inside the image: exactly the 90 px box around the face, scaled.
+        let grown = FaceBox { x: 35, y: 25, width: 90, height: 90 };
+        assert_eq!(crop_face_as(&img, face, spec), crop_face_as(&img, grown, CropSpec { size: 96, margin: 0.0 }));
+        // No margin at 48: the FER-style crop.
+        assert_eq!(crop_face_as(&img, face, CropSpec::FACE), crop_face(&img, face));
+
+        // At the top-left corner a quarter of the side lies outside: those
+        // rows and columns repeat the image's first row and column.
+        let corner = crop_face_as(&img, FaceBox { x: 0, y: 0, width: 80, height: 80 }, spec);
+        assert_eq!(corner.dimensions(), (96, 96));
+        let pad = 16; // 20 px of 120, at 96/120
+        for k in 0..pad {
+            assert_eq!(corner.get_pixel(k, 50), corner.get_pixel(pad, 50), "column {k}");
+            assert_eq!(corner.get_pixel(50, k), corner.get_pixel(50, pad), "row {k}");
+        }
+        assert_ne!(corner.get_pixel(pad, 50), corner.get_pixel(90, 50), "the image itself is not flat");
+        // A box covering the whole image and more still gives a full crop.
+        let whole =
+            crop_face_as(&img, FaceBox { x: 0, y: 0, width: 200, height: 160 }, CropSpec { size: 96, margin: 1.0 });
+        assert_eq!(whole.dimensions(), (96, 96));
     }
 }

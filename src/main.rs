@@ -326,9 +326,16 @@ struct TrainFaceSex {
     /// Where to write the best weights (the card goes beside them).
     #[arg(long, default_value = "models/face_sex.safetensors")]
     export: PathBuf,
-    /// Weights a new run starts from (every layer but the last); "none" for a random start.
-    #[arg(long, default_value = "models/face_emotion.safetensors")]
+    /// Weights a new run starts from (every variable whose name and shape
+    /// match, e.g. models/face_emotion.safetensors for --input-size 48); "none" for a random start.
+    #[arg(long, default_value = "none")]
     init_from: String,
+    /// Side of the input crop: 96 (the shipped context network) or 48 (the face-emotion architecture).
+    #[arg(long, default_value_t = face_sex::DEFAULT_INPUT_SIZE)]
+    input_size: i64,
+    /// Context around the detected box, as a fraction of its side added on every side (0 to 1).
+    #[arg(long, default_value_t = face_sex::DEFAULT_MARGIN)]
+    margin: f64,
     /// Haar cascade that crops the faces (the server's).
     #[arg(long, env = "EMOTION_AI_CASCADE", default_value = emotion_ai::detect::DEFAULT_CASCADE)]
     cascade: PathBuf,
@@ -553,6 +560,8 @@ fn main() -> Result<()> {
                 resume: args.resume,
                 export: args.export,
                 init_from: (args.init_from != "none").then(|| PathBuf::from(args.init_from)),
+                input_size: args.input_size,
+                margin: args.margin,
                 options,
             };
             let card = face_sex::run_train(&request)?;
@@ -588,6 +597,10 @@ fn main() -> Result<()> {
             println!("adults (18+, {} faces): {:.2}%", r.adults, r.adult_accuracy * 100.0);
             println!("faces the cascade found: {:.2}%", r.detected_accuracy * 100.0);
             println!("recall: {}", serde_json::Value::Object(r.recall));
+            println!("adults' recall: {}", serde_json::Value::Object(r.adult_recall));
+            for race in &r.adults_by_race {
+                println!("adults, {}: {:.2}% of {}", race.race, race.accuracy * 100.0, race.faces);
+            }
             print_calibration(&r.calibration);
             println!("confusion matrix: {} and {}", r.json_path.display(), r.png_path.display());
         }

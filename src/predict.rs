@@ -24,12 +24,12 @@ use tch::Tensor;
 
 use crate::decode::audio::{decode_audio, AudioDecodeError, DecodedAudio};
 use crate::decode::{decode_image, sniff, DecodedImage, ImageDecodeError, ImageLimits, MediaKind};
-use crate::detect::{crop_face, DetectParams, DetectorPool, FaceBox};
+use crate::detect::{crop_face, crop_face_as, CropSpec, DetectParams, DetectorPool, FaceBox};
 use crate::features::voice_input::VoiceFeatureExtractor;
 use crate::fusion::{fuse, Calibration, Evidence};
 use crate::model::verifier::FaceVerifier;
 use crate::model::voice::{voice_class_names, LoadedVoiceModel, VoiceModelCard};
-use crate::model::{LoadedFaceModel, ModelCard, FACE_SIZE};
+use crate::model::{LoadedFaceModel, ModelCard};
 use crate::pool::Pool;
 use crate::speech::SpeechDetector;
 use voice::{aggregate, emotion_marginal, predict_windows, sex_marginal, window_starts, Windowing};
@@ -125,8 +125,8 @@ pub struct FaceAnalysis {
     pub emotion: Distribution,
     /// The person's sex as the face model sees it.
     pub sex: Distribution,
-    /// The 48x48 grey crop both networks read (row-major), for the answer
-    /// page to show; not part of the JSON.
+    /// The 48x48 grey crop the emotion network reads (row-major), for the
+    /// answer page to show; not part of the JSON.
     #[serde(skip)]
     pub crop: Vec<u8>,
 }
@@ -298,6 +298,9 @@ impl Analyzer {
         let detectors = DetectorPool::new(&config.cascade, config.detect, workers)?;
         let face_sex = face_model_pool("face sex", &config.face_sex_model, workers)?;
         let face_sex_card = face_sex.with(|m| m.card.clone())?;
+        if face_emotion_card.input.crop() != CropSpec::FACE {
+            anyhow::bail!("the face emotion model must read the 48x48 crop of the face box (its card says otherwise)");
+        }
         let verifier = match &config.face_verifier_model {
             Some(weights) => {
                 let weights = weights.clone();
@@ -540,15 +543,29 @@ impl Analyzer {
         let faces_left_out = boxes.len().saturating_sub(cap);
         boxes.truncate(cap);
         crops.truncate(cap);
+        // The sex network may read a larger crop with context around the box;
+        // a whole image given as the face is read as it is, without a margin.
+        let sex_spec = match faces {
+            FaceSource::Detect => self.face_sex_card.input.crop(),
+            FaceSource::WholeImage => CropSpec { margin: 0.0, ..self.face_sex_card.input.crop() },
+        };
+        let sex_crops: Option<Vec<Vec<u8>>> = (sex_spec != CropSpec::FACE)
+            .then(|| boxes.iter().map(|&b| crop_face_as(&image.gray, b, sex_spec).into_raw()).collect());
         let (mut emotions, mut sexes) = (Vec::with_capacity(boxes.len()), Vec::with_capacity(boxes.len()));
-        for part_crops in crops.chunks(FACE_BATCH) {
-            let batch = face_batch(part_crops);
+        for (chunk, part_crops) in crops.chunks(FACE_BATCH).enumerate() {
+            let batch = face_batch(part_crops, CropSpec::FACE.size);
+            let sex_batch = match &sex_crops {
+                Some(sex_crops) => {
+                    let start = chunk * FACE_BATCH;
+                    face_batch(&sex_crops[start..start + part_crops.len()], sex_spec.size)
+                }
+                None => batch.shallow_clone(),
+            };
             // The two networks are independent, and each worker runs libtorch
             // on one thread: side by side they use the second core when a
             // request runs alone (under load the other workers use it anyway).
             let (part_emotions, part_sexes) = std::thread::scope(|scope| {
-                // Tensors are Send but not Sync: the thread gets its own handle.
-                let sex_batch = batch.shallow_clone();
+                // Tensors are Send but not Sync: the thread gets its own tensor.
                 let sexes = scope.spawn(move || classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes));
                 let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes);
                 let sexes = sexes.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex network panicked")));
@@ -585,10 +602,11 @@ impl Analyzer {
     }
 }
 
-/// 48x48 grey crops as one `[N, 1, 48, 48]` batch.
-fn face_batch(crops: &[Vec<u8>]) -> Tensor {
+/// `side` x `side` grey crops as one `[N, 1, side, side]` batch.
+fn face_batch(crops: &[Vec<u8>], side: u32) -> Tensor {
     let pixels: Vec<u8> = crops.concat();
-    Tensor::from_slice(&pixels).view([crops.len() as i64, 1, FACE_SIZE, FACE_SIZE])
+    let side = i64::from(side);
+    Tensor::from_slice(&pixels).view([crops.len() as i64, 1, side, side])
 }
 
 /// `workers` copies of the face network at `weights`.

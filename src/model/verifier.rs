@@ -18,7 +18,7 @@ pub const VERIFIER_CLASSES: [&str; 2] = ["not_face", "face"];
 /// The verifier's shape: the face networks' stages, narrower (about 100
 /// thousand parameters, well under a millisecond a candidate).
 pub fn architecture() -> FaceNetConfig {
-    FaceNetConfig { channels: vec![16, 32, 64], hidden: 64, classes: 2, dropout: 0.2 }
+    FaceNetConfig { channels: vec![16, 32, 64], hidden: 64, classes: 2, dropout: 0.2, input_size: FACE_SIZE }
 }
 
 /// A loaded verifier and its threshold.
@@ -101,6 +101,7 @@ mod tests {
                 size: [FACE_SIZE, FACE_SIZE],
                 color: "grayscale".into(),
                 normalisation: Normalisation { mean: 128.0, std: 64.0, note: String::new() },
+                margin: 0.0,
             },
             architecture: architecture(),
             params: 0,

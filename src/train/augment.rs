@@ -1,4 +1,4 @@
-//! Batch augmentation for 48x48 grayscale faces, done on tensors so a whole
+//! Batch augmentation for square grayscale faces (48x48 and larger), done on tensors so a whole
 //! batch costs one `grid_sampler` call.
 
 use tch::{Device, Kind, Tensor};
@@ -60,8 +60,9 @@ impl Augment {
         self.erase_squares(adjusted)
     }
 
-    /// Random erasing: with probability `erase`, a square of 8..20 pixels is
-    /// set to mid-grey, so the network cannot rely on one facial region.
+    /// Random erasing: with probability `erase`, a square of 8..20 pixels (on
+    /// a 48 px face; in proportion on larger ones) is set to mid-grey, so the
+    /// network cannot rely on one facial region.
     fn erase_squares(&self, faces: Tensor) -> Tensor {
         if self.erase <= 0.0 {
             return faces;
@@ -69,7 +70,8 @@ impl Augment {
         let size = faces.size();
         let (n, h, w) = (size[0], size[2], size[3]);
         let opts = (Kind::Float, Device::Cpu);
-        let side = Tensor::randint_low(8, 21, [n, 1, 1, 1], (Kind::Int64, Device::Cpu)).to_kind(Kind::Float);
+        let side = Tensor::randint_low(8, 21, [n, 1, 1, 1], (Kind::Int64, Device::Cpu)).to_kind(Kind::Float)
+            * (h.min(w) as f64 / 48.0);
         let cy = Tensor::rand([n, 1, 1, 1], opts) * h as f64;
         let cx = Tensor::rand([n, 1, 1, 1], opts) * w as f64;
         let ys = Tensor::arange(h, opts).view([1, 1, h, 1]);

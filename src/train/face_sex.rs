@@ -1,10 +1,14 @@
 //! The `train face-sex` and `eval face-sex` commands: UTKFace in, shipped
 //! weights and a model card out.
 //!
-//! The network is the face-emotion architecture with two outputs, started
-//! from the shipped face-emotion weights (its convolutions already know 48x48
-//! grayscale faces) and fine-tuned on UTKFace crops made by the serving
-//! pipeline. The split is fixed by [`SPLIT_SEED`] (see [`utkface::part_of`]).
+//! The network reads a 96x96 grey crop of the detected face grown by a
+//! quarter of its side on every side ([`FaceNetConfig::sex_context`]): hair,
+//! jaw line and neck carry much of what tells the sexes apart, and the
+//! emotion network's tight 48x48 crop cuts them off. It trains from random
+//! weights on UTKFace crops made by the serving cascade. The earlier recipe
+//! (`--input-size 48 --margin 0`: the face-emotion architecture fine-tuned
+//! from its weights) is still available. The split is fixed by
+//! [`SPLIT_SEED`] (see [`utkface::part_of`]).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +19,7 @@ use tch::nn;
 use super::metrics::{round4, CalibrationSummary, ConfusionMatrix};
 use super::utkface::{self, SexSet};
 use super::{evaluate, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
+use crate::detect::CropSpec;
 use crate::model::voice::SEXES;
 use crate::model::{card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard};
 
@@ -24,9 +29,30 @@ pub const SPLIT_SEED: u64 = 2017;
 /// The age from which a face counts as an adult's in the reported metrics.
 pub const ADULT_AGE: u32 = 18;
 
-/// Hyper-parameters of the shipped face-sex model: a fine-tuning schedule.
+/// Hyper-parameters of the shipped face-sex model, trained from scratch.
 pub fn default_options() -> TrainOptions {
-    TrainOptions { epochs: 20, lr: 0.02, ..TrainOptions::default() }
+    TrainOptions { epochs: 30, lr: 0.05, ..TrainOptions::default() }
+}
+
+/// Side of the shipped model's input crop.
+pub const DEFAULT_INPUT_SIZE: i64 = 96;
+
+/// Context the shipped model reads around the detected box (fraction of its
+/// side, on every side).
+pub const DEFAULT_MARGIN: f64 = 0.25;
+
+/// The network for a crop of `input_size` pixels: the emotion network's shape
+/// at 48 (so it can start from its weights), the context network otherwise.
+pub fn architecture(input_size: i64) -> Result<FaceNetConfig> {
+    if input_size == crate::model::FACE_SIZE {
+        return Ok(FaceNetConfig::sex());
+    }
+    let config = FaceNetConfig::sex_context();
+    let stages = config.channels.len() as u32;
+    if input_size < 32 || input_size % (1 << stages) != 0 {
+        anyhow::bail!("--input-size must be 48 or a multiple of {} from 32 up (got {input_size})", 1 << stages);
+    }
+    Ok(FaceNetConfig { input_size, ..config })
 }
 
 /// Where and how to train.
@@ -38,8 +64,12 @@ pub struct FaceSexTrainRequest {
     pub run_dir: PathBuf,
     pub resume: bool,
     pub export: PathBuf,
-    /// Weights to start from (the face-emotion model), or none.
+    /// Weights to start from (the face-emotion model, for a 48 px input), or none.
     pub init_from: Option<PathBuf>,
+    /// Side of the input crop (see [`architecture`]).
+    pub input_size: i64,
+    /// Context around the detected box, as a fraction of its side.
+    pub margin: f64,
     pub options: TrainOptions,
 }
 
@@ -47,13 +77,13 @@ pub struct FaceSexTrainRequest {
 /// then exports the best epoch and a card (test metrics come from
 /// [`run_eval`]).
 pub fn run_train(request: &FaceSexTrainRequest) -> Result<ModelCard> {
-    let [train, val, _test] = load(&request.data, &request.cascade)?;
-    let task = ClassifierTask {
-        name: "face-sex",
-        classes: &SEXES,
-        architecture: FaceNetConfig::sex(),
-        init_from: request.init_from.as_deref(),
-    };
+    if !(0.0..=1.0).contains(&request.margin) {
+        anyhow::bail!("--margin must be between 0 and 1 (a fraction of the face box's side; got {})", request.margin);
+    }
+    let architecture = architecture(request.input_size)?;
+    let [train, val, _test] = load(&request.data, &request.cascade, crop_spec(request))?;
+    let task =
+        ClassifierTask { name: "face-sex", classes: &SEXES, architecture, init_from: request.init_from.as_deref() };
     let state = train_face_classifier(
         &task,
         &train.faces,
@@ -65,10 +95,14 @@ pub fn run_train(request: &FaceSexTrainRequest) -> Result<ModelCard> {
     export(&request.run_dir.join("best.safetensors"), &state, &train, request)
 }
 
-fn load(data: &Path, cascade: &Path) -> Result<[SexSet; 3]> {
-    tracing::info!(data = %data.display(), "loading UTKFace");
+fn crop_spec(request: &FaceSexTrainRequest) -> CropSpec {
+    CropSpec { size: request.input_size as u32, margin: request.margin }
+}
+
+fn load(data: &Path, cascade: &Path, spec: CropSpec) -> Result<[SexSet; 3]> {
+    tracing::info!(data = %data.display(), size = spec.size, margin = spec.margin, "loading UTKFace");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let sets = utkface::load(data, cascade, SPLIT_SEED, threads)?;
+    let sets = utkface::load(data, cascade, SPLIT_SEED, threads, spec)?;
     for (name, set) in ["train", "validation", "test"].iter().zip(&sets) {
         let detected = set.detected.iter().filter(|d| **d).count();
         tracing::info!(part = name, faces = set.ages.len(), detected, "UTKFace split");
@@ -88,14 +122,24 @@ fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainR
     });
     let card = ModelCard {
         name: "face_sex".into(),
-        description: "Residual VGG-style CNN (the face-emotion architecture with 2 outputs) giving the probabilities \
-                      of female and male for a 48x48 grayscale face crop; averaged over the face and its mirror image."
-            .into(),
+        description: format!(
+            "Residual VGG-style CNN giving the probabilities of female and male for a {size}x{size} grayscale crop \
+             of the detected face{}; averaged over the face and its mirror image.",
+            if request.margin > 0.0 {
+                format!(" grown by {:.0}% of its side on every side (hair, jaw line, neck)", request.margin * 100.0)
+            } else {
+                String::new()
+            },
+            size = request.input_size
+        ),
         classes: SEXES.iter().map(|s| s.to_string()).collect(),
-        input: InputSpec::grey_face(
+        input: InputSpec::grey_context(
+            request.input_size,
+            request.margin,
             state.input_mean,
             state.input_std,
-            "(grey level 0..255 - mean) / std; statistics of the UTKFace training crops, also stored in the weights",
+            "(grey level 0..255 - mean) / std; statistics of the UTKFace training crops, also stored in the weights; \
+             past the image's edge the crop repeats its edge pixels",
         ),
         architecture: state.architecture.clone(),
         params: parameter_count(&vs),
@@ -116,15 +160,26 @@ fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainR
         calibration: None,
         mixed: None,
         train_command: format!(
-            "emotion-ai train face-sex --data {} --epochs {}{}",
+            "emotion-ai train face-sex --data {} --epochs {} --lr {} --input-size {} --margin {} --init-from {}",
             request.data.display(),
             o.epochs,
-            request.init_from.as_ref().map_or(String::new(), |p| format!(" --init-from {}", p.display()))
+            o.lr,
+            request.input_size,
+            request.margin,
+            request.init_from.as_ref().map_or("none".to_string(), |p| p.display().to_string())
         ),
         eval_command: format!("emotion-ai eval face-sex --data {} --write-card", request.data.display()),
     };
     card.save(&card_path(export))?;
     Ok(card)
+}
+
+/// Accuracy on one of UTKFace's race groups.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RaceAccuracy {
+    pub race: String,
+    pub faces: u64,
+    pub accuracy: f64,
 }
 
 /// What `eval face-sex` measured on the held-out test part.
@@ -136,6 +191,10 @@ pub struct FaceSexReport {
     /// Accuracy on the faces the cascade found (what serving sees).
     pub detected_accuracy: f64,
     pub recall: serde_json::Map<String, serde_json::Value>,
+    /// Recall of each sex among the adults.
+    pub adult_recall: serde_json::Map<String, serde_json::Value>,
+    /// Adults' accuracy in each of UTKFace's race groups.
+    pub adults_by_race: Vec<RaceAccuracy>,
     /// ECE on the evaluated part (all ages), raw and with the temperature
     /// fitted on the validation part.
     pub calibration: CalibrationSummary,
@@ -159,7 +218,7 @@ pub fn run_eval(
         anyhow::bail!("the card records test-part figures only: drop --write-card or evaluate the test part");
     }
     let model = LoadedFaceModel::load(weights)?;
-    let [_, validation, test] = load(data, cascade)?;
+    let [_, validation, test] = load(data, cascade, model.card.input.crop())?;
     let calibration = {
         let (fit, fit_truth) = super::distributions(&model.net, &validation.faces);
         let evaluated = if part == utkface::Part::Test { &test } else { &validation };
@@ -169,6 +228,16 @@ pub fn run_eval(
     let test = if part == utkface::Part::Test { test } else { validation };
     let all = evaluate(&model.net, &test.faces, &SEXES);
     let adults = evaluate(&model.net, &test.select(&test.adult_indices()), &SEXES);
+    let adult_recall: serde_json::Map<_, _> =
+        SEXES.iter().zip(adults.recall()).map(|(c, r)| (c.to_string(), json!(round4(r)))).collect();
+    let adults_by_race: Vec<RaceAccuracy> = utkface::RACES
+        .iter()
+        .enumerate()
+        .map(|(race, name)| {
+            let m = evaluate(&model.net, &test.select(&test.adult_indices_of_race(race as u32)), &SEXES);
+            RaceAccuracy { race: name.to_string(), faces: m.total(), accuracy: m.accuracy() }
+        })
+        .collect();
     let detected: Vec<i64> = (0..test.detected.len() as i64).filter(|&i| test.detected[i as usize]).collect();
     let detected = evaluate(&model.net, &test.select(&detected), &SEXES);
     let recall: serde_json::Map<_, _> =
@@ -183,6 +252,8 @@ pub fn run_eval(
         "split": format!("UTKFace {part:?} part (seed {SPLIT_SEED})"),
         "all": matrix_json(&all),
         "adults": matrix_json(&adults),
+        "adult_recall": adult_recall,
+        "adults_by_race": adults_by_race,
         "detected_by_cascade": matrix_json(&detected),
         "recall": recall,
         "calibration": calibration,
@@ -199,6 +270,8 @@ pub fn run_eval(
         metrics.insert("heldout_faces".into(), json!(all.total()));
         metrics.insert("heldout_adults".into(), json!(adults.total()));
         metrics.insert("heldout_recall".into(), json!(recall));
+        metrics.insert("heldout_adult_recall".into(), json!(adult_recall));
+        metrics.insert("heldout_adults_by_race".into(), json!(adults_by_race));
         metrics.insert("heldout_ece".into(), json!(round4(calibration.raw.ece)));
         metrics.insert("heldout_ece_calibrated".into(), json!(round4(calibration.calibrated.ece)));
         card.calibration = Some(calibration.card_entry());
@@ -211,6 +284,8 @@ pub fn run_eval(
         adult_accuracy: adults.accuracy(),
         detected_accuracy: detected.accuracy(),
         recall,
+        adult_recall,
+        adults_by_race,
         calibration,
         json_path,
         png_path,

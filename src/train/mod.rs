@@ -445,7 +445,7 @@ mod tests {
     #[test]
     fn soft_targets_that_are_one_hot_give_the_hard_loss() {
         tch::manual_seed(5);
-        let arch = FaceNetConfig { channels: vec![4, 8], hidden: 8, classes: 3, dropout: 0.0 };
+        let arch = FaceNetConfig { channels: vec![4, 8], hidden: 8, classes: 3, dropout: 0.0, input_size: 48 };
         let xs = Tensor::rand([6, 1, 48, 48], (Kind::Float, Device::Cpu)) * 255.0;
         let ys = Tensor::from_slice(&[0i64, 1, 2, 2, 1, 0]);
         let weights = Tensor::from_slice(&[1.0f32, 2.0, 0.5]);
@@ -475,7 +475,7 @@ mod tests {
     fn transfer_copies_every_matching_variable_but_the_resized_classifier() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seven.safetensors");
-        let arch = FaceNetConfig { channels: vec![4, 8], hidden: 8, classes: 7, dropout: 0.0 };
+        let arch = FaceNetConfig { channels: vec![4, 8], hidden: 8, classes: 7, dropout: 0.0, input_size: 48 };
         let source = nn::VarStore::new(Device::Cpu);
         let _seven = FaceNet::new(&source.root(), &arch);
         source.save(&path).unwrap();
@@ -501,7 +501,7 @@ mod tests {
             FaceSet::new((base + noise).to_kind(Kind::Uint8), labels)
         };
         let (train, val) = (make(256), make(64));
-        let arch = FaceNetConfig { channels: vec![4, 8], hidden: 8, classes: 2, dropout: 0.0 };
+        let arch = FaceNetConfig { channels: vec![4, 8], hidden: 8, classes: 2, dropout: 0.0, input_size: 48 };
         let task = ClassifierTask { name: "toy", classes: &["dark", "bright"], architecture: arch, init_from: None };
         let options = TrainOptions { epochs: 2, batch_size: 32, lr: 0.02, ..Default::default() };
         let dir = tempfile::tempdir().unwrap();

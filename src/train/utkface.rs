@@ -15,9 +15,8 @@ use tch::Tensor;
 
 use super::fer2013::FaceSet;
 use crate::decode::{decode_image, ImageLimits};
-use crate::detect::{crop_face, DetectParams, FaceBox, FaceDetector};
+use crate::detect::{crop_face_as, CropSpec, DetectParams, FaceBox, FaceDetector};
 use crate::model::voice::SEXES;
-use crate::model::FACE_SIZE;
 
 /// What a UTKFace file name says about its face.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +24,12 @@ pub struct UtkLabel {
     pub age: u32,
     /// Index into [`SEXES`] (0 female, 1 male).
     pub sex: i64,
+    /// UTKFace's race field: 0 White, 1 Black, 2 Asian, 3 Indian, 4 other.
+    pub race: u32,
 }
+
+/// Names of UTKFace's race groups, by the file names' race field.
+pub const RACES: [&str; 5] = ["White", "Black", "Asian", "Indian", "other"];
 
 /// Parses `[age]_[sex]_[race]_[datetime].jpg.chip.jpg`; `None` for names
 /// missing a field (two such files exist) or with out-of-range values.
@@ -44,7 +48,7 @@ pub fn parse_name(name: &str) -> Option<UtkLabel> {
         "1" => SEXES.iter().position(|s| *s == "female")?,
         _ => return None,
     };
-    Some(UtkLabel { age, sex: sex as i64 })
+    Some(UtkLabel { age, sex: sex as i64, race })
 }
 
 /// The three parts of the fixed split.
@@ -72,11 +76,12 @@ pub fn part_of(name: &str, seed: u64) -> Part {
     }
 }
 
-/// One part of the data set: faces and sex labels, with each face's age and
-/// whether the cascade found it.
+/// One part of the data set: faces and sex labels, with each face's age,
+/// race field and whether the cascade found it.
 pub struct SexSet {
     pub faces: FaceSet,
     pub ages: Vec<u32>,
+    pub races: Vec<u32>,
     pub detected: Vec<bool>,
 }
 
@@ -84,6 +89,11 @@ impl SexSet {
     /// Indices of adults (18 and over).
     pub fn adult_indices(&self) -> Vec<i64> {
         self.ages.iter().enumerate().filter(|(_, &a)| a >= 18).map(|(i, _)| i as i64).collect()
+    }
+
+    /// Indices of adults of race group `race`.
+    pub fn adult_indices_of_race(&self, race: u32) -> Vec<i64> {
+        self.adult_indices().into_iter().filter(|&i| self.races[i as usize] == race).collect()
     }
 
     /// The subset at `indices`.
@@ -96,7 +106,7 @@ impl SexSet {
 struct Crop {
     part: Part,
     label: UtkLabel,
-    /// The 48x48 crop where the cascade found the face...
+    /// The crop where the cascade found the face...
     pixels: Option<Vec<u8>>,
     /// ...and then the box as fractions of the image (x, y, width, height).
     relative_box: Option<[f64; 4]>,
@@ -127,9 +137,9 @@ pub fn list(dir: &Path) -> Result<Vec<(PathBuf, UtkLabel)>> {
 }
 
 /// Loads UTKFace from `dir`, crops every face with the serving cascade
-/// (`threads` detectors in parallel) and returns the train, validation and
-/// test parts of the split seeded by `seed`.
-pub fn load(dir: &Path, cascade: &Path, seed: u64, threads: usize) -> Result<[SexSet; 3]> {
+/// (`threads` detectors in parallel) as `spec` says and returns the train,
+/// validation and test parts of the split seeded by `seed`.
+pub fn load(dir: &Path, cascade: &Path, seed: u64, threads: usize, spec: CropSpec) -> Result<[SexSet; 3]> {
     let files = list(dir)?;
     let threads = threads.max(1);
     let chunk = files.len().div_ceil(threads);
@@ -139,7 +149,7 @@ pub fn load(dir: &Path, cascade: &Path, seed: u64, threads: usize) -> Result<[Se
             .map(|files| {
                 scope.spawn(move || -> Result<Vec<Crop>> {
                     let mut detector = FaceDetector::new(cascade, DetectParams::default())?;
-                    files.iter().map(|(path, label)| crop_file(&mut detector, path, *label, seed)).collect()
+                    files.iter().map(|(path, label)| crop_file(&mut detector, path, *label, seed, spec)).collect()
                 })
             })
             .collect();
@@ -156,12 +166,12 @@ pub fn load(dir: &Path, cascade: &Path, seed: u64, threads: usize) -> Result<[Se
     let detected = crops.iter().filter(|c| c.pixels.is_some()).count();
     tracing::info!(files = crops.len(), detected, "UTKFace faces cropped by the Haar cascade");
 
-    let mut parts =
-        [Part::Train, Part::Validation, Part::Test].map(|_| (Vec::new(), Vec::new(), Vec::new(), Vec::new()));
+    let mut parts = [Part::Train, Part::Validation, Part::Test]
+        .map(|_| (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()));
     for crop in crops {
         let (pixels, found) = match (crop.pixels, crop.gray) {
             (Some(p), _) => (p, true),
-            (None, Some(gray)) => (crop_face(&gray, fallback(&gray)).into_raw(), false),
+            (None, Some(gray)) => (crop_face_as(&gray, fallback(&gray), spec).into_raw(), false),
             (None, None) => continue,
         };
         let slot = match crop.part {
@@ -169,26 +179,26 @@ pub fn load(dir: &Path, cascade: &Path, seed: u64, threads: usize) -> Result<[Se
             Part::Validation => 1,
             Part::Test => 2,
         };
-        let (ref mut px, ref mut labels, ref mut ages, ref mut det) = parts[slot];
+        let (ref mut px, ref mut labels, ref mut ages, ref mut races, ref mut det) = parts[slot];
         px.extend_from_slice(&pixels);
         labels.push(crop.label.sex);
         ages.push(crop.label.age);
+        races.push(crop.label.race);
         det.push(found);
     }
-    Ok(parts.map(|(pixels, labels, ages, detected)| {
+    let side = i64::from(spec.size);
+    Ok(parts.map(|(pixels, labels, ages, races, detected)| {
         let n = labels.len() as i64;
         SexSet {
-            faces: FaceSet::new(
-                Tensor::from_slice(&pixels).view([n, 1, FACE_SIZE, FACE_SIZE]),
-                Tensor::from_slice(&labels),
-            ),
+            faces: FaceSet::new(Tensor::from_slice(&pixels).view([n, 1, side, side]), Tensor::from_slice(&labels)),
             ages,
+            races,
             detected,
         }
     }))
 }
 
-fn crop_file(detector: &mut FaceDetector, path: &Path, label: UtkLabel, seed: u64) -> Result<Crop> {
+fn crop_file(detector: &mut FaceDetector, path: &Path, label: UtkLabel, seed: u64, spec: CropSpec) -> Result<Crop> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let part = part_of(name, seed);
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -202,7 +212,7 @@ fn crop_file(detector: &mut FaceDetector, path: &Path, label: UtkLabel, seed: u6
         Some(&b) => Crop {
             part,
             label,
-            pixels: Some(crop_face(&image.gray, b).into_raw()),
+            pixels: Some(crop_face_as(&image.gray, b, spec).into_raw()),
             relative_box: Some([
                 f64::from(b.x) / f64::from(w),
                 f64::from(b.y) / f64::from(h),
@@ -247,8 +257,11 @@ mod tests {
     fn names_give_age_and_sex_and_broken_names_are_skipped() {
         let female = SEXES.iter().position(|s| *s == "female").unwrap() as i64;
         let male = SEXES.iter().position(|s| *s == "male").unwrap() as i64;
-        assert_eq!(parse_name("26_1_0_20170116171048641.jpg.chip.jpg"), Some(UtkLabel { age: 26, sex: female }));
-        assert_eq!(parse_name("9_0_2_20161219204347420.jpg.chip.jpg"), Some(UtkLabel { age: 9, sex: male }));
+        assert_eq!(
+            parse_name("26_1_0_20170116171048641.jpg.chip.jpg"),
+            Some(UtkLabel { age: 26, sex: female, race: 0 })
+        );
+        assert_eq!(parse_name("9_0_2_20161219204347420.jpg.chip.jpg"), Some(UtkLabel { age: 9, sex: male, race: 2 }));
         // The two names in the set that miss a field.
         assert_eq!(parse_name("61_1_20170109142408075.jpg.chip.jpg"), None);
         assert_eq!(parse_name("61_3_20170109150557335.jpg.chip.jpg"), None);
