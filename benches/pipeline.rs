@@ -69,7 +69,9 @@ fn stages(c: &mut Criterion) {
     let voice = LoadedVoiceModel::load(&models.join("voice_emotion.safetensors")).expect("voice model");
     let one_face = Tensor::rand([1, 1, 48, 48], (tch::Kind::Float, tch::Device::Cpu)) * 255.0;
     c.bench_function("forward/face_emotion", |b| b.iter(|| face.net.predict_proba(&one_face)));
-    c.bench_function("forward/face_sex", |b| b.iter(|| sex.net.predict_proba(&one_face)));
+    let side = sex.card.architecture.input_size;
+    let sex_face = Tensor::rand([1, 1, side, side], (tch::Kind::Float, tch::Device::Cpu)) * 255.0;
+    c.bench_function("forward/face_sex", |b| b.iter(|| sex.net.predict_proba(&sex_face)));
     let verifier = FaceVerifier::load(&models.join("face_verifier.safetensors")).expect("face verifier");
     c.bench_function("forward/face_verifier", |b| b.iter(|| verifier.face_probabilities(&one_face).expect("verify")));
     let window = Tensor::randn([1, 40, 300], (tch::Kind::Float, tch::Device::Cpu));
@@ -103,12 +105,27 @@ fn requests(c: &mut Criterion) {
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         body
     };
-    let inputs = [
+    // Another face-sex model to compare in the same run (say the one before
+    // a change: `git show REV:models/face_sex.safetensors`, and its card).
+    let other_sex = std::env::var_os("BENCH_FACE_SEX_MODEL").map(|weights| {
+        let mut config = AnalyzerConfig::with_models_dir(&root().join("models"));
+        config.face_sex_model = weights.into();
+        AppState::new(
+            Arc::new(Analyzer::load(config).expect("BENCH_FACE_SEX_MODEL")),
+            ServerLimits::default(),
+            root().join("static"),
+            root().join("assets"),
+        )
+    });
+    let mut inputs = vec![
         ("request/image_640x480_one_face", fixture("portrait_640x480.jpg"), &state),
         ("request/image_640x480_one_face_without_verifier", fixture("portrait_640x480.jpg"), &before),
         ("request/clip_3s_wav", wav_bytes(&speech(3)), &state),
         ("request/clip_10s_wav", wav_bytes(&speech(10)), &state),
     ];
+    if let Some(other) = &other_sex {
+        inputs.insert(1, ("request/image_640x480_one_face_other_sex_model", fixture("portrait_640x480.jpg"), other));
+    }
     for (name, bytes, state) in inputs {
         let body = multipart(&bytes);
         c.bench_function(name, |b| {

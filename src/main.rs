@@ -327,10 +327,10 @@ struct TrainFaceSex {
     #[arg(long, default_value = "models/face_sex.safetensors")]
     export: PathBuf,
     /// Weights a new run starts from (every variable whose name and shape
-    /// match, e.g. models/face_emotion.safetensors for --input-size 48); "none" for a random start.
-    #[arg(long, default_value = "none")]
+    /// match: the emotion network's for --input-size 48); "none" for a random start.
+    #[arg(long, default_value = "models/face_emotion.safetensors")]
     init_from: String,
-    /// Side of the input crop: 96 (the shipped context network) or 48 (the face-emotion architecture).
+    /// Side of the input crop: 48 (the face-emotion architecture, shipped) or a multiple of 32 (the context network: give --init-from none).
     #[arg(long, default_value_t = face_sex::DEFAULT_INPUT_SIZE)]
     input_size: i64,
     /// Context around the detected box, as a fraction of its side added on every side (0 to 1).

@@ -1,14 +1,14 @@
 //! The `train face-sex` and `eval face-sex` commands: UTKFace in, shipped
 //! weights and a model card out.
 //!
-//! The network reads a 96x96 grey crop of the detected face grown by a
-//! quarter of its side on every side ([`FaceNetConfig::sex_context`]): hair,
-//! jaw line and neck carry much of what tells the sexes apart, and the
-//! emotion network's tight 48x48 crop cuts them off. It trains from random
-//! weights on UTKFace crops made by the serving cascade. The earlier recipe
-//! (`--input-size 48 --margin 0`: the face-emotion architecture fine-tuned
-//! from its weights) is still available. The split is fixed by
-//! [`SPLIT_SEED`] (see [`utkface::part_of`]).
+//! The shipped network is the face-emotion architecture with two outputs,
+//! started from the shipped face-emotion weights (its convolutions already
+//! know 48x48 grayscale faces) and fine-tuned on UTKFace crops made by the
+//! serving pipeline. `--input-size` and `--margin` train on a larger crop with
+//! context around the box instead (hair, jaw line, neck; 96 px reads it with
+//! [`FaceNetConfig::sex_context`]): tried, not better on adults so far
+//! (models/README.md). The split is fixed by [`SPLIT_SEED`] (see
+//! [`utkface::part_of`]).
 
 use std::path::{Path, PathBuf};
 
@@ -29,17 +29,17 @@ pub const SPLIT_SEED: u64 = 2017;
 /// The age from which a face counts as an adult's in the reported metrics.
 pub const ADULT_AGE: u32 = 18;
 
-/// Hyper-parameters of the shipped face-sex model, trained from scratch.
+/// Hyper-parameters of the shipped face-sex model: a fine-tuning schedule.
 pub fn default_options() -> TrainOptions {
-    TrainOptions { epochs: 30, lr: 0.05, ..TrainOptions::default() }
+    TrainOptions { epochs: 20, lr: 0.02, ..TrainOptions::default() }
 }
 
 /// Side of the shipped model's input crop.
-pub const DEFAULT_INPUT_SIZE: i64 = 96;
+pub const DEFAULT_INPUT_SIZE: i64 = crate::model::FACE_SIZE;
 
 /// Context the shipped model reads around the detected box (fraction of its
-/// side, on every side).
-pub const DEFAULT_MARGIN: f64 = 0.25;
+/// side, on every side): none, the emotion network's crop.
+pub const DEFAULT_MARGIN: f64 = 0.0;
 
 /// The network for a crop of `input_size` pixels: the emotion network's shape
 /// at 48 (so it can start from its weights), the context network otherwise.
@@ -235,7 +235,7 @@ pub fn run_eval(
         .enumerate()
         .map(|(race, name)| {
             let m = evaluate(&model.net, &test.select(&test.adult_indices_of_race(race as u32)), &SEXES);
-            RaceAccuracy { race: name.to_string(), faces: m.total(), accuracy: m.accuracy() }
+            RaceAccuracy { race: name.to_string(), faces: m.total(), accuracy: round4(m.accuracy()) }
         })
         .collect();
     let detected: Vec<i64> = (0..test.detected.len() as i64).filter(|&i| test.detected[i as usize]).collect();
