@@ -172,6 +172,35 @@ pub struct ImageAnalysis {
     pub faces: Vec<FaceAnalysis>,
     /// Smaller faces found beyond the cap and not analysed (0 almost always).
     pub faces_left_out: usize,
+    /// A PNG copy of the picture for the answer page, for formats browsers
+    /// do not show (TIFF): grey, at most [`PREVIEW_SIDE`] pixels a side. Not
+    /// part of the JSON.
+    #[serde(skip)]
+    pub preview_png: Option<Vec<u8>>,
+}
+
+/// Longest side of [`ImageAnalysis::preview_png`].
+pub const PREVIEW_SIDE: u32 = 1600;
+
+/// A PNG of `gray` scaled to at most [`PREVIEW_SIDE`] a side, for an upload
+/// whose format browsers do not show; `None` for the formats they do.
+fn preview_png(format: image::ImageFormat, gray: &image::GrayImage) -> Option<Vec<u8>> {
+    if format != image::ImageFormat::Tiff {
+        return None;
+    }
+    let (w, h) = gray.dimensions();
+    let scale = (f64::from(PREVIEW_SIDE) / f64::from(w.max(h))).min(1.0);
+    let small;
+    let shown = if scale < 1.0 {
+        let (sw, sh) = (((f64::from(w) * scale).round() as u32).max(1), ((f64::from(h) * scale).round() as u32).max(1));
+        small = image::imageops::resize(gray, sw, sh, image::imageops::FilterType::Triangle);
+        &small
+    } else {
+        gray
+    };
+    let mut png = Vec::new();
+    shown.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).ok()?;
+    Some(png)
 }
 
 /// One window of a clip's timeline.
@@ -580,7 +609,7 @@ impl Analyzer {
             .zip(crops)
             .map(|((bbox, (emotion, sex)), crop)| FaceAnalysis { bbox, emotion, sex, crop })
             .collect();
-        Ok(ImageAnalysis { width, height, faces, faces_left_out })
+        Ok(ImageAnalysis { width, height, faces, faces_left_out, preview_png: preview_png(image.format, &image.gray) })
     }
 
     /// The face sex model's card.
@@ -631,6 +660,15 @@ fn classify(model: &Pool<LoadedFaceModel>, batch: &Tensor, classes: &[String]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_formats_browsers_do_not_show_get_a_preview_and_large_ones_are_scaled_down() {
+        let wide = image::GrayImage::from_fn(3200, 100, |x, _| image::Luma([(x % 256) as u8]));
+        assert!(preview_png(image::ImageFormat::Jpeg, &wide).is_none());
+        let png = preview_png(image::ImageFormat::Tiff, &wide).expect("a TIFF gets a preview");
+        let shown = image::load_from_memory_with_format(&png, image::ImageFormat::Png).unwrap();
+        assert_eq!((shown.width(), shown.height()), (PREVIEW_SIDE, 50));
+    }
 
     #[test]
     fn the_whole_image_face_field_reads_true_false_or_nothing_else() {

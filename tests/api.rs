@@ -256,6 +256,31 @@ async fn predict_answers_json_to_api_clients_and_a_page_to_browsers() {
 }
 
 #[tokio::test]
+async fn a_tiff_is_previewed_on_the_answer_page_as_a_png_browsers_show() {
+    use base64::Engine as _;
+    // The astronaut photo as a colour TIFF, a format browsers do not show in <img>.
+    let photo = image::load_from_memory(&fixture("astronaut.jpg")).unwrap().to_rgb8();
+    let mut tiff = Vec::new();
+    photo.write_to(&mut std::io::Cursor::new(&mut tiff), image::ImageFormat::Tiff).unwrap();
+    let browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let response = send(upload_request("/predict", "astronaut.tiff", &tiff, Some(browser_accept))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = text_of(response).await;
+    assert!(html.contains("1 face found"), "{html}");
+    assert!(!html.contains("data:image/tiff"), "the TIFF itself is not embedded");
+    let prefix = "<img src=\"data:image/png;base64,";
+    let start = html.find(prefix).expect("the picture embedded as a PNG") + prefix.len();
+    let encoded = &html[start..start + html[start..].find('"').unwrap()];
+    let png = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+    let preview = image::load_from_memory_with_format(&png, image::ImageFormat::Png).expect("a PNG");
+    assert_eq!((preview.width(), preview.height()), photo.dimensions(), "small pictures keep their size");
+    // The JSON answer carries no preview.
+    let response = send(upload_request("/predict", "astronaut.tiff", &tiff, Some("application/json"))).await;
+    let json = json_of(response).await;
+    assert!(json.get("preview_png").is_none() && json["faces"].as_array().unwrap().len() == 1, "{json}");
+}
+
+#[tokio::test]
 async fn upload_page_health_static_files_and_unknown_paths() {
     let response = send(Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!(response.status(), StatusCode::OK);

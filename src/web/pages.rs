@@ -525,7 +525,12 @@ fn image_section(
     notes: &AccuracyNotes,
     fused: Option<usize>,
 ) -> Result<String, AppError> {
-    let image_src = data_url(upload);
+    // Browsers do not show every format read here (TIFF): those get the
+    // analysis's PNG copy.
+    let image_src = match &analysis.preview_png {
+        Some(png) => format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png)),
+        None => data_url(upload),
+    };
     let faces = analysis
         .faces
         .iter()
