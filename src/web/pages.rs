@@ -136,7 +136,12 @@ fn data_url(upload: &Upload) -> String {
         MediaKind::Audio(container) => container.mime_type(),
         MediaKind::UnsupportedAudio(_) | MediaKind::Unknown => "application/octet-stream",
     };
-    format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&upload.bytes))
+    base64_url(mime, &upload.bytes)
+}
+
+/// `bytes` as a `data:` URL of type `mime`.
+fn base64_url(mime: &str, bytes: &[u8]) -> String {
+    format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 /// How often a rate comes true, in words a newcomer reads at a glance:
@@ -252,11 +257,7 @@ fn downloads(answer: &Answer) -> Result<Downloads, AppError> {
         }
     }
     let csv = writer.into_inner().map_err(|e| AppError::Internal(format!("answer as CSV: {e}")))?;
-    let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-    Ok(Downloads {
-        json_href: format!("data:application/json;base64,{}", encode(&json)),
-        csv_href: format!("data:text/csv;base64,{}", encode(&csv)),
-    })
+    Ok(Downloads { json_href: base64_url("application/json", &json), csv_href: base64_url("text/csv", &csv) })
 }
 
 /// One probability in a timeline column, in chart units (0..100 tall).
@@ -476,7 +477,7 @@ fn crop_data_url(crop: &[u8]) -> String {
     let Some(image) = image::GrayImage::from_raw(side, side, crop.to_vec()) else { return String::new() };
     let mut png = Vec::new();
     match image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png) {
-        Ok(()) => format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png)),
+        Ok(()) => base64_url("image/png", &png),
         Err(_) => String::new(),
     }
 }
@@ -528,7 +529,7 @@ fn image_section(
     // Browsers do not show every format read here (TIFF): those get the
     // analysis's PNG copy.
     let image_src = match &analysis.preview_png {
-        Some(png) => format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png)),
+        Some(png) => base64_url("image/png", png),
         None => data_url(upload),
     };
     let faces = analysis
