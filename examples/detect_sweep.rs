@@ -33,14 +33,13 @@ use emotion_ai::decode::{decode_image, ImageLimits};
 use emotion_ai::detect::{crop_face, DetectParams, FaceBox, FaceDetector};
 use emotion_ai::model::verifier::FaceVerifier;
 use emotion_ai::train::face_verifier::{synthetic_scene, utkface_files, PastedFace, SCENE_FACE_SIZES};
-use emotion_ai::train::utkface::Part;
+use emotion_ai::train::utkface::{Part, RACES};
 use image::GrayImage;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 const CASCADES: &str = "/usr/share/opencv4/haarcascades";
 const SCENES: usize = 150;
-const RACES: [&str; 5] = ["White", "Black", "Asian", "Indian", "other"];
 
 struct Setting {
     cascade: PathBuf,

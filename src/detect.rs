@@ -261,8 +261,11 @@ mod tests {
         // Inside the image: exactly the 90 px box around the face, scaled.
         let grown = FaceBox { x: 35, y: 25, width: 90, height: 90 };
         assert_eq!(crop_face_as(&img, face, spec), crop_face_as(&img, grown, CropSpec { size: 96, margin: 0.0 }));
-        // No margin at 48: the FER-style crop.
-        assert_eq!(crop_face_as(&img, face, CropSpec::FACE), crop_face(&img, face));
+        // No margin at 48: the box itself, area-averaged down to 48x48 as
+        // the FER-style networks were trained.
+        let plain =
+            imageops::resize(&imageops::crop_imm(&img, 50, 40, 60, 60).to_image(), 48, 48, FilterType::Triangle);
+        assert_eq!(crop_face_as(&img, face, CropSpec::FACE), plain);
 
         // At the top-left corner a quarter of the side lies outside: those
         // rows and columns repeat the image's first row and column.

@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-
-use crate::detect::CropSpec;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
+
+use crate::detect::CropSpec;
 
 /// The seven FER2013 emotions, in the order of the original csv's labels (and
 /// of every probability vector this crate produces).

@@ -324,12 +324,12 @@ impl Analyzer {
         let workers = config.workers.max(1);
         let face_emotion = face_model_pool("face emotion", &config.face_emotion_model, workers)?;
         let face_emotion_card = face_emotion.with(|m| m.card.clone())?;
-        let detectors = DetectorPool::new(&config.cascade, config.detect, workers)?;
-        let face_sex = face_model_pool("face sex", &config.face_sex_model, workers)?;
-        let face_sex_card = face_sex.with(|m| m.card.clone())?;
         if face_emotion_card.input.crop() != CropSpec::FACE {
             anyhow::bail!("the face emotion model must read the 48x48 crop of the face box (its card says otherwise)");
         }
+        let detectors = DetectorPool::new(&config.cascade, config.detect, workers)?;
+        let face_sex = face_model_pool("face sex", &config.face_sex_model, workers)?;
+        let face_sex_card = face_sex.with(|m| m.card.clone())?;
         let verifier = match &config.face_verifier_model {
             Some(weights) => {
                 let weights = weights.clone();
@@ -578,18 +578,18 @@ impl Analyzer {
             FaceSource::Detect => self.face_sex_card.input.crop(),
             FaceSource::WholeImage => CropSpec { margin: 0.0, ..self.face_sex_card.input.crop() },
         };
-        let sex_crops: Option<Vec<Vec<u8>>> = (sex_spec != CropSpec::FACE)
-            .then(|| boxes.iter().map(|&b| crop_face_as(&image.gray, b, sex_spec).into_raw()).collect());
+        let own_sex_crops = sex_spec != CropSpec::FACE;
+        let sex_crops: Vec<Vec<u8>> = if own_sex_crops {
+            boxes.iter().map(|&b| crop_face_as(&image.gray, b, sex_spec).into_raw()).collect()
+        } else {
+            Vec::new()
+        };
+        let sex_source = if own_sex_crops { &sex_crops } else { &crops };
         let (mut emotions, mut sexes) = (Vec::with_capacity(boxes.len()), Vec::with_capacity(boxes.len()));
-        for (chunk, part_crops) in crops.chunks(FACE_BATCH).enumerate() {
+        for (part_crops, part_sex_crops) in crops.chunks(FACE_BATCH).zip(sex_source.chunks(FACE_BATCH)) {
             let batch = face_batch(part_crops, CropSpec::FACE.size);
-            let sex_batch = match &sex_crops {
-                Some(sex_crops) => {
-                    let start = chunk * FACE_BATCH;
-                    face_batch(&sex_crops[start..start + part_crops.len()], sex_spec.size)
-                }
-                None => batch.shallow_clone(),
-            };
+            let sex_batch =
+                if own_sex_crops { face_batch(part_sex_crops, sex_spec.size) } else { batch.shallow_clone() };
             // The two networks are independent, and each worker runs libtorch
             // on one thread: side by side they use the second core when a
             // request runs alone (under load the other workers use it anyway).

@@ -174,6 +174,11 @@ fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainR
     Ok(card)
 }
 
+/// Each sex's recall in `matrix`, by name.
+fn recall_by_sex(matrix: &ConfusionMatrix) -> serde_json::Map<String, serde_json::Value> {
+    SEXES.iter().zip(matrix.recall()).map(|(c, r)| (c.to_string(), json!(round4(r)))).collect()
+}
+
 /// Accuracy on one of UTKFace's race groups.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RaceAccuracy {
@@ -228,8 +233,7 @@ pub fn run_eval(
     let test = if part == utkface::Part::Test { test } else { validation };
     let all = evaluate(&model.net, &test.faces, &SEXES);
     let adults = evaluate(&model.net, &test.select(&test.adult_indices()), &SEXES);
-    let adult_recall: serde_json::Map<_, _> =
-        SEXES.iter().zip(adults.recall()).map(|(c, r)| (c.to_string(), json!(round4(r)))).collect();
+    let adult_recall = recall_by_sex(&adults);
     let adults_by_race: Vec<RaceAccuracy> = utkface::RACES
         .iter()
         .enumerate()
@@ -240,8 +244,7 @@ pub fn run_eval(
         .collect();
     let detected: Vec<i64> = (0..test.detected.len() as i64).filter(|&i| test.detected[i as usize]).collect();
     let detected = evaluate(&model.net, &test.select(&detected), &SEXES);
-    let recall: serde_json::Map<_, _> =
-        SEXES.iter().zip(all.recall()).map(|(c, r)| (c.to_string(), json!(round4(r)))).collect();
+    let recall = recall_by_sex(&all);
 
     std::fs::create_dir_all(out_dir)?;
     let json_path = out_dir.join("face_sex_confusion.json");

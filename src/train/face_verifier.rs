@@ -89,8 +89,7 @@ pub const SCENE_FACE_SIZES: [u32; 6] = [40, 56, 80, 110, 150, 200];
 
 /// UTKFace's race field of a file name (`[age]_[sex]_[race]_...`).
 pub fn race_of(path: &Path) -> Option<u32> {
-    let name = path.file_name()?.to_str()?;
-    name.split('_').nth(2)?.parse().ok().filter(|r| *r <= 4)
+    utkface::parse_name(path.file_name()?.to_str()?).map(|label| label.race)
 }
 
 /// UTKFace's labelled images in `part` of the split.
@@ -100,7 +99,8 @@ pub fn utkface_files(dir: &Path, part: &[Part]) -> Result<Vec<PathBuf>> {
         .map(|(path, _)| path)
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            part.contains(&utkface::part_of(name, UTKFACE_SPLIT_SEED)) && race_of(p).is_some()
+            // Every listed name parsed, race field included.
+            part.contains(&utkface::part_of(name, UTKFACE_SPLIT_SEED))
         })
         .collect())
 }
