@@ -45,6 +45,7 @@ fn refuses_the_cascades_raw_windows_on_a_face_free_photo() {
         scale_factor: 1.05,
         min_face_fraction: 0.03,
         min_face_pixels: 20,
+        mirror_pass: false,
         ..DetectParams::default()
     };
     let mut detector = FaceDetector::new(std::path::Path::new(DEFAULT_CASCADE), raw).unwrap();

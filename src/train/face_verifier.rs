@@ -78,7 +78,7 @@ impl PastedFace {
     }
 
     /// Whether a box overlaps the pasted face at all.
-    fn touches(&self, b: &FaceBox) -> bool {
+    pub fn touches(&self, b: &FaceBox) -> bool {
         b.x < self.x + self.size && self.x < b.x + b.width && b.y < self.y + self.size && self.y < b.y + b.height
     }
 }
@@ -129,8 +129,13 @@ pub fn synthetic_scene(faces: &[PathBuf], rng: &mut StdRng) -> Result<(GrayImage
 /// Every raw window the cascade fires on (no neighbour grouping), the
 /// candidates a lower threshold could let through.
 fn raw_detector(cascade: &Path) -> Result<FaceDetector> {
-    let params =
-        DetectParams { min_neighbors: 0, min_face_fraction: 0.03, min_face_pixels: 24, ..DetectParams::default() };
+    let params = DetectParams {
+        min_neighbors: 0,
+        min_face_fraction: 0.03,
+        min_face_pixels: 24,
+        mirror_pass: false,
+        ..DetectParams::default()
+    };
     FaceDetector::new(cascade, params)
 }
 

@@ -600,10 +600,12 @@ pub fn export(
 }
 
 /// Joins trained voice networks into one ensemble file at `out` (and its
-/// card): the first member's variables at the root, the others under
-/// [`member_prefix`]. The members must read the same input (features,
-/// windows) and must have heard the same corpora, so that "never heard"
-/// still means one thing; the card's metrics are left for
+/// card): the first network's variables at the root, the others under
+/// [`member_prefix`]. A member that is itself an ensemble contributes each
+/// of its networks (so a shipped ensemble can take one more member without
+/// the files of the runs that made it). The members must read the same
+/// input (features, windows) and must have heard the same corpora, so that
+/// "never heard" still means one thing; the card's metrics are left for
 /// `eval voice-emotion --write-card` to measure.
 pub fn merge_ensemble(members: &[PathBuf], out: &Path) -> Result<VoiceModelCard> {
     if members.len() < 2 {
@@ -612,11 +614,9 @@ pub fn merge_ensemble(members: &[PathBuf], out: &Path) -> Result<VoiceModelCard>
     let mut named = Vec::new();
     let mut card: Option<VoiceModelCard> = None;
     let mut train_commands = Vec::new();
-    for (index, path) in members.iter().enumerate() {
+    let mut networks = 0;
+    for path in members {
         let member = VoiceModelCard::load(&card_path(path))?;
-        if !member.ensemble.is_empty() {
-            bail!("{} is already an ensemble: list its members instead", path.display());
-        }
         if let Some(first) = &card {
             let (a, b) = (&first.input, &member.input);
             if (a.features != b.features)
@@ -636,23 +636,30 @@ pub fn merge_ensemble(members: &[PathBuf], out: &Path) -> Result<VoiceModelCard>
             }
         }
         let tensors = Tensor::read_safetensors(path).with_context(|| format!("reading {}", path.display()))?;
-        named.extend(tensors.into_iter().map(|(name, tensor)| (format!("{}{name}", member_prefix(index)), tensor)));
+        let inner = 1 + member.ensemble.len();
+        for (name, tensor) in tensors {
+            let (index, rest) = split_member_name(&name, inner)
+                .with_context(|| format!("{}: variable {name} belongs to no network of the card", path.display()))?;
+            named.push((format!("{}{rest}", member_prefix(networks + index)), tensor));
+        }
+        networks += inner;
         train_commands.push(member.train_command.clone());
         match &mut card {
             None => card = Some(member),
             Some(card) => {
-                card.ensemble.push(member.architecture);
+                card.ensemble.push(member.architecture.clone());
+                card.ensemble.extend(member.ensemble.iter().cloned());
                 card.params += member.params;
             }
         }
     }
     let mut card = card.context("no members")?;
-    card.description = format!(
-        "Mean of the probabilities of {} networks trained alike from different seeds. Each: {}",
-        members.len(),
-        card.description
-    );
-    card.trained_on = format!("each member: {}", card.trained_on);
+    // A flattened ensemble's card already says what each network is.
+    let each = card.description.split_once("Each: ").map_or(card.description.as_str(), |(_, each)| each).to_string();
+    card.description =
+        format!("Mean of the probabilities of {networks} networks trained alike from different seeds. Each: {each}");
+    let trained_on = card.trained_on.strip_prefix("each member: ").unwrap_or(&card.trained_on).to_string();
+    card.trained_on = format!("each member: {trained_on}");
     card.metrics = json!({});
     card.calibration = None;
     card.mixed = None;
@@ -670,8 +677,20 @@ pub fn merge_ensemble(members: &[PathBuf], out: &Path) -> Result<VoiceModelCard>
     card.save(&card_path(out))?;
     // What was written must load as the ensemble it claims to be.
     let loaded = LoadedVoiceModel::load(out)?;
-    anyhow::ensure!(loaded.net.members.len() == members.len(), "the ensemble did not reload whole");
+    anyhow::ensure!(loaded.net.members.len() == networks, "the ensemble did not reload whole");
     Ok(card)
+}
+
+/// Which of a file's `networks` networks a variable belongs to, and its name
+/// within that network: `member2.stages.0.w` is network 2's `stages.0.w`,
+/// an unprefixed name is network 0's.
+fn split_member_name(name: &str, networks: usize) -> Option<(usize, &str)> {
+    if let Some((head, rest)) = name.split_once('.') {
+        if let Some(index) = head.strip_prefix("member").and_then(|i| i.parse::<usize>().ok()) {
+            return (index >= 1 && index < networks).then_some((index, rest));
+        }
+    }
+    Some((0, name))
 }
 
 /// What the model does on one corpus's test clips.
@@ -1048,8 +1067,20 @@ mod tests {
         let got = ensemble.net.predict_proba(&x);
         assert!(got.allclose(&mean, 1e-5, 1e-6, false), "{got} vs {mean}");
         assert_eq!(card.params, model.card.params + other.card.params);
-        // One member is not an ensemble, and an ensemble is not a member.
+        // One network is not an ensemble.
         assert!(merge_ensemble(&[request.export.clone()], &dir.path().join("x.safetensors")).is_err());
-        assert!(merge_ensemble(&[joined.clone(), second.export.clone()], &dir.path().join("y.safetensors")).is_err());
+        // An ensemble given as a member brings each of its networks: the
+        // three-network file answers with the mean of all three.
+        let three = dir.path().join("three/voice.safetensors");
+        let card3 = merge_ensemble(&[joined.clone(), request.export.clone()], &three).unwrap();
+        assert_eq!(card3.ensemble.len(), 2);
+        assert_eq!(card3.params, 2 * model.card.params + other.card.params);
+        assert!(card3.description.starts_with("Mean of the probabilities of 3 networks"), "{}", card3.description);
+        assert_eq!(card3.description.matches("Each: ").count(), 1);
+        let ensemble3 = LoadedVoiceModel::load(&three).unwrap();
+        assert_eq!(ensemble3.net.members.len(), 3);
+        let mean3 = (model.net.predict_proba(&x) * 2.0 + other.net.predict_proba(&x)) / 3.0;
+        let got3 = ensemble3.net.predict_proba(&x);
+        assert!(got3.allclose(&mean3, 1e-5, 1e-6, false), "{got3} vs {mean3}");
     }
 }
