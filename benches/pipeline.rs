@@ -58,6 +58,11 @@ fn stages(c: &mut Criterion) {
     let mut detector = FaceDetector::new(Path::new(DEFAULT_CASCADE), DetectParams::default()).expect("cascade");
     assert_eq!(detector.detect(&portrait.gray).expect("detect").len(), 1, "one face in the benchmark portrait");
     c.bench_function("detect/640x480", |b| b.iter(|| detector.detect(&portrait.gray).expect("detect")));
+    let first_pass = DetectParams { mirror_pass: false, ..DetectParams::default() };
+    let mut first_only = FaceDetector::new(Path::new(DEFAULT_CASCADE), first_pass).expect("cascade");
+    c.bench_function("detect/640x480_without_mirror_pass", |b| {
+        b.iter(|| first_only.detect(&portrait.gray).expect("detect"))
+    });
     c.bench_function("decode/jpeg_640x480", |b| {
         let jpeg = fixture("portrait_640x480.jpg");
         b.iter(|| decode_image(&jpeg, ImageLimits::default()).expect("decode"))
@@ -82,11 +87,12 @@ fn requests(c: &mut Criterion) {
     tch::set_num_threads(1);
     let analyzer = Arc::new(Analyzer::load(AnalyzerConfig::with_models_dir(&root().join("models"))).expect("models"));
     let state = AppState::new(analyzer.clone(), ServerLimits::default(), root().join("static"), root().join("assets"));
-    // The pipeline before the face verifier (cascade at 3 neighbours, every
-    // candidate kept), measured in the same run for a fair comparison.
+    // The pipeline before issue 15 (cascade at 3 neighbours, no mirror pass,
+    // every candidate kept), measured in the same run for a fair comparison.
     let mut before = AnalyzerConfig::with_models_dir(&root().join("models"));
     before.face_verifier_model = None;
     before.detect.min_neighbors = 3;
+    before.detect.mirror_pass = false;
     let before = AppState::new(
         Arc::new(Analyzer::load(before).expect("models")),
         ServerLimits::default(),
