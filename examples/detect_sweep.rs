@@ -27,7 +27,7 @@
 //! - with `--photos DIR`: the face-free photos (`*.jpg`, `*.png`) with any
 //!   detection, and how many detections they had in all.
 //!
-//! `cargo run --release --example detect_sweep -- --utkface ../shared/datasets/utkface --photos runs/photos/test --verifier models/face_verifier.safetensors alt2:1.2:3:0.06 alt2:1.2:1:0.06+v`
+//! `cargo run --release --example detect_sweep -- --utkface ../shared/datasets/utkface --photos runs/photos/test --verifier models/face_verifier.safetensors alt2:1.2:2:0.06+v alt2:1.2:2:0.06+m+v`
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -66,7 +66,7 @@ fn parse_setting(spec: &str) -> Result<Setting> {
     };
     let parts: Vec<&str> = spec.split(':').collect();
     let [name, scale, neighbors, fraction] = parts[..] else {
-        bail!("{spec}: expected CASCADE:SCALE_STEP:MIN_NEIGHBORS:MIN_FACE_FRACTION[+v]");
+        bail!("{spec}: expected CASCADE:SCALE_STEP:MIN_NEIGHBORS:MIN_FACE_FRACTION[+m][+v]");
     };
     let params = DetectParams {
         scale_factor: scale.parse().context("scale step")?,
