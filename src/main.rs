@@ -73,7 +73,7 @@ struct ModelArgs {
     /// Smallest face searched for, as a fraction of the image's shorter side: larger is faster.
     #[arg(long, env = "EMOTION_AI_MIN_FACE_FRACTION", default_value_t = DetectParams::default().min_face_fraction)]
     min_face_fraction: f64,
-    /// Also run the cascade on the mirror image of a half-size copy (finds more faces of 60 px and up; costs about a quarter of a pass).
+    /// Also run the cascade on the mirror image of a half-size copy (finds more faces of 60 px and up; costs about 45% of a pass).
     #[arg(long, env = "EMOTION_AI_MIRROR_PASS", default_value_t = DetectParams::default().mirror_pass, action = clap::ArgAction::Set)]
     mirror_pass: bool,
     /// Most faces analysed in one image (the largest); the answer counts the rest.
