@@ -74,8 +74,8 @@ pub struct DetectParams {
     /// A second pass of the cascade on the mirror image of a half-size copy,
     /// for faces at least twice the smallest side. The cascade's features
     /// are not left-right symmetric, so the mirror image finds faces the
-    /// first pass missed (on the sweep's selection scenes recall rose from
-    /// 95.2% to 97.0%); at half size it costs about a quarter of the first
+    /// first pass missed (on the sweep's selection scenes, seed 7, recall
+    /// rose from 95.3% to 97.2%; README, "The mirror pass"); at half size it costs about a quarter of the first
     /// pass in theory, but 45% of it measured (32 ms on the 640x480
     /// portrait), so it is off by default: the one-face request must not get
     /// slower (BENCHMARKS.md). Its boxes are added where they overlap none of
@@ -142,19 +142,18 @@ impl FaceDetector {
         if min_side > w.min(h) {
             return Ok(Vec::new());
         }
-        let to_original = |r: Rect, factor: f64, copy_width: u32, mirrored: bool| {
-            to_original(r, PassCopy { factor, width: copy_width, mirrored }, (width, height))
-        };
+        let original = (width, height);
+        let first = PassCopy { factor: scale, width: w, mirrored: false };
         let mut boxes: Vec<FaceBox> =
-            self.cascade_pass(view, min_side)?.into_iter().filter_map(|r| to_original(r, scale, w, false)).collect();
+            self.cascade_pass(view, min_side)?.into_iter().filter_map(|r| to_original(r, first, original)).collect();
         let (hw, hh) = (w / 2, h / 2);
         if p.mirror_pass && min_side <= hw.min(hh) {
             let half = imageops::flip_horizontal(&imageops::resize(view, hw, hh, FilterType::Triangle));
-            let factor = scale * f64::from(hw) / f64::from(w);
+            let mirror = PassCopy { factor: scale * f64::from(hw) / f64::from(w), width: hw, mirrored: true };
             let extra: Vec<FaceBox> = self
                 .cascade_pass(&half, min_side)?
                 .into_iter()
-                .filter_map(|r| to_original(r, factor, hw, true))
+                .filter_map(|r| to_original(r, mirror, original))
                 .filter(|b| !boxes.iter().any(|a| a.iou(b) > MERGE_IOU))
                 .collect();
             boxes.extend(extra);
