@@ -17,7 +17,8 @@
 //!   clipping: `top_db` clips relative to the loudest frame of the clip, which
 //!   would make a window's features depend on the rest of the upload;
 //! - type-II DCT with orthonormal scaling over the mel axis, keeping the first
-//!   40 coefficients.
+//!   40 coefficients ([`MfccConfig::log_mel`] keeps the dB mel bands
+//!   instead).
 //!
 //! `tests/fixtures/mfcc_reference.json`, made by
 //! `scripts/mfcc_reference.py` with librosa, pins these conventions.
@@ -63,6 +64,12 @@ pub struct MfccConfig {
     pub n_mfcc: usize,
     pub f_min: f64,
     pub f_max: f64,
+    /// Keep the mel energies in dB (one row per band, `n_mfcc == n_mels`)
+    /// instead of their cepstrum: neighbouring rows are then neighbouring
+    /// frequencies, which a convolution can exploit. Absent (false) in the
+    /// cards of models trained before it existed.
+    #[serde(default)]
+    pub log_mel: bool,
 }
 
 impl MfccConfig {
@@ -78,7 +85,14 @@ impl MfccConfig {
             n_mfcc: 40,
             f_min: 0.0,
             f_max: 8_000.0,
+            log_mel: false,
         }
+    }
+
+    /// The same frames as [`MfccConfig::voice`], as 40 log-mel bands over
+    /// 0-8 kHz (no DCT).
+    pub fn voice_log_mel() -> Self {
+        Self { n_mels: 40, n_mfcc: 40, log_mel: true, ..Self::voice() }
     }
 
     /// Number of frames for a clip of `samples` samples.
@@ -142,11 +156,13 @@ impl MfccExtractor {
     /// It computes on the calling thread; see [`MfccExtractor::with_threads`].
     ///
     /// # Panics
-    /// If `win_length > n_fft`, `n_mfcc > n_mels`, `n_fft` is odd or a size
-    /// is zero: these are programming errors, not input errors.
+    /// If `win_length > n_fft`, `n_mfcc > n_mels` (or differs from it with
+    /// `log_mel`), `n_fft` is odd or a size is zero: these are programming
+    /// errors, not input errors.
     pub fn new(config: MfccConfig) -> Self {
         assert!(config.n_fft > 0 && config.hop_length > 0 && config.n_mels > 0 && config.n_mfcc > 0);
         assert!(config.win_length <= config.n_fft && config.n_mfcc <= config.n_mels && config.n_fft.is_multiple_of(2));
+        assert!(!config.log_mel || config.n_mfcc == config.n_mels);
         let fft = FftPlanner::<f32>::new().plan_fft_forward(config.n_fft);
 
         // librosa: get_window("hann", win_length, fftbins=True), then pad_center.
@@ -178,15 +194,19 @@ impl MfccExtractor {
             })
             .collect();
 
-        // Orthonormal DCT-II: c_k = s_k * sum_n x_n cos(pi k (2n + 1) / 2N).
+        // Orthonormal DCT-II: c_k = s_k * sum_n x_n cos(pi k (2n + 1) / 2N);
+        // for log-mel the identity, so the same loop copies the bands.
         let n = config.n_mels as f64;
         let mut dct = vec![0.0; config.n_mfcc.div_ceil(DCT_ROWS) * DCT_ROWS * config.n_mels];
         for k in 0..config.n_mfcc {
             let scale = if k == 0 { (1.0 / n).sqrt() } else { (2.0 / n).sqrt() };
             let (group, row) = (k / DCT_ROWS, k % DCT_ROWS);
             for m in 0..config.n_mels {
-                dct[(group * config.n_mels + m) * DCT_ROWS + row] =
-                    (scale * (std::f64::consts::PI * k as f64 * (2.0 * m as f64 + 1.0) / (2.0 * n)).cos()) as f32;
+                dct[(group * config.n_mels + m) * DCT_ROWS + row] = if config.log_mel {
+                    f32::from(u8::from(k == m))
+                } else {
+                    (scale * (std::f64::consts::PI * k as f64 * (2.0 * m as f64 + 1.0) / (2.0 * n)).cos()) as f32
+                };
             }
         }
         Self { config, fft, window, window_offset, filters, dct, threads: 1 }
@@ -520,6 +540,9 @@ mod tests {
                     .into_iter()
                     .map(|row| 10.0 * row.iter().zip(&power).map(|(w, p)| w * p).sum::<f64>().max(1e-10).log10())
                     .collect();
+                if config.log_mel {
+                    return log_mel;
+                }
                 let n = config.n_mels as f64;
                 (0..config.n_mfcc)
                     .map(|k| {
@@ -570,6 +593,25 @@ mod tests {
             assert!(worst < 5e-4, "{len} samples: largest difference {worst}");
             eprintln!("{len} samples: largest difference from f64: {worst:.6}");
         }
+    }
+
+    /// The log-mel variant is the same computation without the DCT.
+    #[test]
+    fn log_mel_matches_a_direct_f64_computation() {
+        let config = MfccConfig::voice_log_mel();
+        let extractor = MfccExtractor::new(config.clone());
+        let samples = noisy_sine(5_000);
+        let (fast, slow) = (extractor.compute(&samples), reference_mfcc(&samples, &config));
+        assert_eq!((fast.n_mfcc, fast.frames), (40, slow.len()));
+        let worst = slow
+            .iter()
+            .enumerate()
+            .flat_map(|(t, frame)| frame.iter().enumerate().map(move |(c, &v)| (c, t, v)))
+            .map(|(c, t, v)| (f64::from(fast.get(c, t)) - v).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 5e-4, "largest difference {worst}");
+        // Silence: every band at the -100 dB floor (an MFCC c0 would be -632).
+        assert!((extractor.compute(&[0.0; 3200]).get(7, 5) + 100.0).abs() < 1e-3);
     }
 
     #[test]

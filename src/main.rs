@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use emotion_ai::batch;
 use emotion_ai::detect::DetectParams;
+use emotion_ai::features::MfccConfig;
 use emotion_ai::model::voice::VoiceNetConfig;
 use emotion_ai::predict::{Analyzer, AnalyzerConfig, FaceSource};
 use emotion_ai::train::utkface::Part;
@@ -376,6 +377,13 @@ struct EvalFaceSex {
     part: String,
 }
 
+/// `train voice-emotion --features`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum VoiceFeatures {
+    Mfcc,
+    LogMel,
+}
+
 #[derive(Args)]
 struct TrainVoiceEmotion {
     /// Corpus directory (repeatable): RAVDESS, EmoDB, speechsex, CREMA-D, TESS, SAVEE.
@@ -387,6 +395,9 @@ struct TrainVoiceEmotion {
     /// Clips without an emotion (speechsex, EmoDB boredom) drawn each epoch.
     #[arg(long, default_value_t = 700)]
     sex_only_per_epoch: usize,
+    /// Spectral rows of the input: 40 MFCCs (the shipped model) or 40 log-mel bands.
+    #[arg(long, value_enum, default_value_t = VoiceFeatures::Mfcc)]
+    features: VoiceFeatures,
     /// Directory for checkpoints and the run's state.
     #[arg(long, default_value = "runs/voice-emotion")]
     run_dir: PathBuf,
@@ -522,6 +533,10 @@ fn main() -> Result<()> {
                 export: args.export,
                 options,
                 augment: emotion_ai::train::voice_augment::VoiceAugment::channel_robust(),
+                features: match args.features {
+                    VoiceFeatures::Mfcc => MfccConfig::voice(),
+                    VoiceFeatures::LogMel => MfccConfig::voice_log_mel(),
+                },
                 sex_only_per_epoch: args.sex_only_per_epoch,
             };
             let card = voice_emotion::run_train(&request, &VoiceNetConfig::emotion_sex_pitch())?;

@@ -79,11 +79,13 @@ pub fn default_options() -> TrainOptions {
     }
 }
 
-/// The input of the shipped model: MFCCs with cepstral mean normalisation
-/// and pitch rows (statistics are filled in by training).
-pub fn input_spec(mean: Vec<f32>, std: Vec<f32>) -> VoiceInputSpec {
+/// The input of the shipped model: MFCCs (or log-mel bands, as `features`
+/// says) with each window's mean removed and pitch rows (statistics are
+/// filled in by training).
+pub fn input_spec(features: MfccConfig, mean: Vec<f32>, std: Vec<f32>) -> VoiceInputSpec {
+    let rows = if features.log_mel { "log-mel bands" } else { "MFCCs" };
     VoiceInputSpec {
-        features: MfccConfig::voice(),
+        features,
         cmn: true,
         pitch: true,
         window_seconds: WINDOW_SECONDS,
@@ -91,10 +93,11 @@ pub fn input_spec(mean: Vec<f32>, std: Vec<f32>) -> VoiceInputSpec {
         normalisation: VoiceNormalisation {
             mean,
             std,
-            note: "(x[r] - mean[r]) / std[r] per input row (40 MFCCs after per-window mean removal, log2(F0/200), \
-                   voicing), statistics of the training clips' first 3 s windows, also stored in the weights as \
-                   input_mean / input_std"
-                .into(),
+            note: format!(
+                "(x[r] - mean[r]) / std[r] per input row (40 {rows} after per-window mean removal, log2(F0/200), \
+                 voicing), statistics of the training clips' first 3 s windows, also stored in the weights as \
+                 input_mean / input_std"
+            ),
         },
     }
 }
@@ -359,6 +362,9 @@ pub struct VoiceTrainRequest {
     pub export: PathBuf,
     pub options: TrainOptions,
     pub augment: VoiceAugment,
+    /// The spectral rows: [`MfccConfig::voice`] (the shipped model) or
+    /// [`MfccConfig::voice_log_mel`].
+    pub features: MfccConfig,
     /// Clips without an emotion drawn each epoch (they outnumber the others).
     pub sex_only_per_epoch: usize,
 }
@@ -379,7 +385,19 @@ pub fn train_voice(
     if train.is_empty() || val.is_empty() {
         bail!("training needs clips of both training and validation speakers");
     }
-    let spec = input_spec(Vec::new(), Vec::new());
+    // The run's checkpoints and input statistics belong to its features: a
+    // resume must not continue them with others.
+    let features_path = run_dir.join("features.json");
+    if request.resume && features_path.is_file() {
+        let text = std::fs::read_to_string(&features_path)?;
+        let earlier: MfccConfig =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", features_path.display()))?;
+        if earlier != request.features {
+            bail!("{} was trained on other features ({text}); resume it with the same --features", run_dir.display());
+        }
+    }
+    std::fs::write(&features_path, serde_json::to_string_pretty(&request.features)?)?;
+    let spec = input_spec(request.features.clone(), Vec::new(), Vec::new());
     if architecture.n_mfcc != spec.rows() as i64 {
         bail!("the network reads {} rows but the features have {}", architecture.n_mfcc, spec.rows());
     }
@@ -550,14 +568,16 @@ pub fn export(
         .collect();
     let card = VoiceModelCard {
         name: "voice_emotion".into(),
-        description: "Residual CNN over a 3 s map of 40 MFCCs (each window's cepstral mean removed) and two pitch \
-                      rows, giving 14 joint probabilities (7 emotions x 2 sexes); longer clips are scored in 3 s \
-                      windows every 1 s and combined by RMS-weighted mean over the windows that hold speech."
-            .into(),
+        description: format!(
+            "Residual CNN over a 3 s map of 40 {} (each window's mean removed) and two pitch rows, giving 14 joint \
+             probabilities (7 emotions x 2 sexes); longer clips are scored in 3 s windows every 1 s and combined by \
+             RMS-weighted mean over the windows that hold speech.",
+            if request.features.log_mel { "log-mel bands" } else { "MFCCs" }
+        ),
         classes: voice_class_names(),
         emotions: EMOTIONS.iter().map(|s| s.to_string()).collect(),
         sexes: SEXES.iter().map(|s| s.to_string()).collect(),
-        input: input_spec(state.input_mean.clone(), state.input_std.clone()),
+        input: input_spec(request.features.clone(), state.input_mean.clone(), state.input_std.clone()),
         architecture: state.architecture.clone(),
         ensemble: Vec::new(),
         params: parameter_count(&vs),
@@ -588,9 +608,10 @@ pub fn export(
         calibration: None,
         mixed: None,
         train_command: format!(
-            "emotion-ai train voice-emotion {}{} --epochs {}",
+            "emotion-ai train voice-emotion {}{}{} --epochs {}",
             data_args(&request.data),
             leave_out_args(&request.leave_out),
+            if request.features.log_mel { " --features log-mel" } else { "" },
             o.epochs
         ),
         eval_command: format!("emotion-ai eval voice-emotion {} --write-card", data_args(&request.data)),
@@ -1027,6 +1048,7 @@ mod tests {
                 ..default_options()
             },
             augment: VoiceAugment::basic(),
+            features: MfccConfig::voice(),
             sex_only_per_epoch: 32,
         };
         let state = train_voice(&train, &val, &arch, &request).unwrap();
