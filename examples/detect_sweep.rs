@@ -2,8 +2,9 @@
 //! evidence behind [`DetectParams::default`] and the face verifier (README,
 //! "Face detection").
 //!
-//! For each setting `CASCADE:SCALE_STEP:MIN_NEIGHBORS:MIN_FACE_FRACTION[+m][+v]`
-//! (or `+vTHRESHOLD` for another threshold than the card's; CASCADE is a file name under Debian's `haarcascades/` without
+//! For each setting `CASCADE:SCALE_STEP:MIN_NEIGHBORS:MIN_FACE_FRACTION[+m][+d][+v]`
+//! (`+m` with the mirror pass; `+d` keeping verified boxes that overlap, as
+//! before `FaceVerifier::select`; `+vTHRESHOLD` for another threshold than the card's; CASCADE is a file name under Debian's `haarcascades/` without
 //! `haarcascade_frontalface_` and `.xml`, e.g. `default` or `alt2`; `+v`
 //! passes the candidates through the face verifier given by `--verifier`) it
 //! prints a Markdown row:
@@ -51,12 +52,16 @@ struct Setting {
     params: DetectParams,
     /// `Some` to verify, with a threshold other than the card's.
     verify: Option<Option<f32>>,
+    /// `+d`: verified boxes that overlap one another are all kept (before
+    /// `FaceVerifier::select` dropped the duplicates).
+    overlaps_kept: bool,
 }
 
 fn parse_setting(spec: &str) -> Result<Setting> {
     // `+m`: with the mirror pass (DetectParams::mirror_pass).
     let mirror_pass = spec.contains("+m");
-    let spec = spec.replace("+m", "");
+    let overlaps_kept = spec.contains("+d");
+    let spec = spec.replace("+m", "").replace("+d", "");
     let spec = spec.as_str();
     // `+v` or `+vTHRESHOLD` (e.g. `+v0.8`): verified, at the card's or that threshold.
     let (spec, verify) = match spec.split_once("+v") {
@@ -66,7 +71,7 @@ fn parse_setting(spec: &str) -> Result<Setting> {
     };
     let parts: Vec<&str> = spec.split(':').collect();
     let [name, scale, neighbors, fraction] = parts[..] else {
-        bail!("{spec}: expected CASCADE:SCALE_STEP:MIN_NEIGHBORS:MIN_FACE_FRACTION[+m][+v]");
+        bail!("{spec}: expected CASCADE:SCALE_STEP:MIN_NEIGHBORS:MIN_FACE_FRACTION[+m][+d][+v]");
     };
     let params = DetectParams {
         scale_factor: scale.parse().context("scale step")?,
@@ -84,10 +89,11 @@ fn parse_setting(spec: &str) -> Result<Setting> {
                 None => "no".to_string(),
                 Some(None) => "yes".to_string(),
                 Some(Some(t)) => format!("yes, {t}"),
-            }
+            } + if overlaps_kept { ", duplicates kept" } else { "" }
         ),
         params,
         verify,
+        overlaps_kept,
     })
 }
 
@@ -102,6 +108,7 @@ fn scenes(utkface: &Path, seed: u64) -> Result<Vec<(GrayImage, Vec<PastedFace>)>
 struct Finder<'a> {
     detector: FaceDetector,
     verifier: Option<&'a FaceVerifier>,
+    overlaps_kept: bool,
 }
 
 impl Finder<'_> {
@@ -109,7 +116,7 @@ impl Finder<'_> {
         let boxes = self.detector.detect(gray)?;
         let Some(verifier) = self.verifier else { return Ok(boxes) };
         let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
-        let keep = verifier.faces(&crops)?;
+        let keep = if self.overlaps_kept { verifier.faces(&crops)? } else { verifier.select(&boxes, &crops)? };
         Ok(boxes.into_iter().zip(keep).filter(|(_, k)| *k).map(|(b, _)| b).collect())
     }
 }
@@ -177,8 +184,11 @@ fn main() -> Result<()> {
             }
             _ => None,
         };
-        let mut detector =
-            Finder { detector: FaceDetector::new(&setting.cascade, setting.params)?, verifier: verifier.as_ref() };
+        let mut detector = Finder {
+            detector: FaceDetector::new(&setting.cascade, setting.params)?,
+            verifier: verifier.as_ref(),
+            overlaps_kept: setting.overlaps_kept,
+        };
         let portrait = &fixture_images[0];
         for _ in 0..3 {
             detector.find(portrait)?;

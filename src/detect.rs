@@ -207,6 +207,29 @@ fn to_original(r: Rect, copy: PassCopy, (width, height): (u32, u32)) -> Option<F
 /// is the same face as one of the first pass.
 const MERGE_IOU: f64 = 0.3;
 
+/// Overlap (intersection over union) above which two verified boxes are one
+/// face (README, "Two boxes on one face").
+pub const DUPLICATE_IOU: f64 = 0.3;
+
+/// Greedy non-maximum suppression: going from the highest score down, each
+/// kept box drops the kept boxes of lower score that overlap it by more than
+/// `max_iou`. `keep` says which boxes are candidates on entry and which are
+/// left on return; ties go to the earlier box.
+pub fn suppress_overlaps(boxes: &[FaceBox], scores: &[f32], keep: &mut [bool], max_iou: f64) {
+    let mut order: Vec<usize> = (0..boxes.len()).filter(|&i| keep[i]).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    for (rank, &i) in order.iter().enumerate() {
+        if !keep[i] {
+            continue;
+        }
+        for &j in &order[rank + 1..] {
+            if keep[j] && boxes[i].iou(&boxes[j]) > max_iou {
+                keep[j] = false;
+            }
+        }
+    }
+}
+
 /// How a network's input is cut out of a detected box: the box grown by
 /// `margin` of its side on every side, scaled to `size` x `size`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -319,6 +342,26 @@ mod tests {
             Some(FaceBox { x: 600, y: 450, width: 40, height: 30 })
         );
         assert_eq!(to_original(Rect::new(700, 0, 10, 10), same, (640, 480)), None);
+    }
+
+    #[test]
+    fn overlapping_boxes_keep_the_best_scored_and_apart_boxes_all_stay() {
+        let face = FaceBox { x: 100, y: 100, width: 60, height: 60 };
+        let upper_half = FaceBox { x: 105, y: 80, width: 50, height: 50 };
+        let neighbour = FaceBox { x: 170, y: 100, width: 60, height: 60 };
+        let boxes = [upper_half, face, neighbour];
+        assert!(face.iou(&upper_half) > DUPLICATE_IOU && face.iou(&neighbour) == 0.0);
+        let mut keep = [true; 3];
+        suppress_overlaps(&boxes, &[0.85, 0.99, 0.81], &mut keep, DUPLICATE_IOU);
+        assert_eq!(keep, [false, true, true]);
+        // A box already dropped (below the threshold) suppresses nothing.
+        let mut keep = [true, false, true];
+        suppress_overlaps(&boxes, &[0.85, 0.99, 0.81], &mut keep, DUPLICATE_IOU);
+        assert_eq!(keep, [true, false, true]);
+        // Equal scores: the earlier box wins.
+        let mut keep = [true; 3];
+        suppress_overlaps(&boxes, &[0.9, 0.9, 0.9], &mut keep, DUPLICATE_IOU);
+        assert_eq!(keep, [true, false, true]);
     }
 
     #[test]

@@ -622,11 +622,12 @@ impl Analyzer {
         self.face_verifier_card.as_ref()
     }
 
-    /// The candidates (and their crops) the verifier takes for faces; all of
-    /// them without a verifier. Order (largest first) is kept.
+    /// The candidates (and their crops) the verifier takes for faces, one
+    /// box a face ([`FaceVerifier::select`]); all of them without a
+    /// verifier. Order (largest first) is kept.
     fn verified(&self, boxes: Vec<FaceBox>, crops: Vec<Vec<u8>>) -> Result<(Vec<FaceBox>, Vec<Vec<u8>>)> {
         let Some(verifier) = &self.verifier else { return Ok((boxes, crops)) };
-        let keep = verifier.with(|v| v.faces(&crops))??;
+        let keep = verifier.with(|v| v.select(&boxes, &crops))??;
         Ok(boxes.into_iter().zip(crops).zip(keep).filter(|(_, k)| *k).map(|(pair, _)| pair).unzip())
     }
 }

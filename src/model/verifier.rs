@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 
 use super::{FaceNetConfig, LoadedFaceModel, ModelCard, FACE_SIZE};
+use crate::detect::{suppress_overlaps, FaceBox, DUPLICATE_IOU};
 
 /// Candidates checked at once.
 const VERIFY_BATCH: usize = 64;
@@ -50,15 +51,32 @@ impl FaceVerifier {
         Ok(Vec::<f32>::try_from(p)?)
     }
 
-    /// Which of `crops` (48x48 grey, row-major) are faces, checked in
-    /// batches of bounded size.
-    pub fn faces(&self, crops: &[Vec<u8>]) -> Result<Vec<bool>> {
-        let mut keep = Vec::with_capacity(crops.len());
+    /// The face probability of each of `crops` (48x48 grey, row-major),
+    /// computed in batches of bounded size.
+    pub fn scores(&self, crops: &[Vec<u8>]) -> Result<Vec<f32>> {
+        let mut scores = Vec::with_capacity(crops.len());
         for part in crops.chunks(VERIFY_BATCH) {
             let pixels: Vec<u8> = part.concat();
             let batch = Tensor::from_slice(&pixels).view([part.len() as i64, 1, FACE_SIZE, FACE_SIZE]);
-            keep.extend(self.face_probabilities(&batch)?.into_iter().map(|p| p >= self.threshold));
+            scores.extend(self.face_probabilities(&batch)?);
         }
+        Ok(scores)
+    }
+
+    /// Which of `crops` are faces: at least the threshold.
+    pub fn faces(&self, crops: &[Vec<u8>]) -> Result<Vec<bool>> {
+        Ok(self.scores(crops)?.into_iter().map(|p| p >= self.threshold).collect())
+    }
+
+    /// Which candidate `boxes` (with their `crops`) to keep as faces: those
+    /// at least the threshold, less any that overlaps a more face-like kept
+    /// one by more than [`DUPLICATE_IOU`]: two boxes on one face (one on its
+    /// upper half, say) are one face, framed by the box the verifier likes
+    /// best.
+    pub fn select(&self, boxes: &[FaceBox], crops: &[Vec<u8>]) -> Result<Vec<bool>> {
+        let scores = self.scores(crops)?;
+        let mut keep: Vec<bool> = scores.iter().map(|&p| p >= self.threshold).collect();
+        suppress_overlaps(boxes, &scores, &mut keep, DUPLICATE_IOU);
         Ok(keep)
     }
 
