@@ -88,3 +88,33 @@ fn refuses_flat_noisy_and_patterned_patches() {
     let taken: Vec<&str> = patches.iter().zip(keep).filter(|(_, k)| *k).map(|((name, _), _)| *name).collect();
     assert!(taken.is_empty(), "taken for faces: {taken:?}");
 }
+
+/// Two boxes on one face are one face: `select` keeps the one the verifier
+/// scores highest, and still keeps the faces of a group apart.
+#[test]
+fn select_keeps_one_box_a_face() {
+    let verifier = verifier();
+    let mut detector = FaceDetector::new(std::path::Path::new(DEFAULT_CASCADE), DetectParams::default()).unwrap();
+    let image = gray("portrait_640x480.jpg");
+    let face = detector.detect(&image).unwrap()[0];
+    // The same face framed a little larger, shifted by a tenth of its side:
+    // both are faces to the verifier, and they overlap well over IoU 0.3.
+    let grown = FaceBox {
+        x: face.x.saturating_sub(face.width / 10),
+        y: face.y.saturating_sub(face.height / 10),
+        width: face.width * 11 / 10,
+        height: face.height * 11 / 10,
+    };
+    assert!(face.iou(&grown) > emotion_ai::detect::DUPLICATE_IOU);
+    let boxes = [face, grown];
+    let face_crops = crops(&image, &boxes);
+    assert_eq!(verifier.faces(&face_crops).unwrap(), vec![true, true], "both framings are faces");
+    let scores = verifier.scores(&face_crops).unwrap();
+    let kept = verifier.select(&boxes, &face_crops).unwrap();
+    assert_eq!(kept.iter().filter(|&&k| k).count(), 1, "one box for one face: {kept:?}");
+    assert!(kept[usize::from(scores[1] > scores[0])], "the better scored box is kept: {scores:?} {kept:?}");
+
+    let group = gray("group.jpg");
+    let boxes = detector.detect(&group).unwrap();
+    assert_eq!(verifier.select(&boxes, &crops(&group, &boxes)).unwrap(), vec![true; 3]);
+}
