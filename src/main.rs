@@ -257,6 +257,9 @@ struct TrainSpeechCheck {
     negatives: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Units of the network's hidden layer.
+    #[arg(long, default_value_t = emotion_ai::train::speech_check::DEFAULT_HIDDEN)]
+    hidden: usize,
 }
 
 #[derive(Subcommand)]
@@ -549,6 +552,7 @@ fn main() -> Result<()> {
                     export: args.export,
                     negatives: args.negatives,
                     seed: args.seed,
+                    hidden: args.hidden,
                 })?;
             println!("threshold {:.4}", card.threshold);
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);

@@ -30,8 +30,8 @@ use super::voice_emotion::{speaker_part, SplitPart, HOP_SECONDS, WINDOW_SECONDS}
 use crate::predict::voice::window_starts;
 use crate::speech::{SpeechAnalyser, SpeechCheckCard, SpeechDetector, FEATURE_NAMES};
 
-/// Units of the hidden layer.
-const HIDDEN: i64 = 24;
+/// Units of the hidden layer unless the request says otherwise.
+pub const DEFAULT_HIDDEN: usize = 24;
 /// Corpora whose training speakers train the check.
 const TRAINING_CORPORA: [&str; 2] = ["ravdess", "speechsex"];
 /// Largest share of training speech windows the threshold may refuse.
@@ -45,6 +45,8 @@ pub struct SpeechCheckRequest {
     /// another seed, for the measurement).
     pub negatives: usize,
     pub seed: u64,
+    /// Units of the network's hidden layer.
+    pub hidden: usize,
 }
 
 /// The windows of a clip as the server checks them.
@@ -140,8 +142,9 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     );
     tch::manual_seed(request.seed as i64);
     let vs = nn::VarStore::new(Device::Cpu);
-    let l1 = nn::linear(vs.root() / "l1", k as i64, HIDDEN, Default::default());
-    let l2 = nn::linear(vs.root() / "l2", HIDDEN, 1, Default::default());
+    let hidden = request.hidden.max(1) as i64;
+    let l1 = nn::linear(vs.root() / "l1", k as i64, hidden, Default::default());
+    let l2 = nn::linear(vs.root() / "l2", hidden, 1, Default::default());
     let mut opt = nn::Adam { wd: 1e-3, ..Default::default() }.build(&vs, 1e-2)?;
     // Each class weighs half, whatever their counts.
     let weights: Vec<f32> = (0..all.len())
@@ -174,10 +177,11 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
 
     let mut card = SpeechCheckCard {
         name: "speech_check".into(),
-        description: "Is this human speech? A 2-layer network (22 -> 24 tanh -> 1) over clip statistics of voicing, \
-                      pitch movement, spectral change and syllabic rhythm (src/speech.rs); less than 0.15 s of sound \
-                      is never speech."
-            .into(),
+        description: format!(
+            "Is this human speech? A 2-layer network ({k} -> {hidden} tanh -> 1) over clip statistics of voicing, \
+             pitch movement, spectral change and syllabic rhythm (src/speech.rs); less than 0.15 s of sound is never \
+             speech."
+        ),
         sample_rate: rate,
         features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
         mean,
@@ -274,7 +278,8 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         request.negatives
     );
     let data: Vec<String> = request.data.iter().map(|d| format!("--data {}", d.display())).collect();
-    card.train_command = format!("emotion-ai train speech-check {}", data.join(" "));
+    let hidden_arg = if request.hidden == DEFAULT_HIDDEN { String::new() } else { format!(" --hidden {hidden}") };
+    card.train_command = format!("emotion-ai train speech-check {}{hidden_arg}", data.join(" "));
     save_card(&card, &request.export)?;
     Ok(card)
 }
