@@ -607,12 +607,15 @@ pub fn export(
         }),
         calibration: None,
         mixed: None,
+        // The seed is named when it is not the default: two members of an
+        // ensemble differ by nothing else.
         train_command: format!(
-            "emotion-ai train voice-emotion {}{}{} --epochs {}",
+            "emotion-ai train voice-emotion {}{}{} --epochs {}{}",
             data_args(&request.data),
             leave_out_args(&request.leave_out),
-            if request.features.log_mel { " --features log-mel" } else { "" },
-            o.epochs
+            if request.features.log_mel { " --features log-mel" } else { " --features mfcc" },
+            o.epochs,
+            if o.seed == default_options().seed { String::new() } else { format!(" --seed {}", o.seed) }
         ),
         eval_command: format!("emotion-ai eval voice-emotion {} --write-card", data_args(&request.data)),
     };
