@@ -398,8 +398,8 @@ struct TrainVoiceEmotion {
     /// Clips without an emotion (speechsex, EmoDB boredom) drawn each epoch.
     #[arg(long, default_value_t = 700)]
     sex_only_per_epoch: usize,
-    /// Spectral rows of the input: 40 MFCCs (the shipped model) or 40 log-mel bands.
-    #[arg(long, value_enum, default_value_t = VoiceFeatures::Mfcc)]
+    /// Spectral rows of the input: 40 log-mel bands (the shipped model) or 40 MFCCs (the model before it).
+    #[arg(long, value_enum, default_value_t = VoiceFeatures::LogMel)]
     features: VoiceFeatures,
     /// Directory for checkpoints and the run's state.
     #[arg(long, default_value = "runs/voice-emotion")]

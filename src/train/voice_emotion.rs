@@ -79,7 +79,7 @@ pub fn default_options() -> TrainOptions {
     }
 }
 
-/// The input of the shipped model: MFCCs (or log-mel bands, as `features`
+/// The input of the shipped model: log-mel bands (or MFCCs, as `features`
 /// says) with each window's mean removed and pitch rows (statistics are
 /// filled in by training).
 pub fn input_spec(features: MfccConfig, mean: Vec<f32>, std: Vec<f32>) -> VoiceInputSpec {
@@ -362,8 +362,8 @@ pub struct VoiceTrainRequest {
     pub export: PathBuf,
     pub options: TrainOptions,
     pub augment: VoiceAugment,
-    /// The spectral rows: [`MfccConfig::voice`] (the shipped model) or
-    /// [`MfccConfig::voice_log_mel`].
+    /// The spectral rows: [`MfccConfig::voice_log_mel`] (the shipped model)
+    /// or [`MfccConfig::voice`] (MFCCs, the model before it).
     pub features: MfccConfig,
     /// Clips without an emotion drawn each epoch (they outnumber the others).
     pub sex_only_per_epoch: usize,
