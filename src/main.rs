@@ -387,6 +387,13 @@ enum VoiceFeatures {
     LogMel,
 }
 
+/// `train voice-emotion --window-mean`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WindowMean {
+    Remove,
+    Keep,
+}
+
 #[derive(Args)]
 struct TrainVoiceEmotion {
     /// Corpus directory (repeatable): RAVDESS, EmoDB, speechsex, CREMA-D, TESS, SAVEE.
@@ -401,6 +408,10 @@ struct TrainVoiceEmotion {
     /// Spectral rows of the input: 40 log-mel bands (the shipped model) or 40 MFCCs (the model before it).
     #[arg(long, value_enum, default_value_t = VoiceFeatures::LogMel)]
     features: VoiceFeatures,
+    /// Each 3 s window's mean of every spectral row: removed (the shipped model: the microphone, line and level
+    /// drop out) or kept (the speaker's long-term spectrum, and the channel's, stay in).
+    #[arg(long, value_enum, default_value_t = WindowMean::Remove)]
+    window_mean: WindowMean,
     /// Directory for checkpoints and the run's state.
     #[arg(long, default_value = "runs/voice-emotion")]
     run_dir: PathBuf,
@@ -536,9 +547,12 @@ fn main() -> Result<()> {
                 export: args.export,
                 options,
                 augment: emotion_ai::train::voice_augment::VoiceAugment::channel_robust(),
-                features: match args.features {
-                    VoiceFeatures::Mfcc => MfccConfig::voice(),
-                    VoiceFeatures::LogMel => MfccConfig::voice_log_mel(),
+                input: voice_emotion::RunInput {
+                    features: match args.features {
+                        VoiceFeatures::Mfcc => MfccConfig::voice(),
+                        VoiceFeatures::LogMel => MfccConfig::voice_log_mel(),
+                    },
+                    cmn: matches!(args.window_mean, WindowMean::Remove),
                 },
                 sex_only_per_epoch: args.sex_only_per_epoch,
             };

@@ -82,11 +82,12 @@ pub fn default_options() -> TrainOptions {
 /// The input of the shipped model: log-mel bands (or MFCCs, as `features`
 /// says) with each window's mean removed and pitch rows (statistics are
 /// filled in by training).
-pub fn input_spec(features: MfccConfig, mean: Vec<f32>, std: Vec<f32>) -> VoiceInputSpec {
-    let rows = if features.log_mel { "log-mel bands" } else { "MFCCs" };
+pub fn input_spec(input: &RunInput, mean: Vec<f32>, std: Vec<f32>) -> VoiceInputSpec {
+    let rows = if input.features.log_mel { "log-mel bands" } else { "MFCCs" };
+    let mean_removal = if input.cmn { "after per-window mean removal" } else { "as computed" };
     VoiceInputSpec {
-        features,
-        cmn: true,
+        features: input.features.clone(),
+        cmn: input.cmn,
         pitch: true,
         window_seconds: WINDOW_SECONDS,
         hop_seconds: HOP_SECONDS,
@@ -94,12 +95,29 @@ pub fn input_spec(features: MfccConfig, mean: Vec<f32>, std: Vec<f32>) -> VoiceI
             mean,
             std,
             note: format!(
-                "(x[r] - mean[r]) / std[r] per input row (40 {rows} after per-window mean removal, log2(F0/200), \
+                "(x[r] - mean[r]) / std[r] per input row (40 {rows} {mean_removal}, log2(F0/200), \
                  voicing), statistics of the training clips' first 3 s windows, also stored in the weights as \
                  input_mean / input_std"
             ),
         },
     }
+}
+
+/// What a run's network reads: the spectral rows and whether each window's
+/// mean of every row is removed. Kept in the run directory, so that a resume
+/// cannot continue a run's checkpoints with other input.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunInput {
+    #[serde(flatten)]
+    pub features: MfccConfig,
+    /// Each window's mean of every spectral row removed (runs from before
+    /// this field always removed it).
+    #[serde(default = "removed_by_default")]
+    pub cmn: bool,
+}
+
+fn removed_by_default() -> bool {
+    true
 }
 
 /// The windowing of the shipped model, in samples at the features' rate.
@@ -362,9 +380,10 @@ pub struct VoiceTrainRequest {
     pub export: PathBuf,
     pub options: TrainOptions,
     pub augment: VoiceAugment,
-    /// The spectral rows: [`MfccConfig::voice_log_mel`] (the shipped model)
-    /// or [`MfccConfig::voice`] (MFCCs, the model before it).
-    pub features: MfccConfig,
+    /// The spectral rows ([`MfccConfig::voice_log_mel`] for the shipped
+    /// model, [`MfccConfig::voice`] for MFCCs, the model before it) and
+    /// whether each window's mean is removed (the shipped model: yes).
+    pub input: RunInput,
     /// Clips without an emotion drawn each epoch (they outnumber the others).
     pub sex_only_per_epoch: usize,
 }
@@ -390,14 +409,17 @@ pub fn train_voice(
     let features_path = run_dir.join("features.json");
     if request.resume && features_path.is_file() {
         let text = std::fs::read_to_string(&features_path)?;
-        let earlier: MfccConfig =
+        let earlier: RunInput =
             serde_json::from_str(&text).with_context(|| format!("reading {}", features_path.display()))?;
-        if earlier != request.features {
-            bail!("{} was trained on other features ({text}); resume it with the same --features", run_dir.display());
+        if earlier != request.input {
+            bail!(
+                "{} was trained on other input ({text}); resume it with the same --features and --window-mean",
+                run_dir.display()
+            );
         }
     }
-    std::fs::write(&features_path, serde_json::to_string_pretty(&request.features)?)?;
-    let spec = input_spec(request.features.clone(), Vec::new(), Vec::new());
+    std::fs::write(&features_path, serde_json::to_string_pretty(&request.input)?)?;
+    let spec = input_spec(&request.input, Vec::new(), Vec::new());
     if architecture.n_mfcc != spec.rows() as i64 {
         bail!("the network reads {} rows but the features have {}", architecture.n_mfcc, spec.rows());
     }
@@ -569,15 +591,16 @@ pub fn export(
     let card = VoiceModelCard {
         name: "voice_emotion".into(),
         description: format!(
-            "Residual CNN over a 3 s map of 40 {} (each window's mean removed) and two pitch rows, giving 14 joint \
-             probabilities (7 emotions x 2 sexes); longer clips are scored in 3 s windows every 1 s and combined by \
-             RMS-weighted mean over the windows that hold speech.",
-            if request.features.log_mel { "log-mel bands" } else { "MFCCs" }
+            "Residual CNN over a 3 s map of 40 {} ({}) and two pitch rows, giving 14 joint probabilities (7 \
+             emotions x 2 sexes); longer clips are scored in 3 s windows every 1 s and combined by RMS-weighted mean \
+             over the windows that hold speech.",
+            if request.input.features.log_mel { "log-mel bands" } else { "MFCCs" },
+            if request.input.cmn { "each window's mean removed" } else { "each window's mean kept" }
         ),
         classes: voice_class_names(),
         emotions: EMOTIONS.iter().map(|s| s.to_string()).collect(),
         sexes: SEXES.iter().map(|s| s.to_string()).collect(),
-        input: input_spec(request.features.clone(), state.input_mean.clone(), state.input_std.clone()),
+        input: input_spec(&request.input, state.input_mean.clone(), state.input_std.clone()),
         architecture: state.architecture.clone(),
         ensemble: Vec::new(),
         params: parameter_count(&vs),
@@ -610,10 +633,11 @@ pub fn export(
         // The seed is named when it is not the default: two members of an
         // ensemble differ by nothing else.
         train_command: format!(
-            "emotion-ai train voice-emotion {}{}{} --epochs {}{}",
+            "emotion-ai train voice-emotion {}{}{}{} --epochs {}{}",
             data_args(&request.data),
             leave_out_args(&request.leave_out),
-            if request.features.log_mel { " --features log-mel" } else { " --features mfcc" },
+            if request.input.features.log_mel { " --features log-mel" } else { " --features mfcc" },
+            if request.input.cmn { "" } else { " --window-mean keep" },
             o.epochs,
             if o.seed == default_options().seed { String::new() } else { format!(" --seed {}", o.seed) }
         ),
@@ -965,6 +989,17 @@ mod tests {
     }
 
     #[test]
+    fn run_input_of_runs_from_before_window_mean_reads_as_mean_removed() {
+        let old = serde_json::to_string(&MfccConfig::voice_log_mel()).unwrap();
+        let input: RunInput = serde_json::from_str(&old).unwrap();
+        assert_eq!(input, RunInput { features: MfccConfig::voice_log_mel(), cmn: true });
+        let kept = RunInput { features: MfccConfig::voice(), cmn: false };
+        let back: RunInput = serde_json::from_str(&serde_json::to_string(&kept).unwrap()).unwrap();
+        assert_eq!(back, kept);
+        assert!(!input_spec(&kept, vec![], vec![]).cmn);
+    }
+
+    #[test]
     fn split_keeps_speakers_apart_and_leaves_corpora_out() {
         let mut clips: Vec<VoiceClip> =
             (1..=24).map(|a| clip(&format!("ravdess:{a}"), Some(0), (a % 2) as usize)).collect();
@@ -1051,7 +1086,7 @@ mod tests {
                 ..default_options()
             },
             augment: VoiceAugment::basic(),
-            features: MfccConfig::voice(),
+            input: RunInput { features: MfccConfig::voice(), cmn: true },
             sex_only_per_epoch: 32,
         };
         let state = train_voice(&train, &val, &arch, &request).unwrap();
@@ -1059,6 +1094,10 @@ mod tests {
         request.options.epochs = 10;
         assert!(train_voice(&train, &val, &arch, &request).is_err(), "a finished run is not overwritten");
         request.resume = true;
+        // A resume must read the run's own input: not with the window's mean kept.
+        let kept = VoiceTrainRequest { input: RunInput { cmn: false, ..request.input.clone() }, ..request.clone() };
+        let refused = train_voice(&train, &val, &arch, &kept).unwrap_err().to_string();
+        assert!(refused.contains("--window-mean"), "{refused}");
         let state = train_voice(&train, &val, &arch, &request).unwrap();
         assert_eq!(state.history.len(), 10);
 
