@@ -79,9 +79,9 @@ pub fn default_options() -> TrainOptions {
     }
 }
 
-/// The input of the shipped model: log-mel bands (or MFCCs, as `features`
-/// says) with each window's mean removed and pitch rows (statistics are
-/// filled in by training).
+/// The network's input as `input` says (the shipped model: log-mel bands
+/// with each window's mean removed) and pitch rows (statistics are filled in
+/// by training).
 pub fn input_spec(input: &RunInput, mean: Vec<f32>, std: Vec<f32>) -> VoiceInputSpec {
     let rows = if input.features.log_mel { "log-mel bands" } else { "MFCCs" };
     let mean_removal = if input.cmn { "after per-window mean removal" } else { "as computed" };
