@@ -257,8 +257,9 @@ struct TrainSpeechCheck {
     negatives: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Units of the network's hidden layer.
-    #[arg(long, default_value_t = emotion_ai::train::speech_check::DEFAULT_HIDDEN)]
+    /// Units of the network's hidden layer (at least 1).
+    #[arg(long, default_value_t = emotion_ai::train::speech_check::DEFAULT_HIDDEN,
+          value_parser = at_least_one)]
     hidden: usize,
 }
 
@@ -380,6 +381,25 @@ struct EvalFaceSex {
     part: String,
 }
 
+/// A count that must not be 0 (`train speech-check --hidden`).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+/// `--weight-average`: a decay strictly between 0 and 1.
+fn decay_in_unit_interval(text: &str) -> Result<f64, String> {
+    let decay: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if decay > 0.0 && decay < 1.0 {
+        Ok(decay)
+    } else {
+        Err(format!("the decay must lie strictly between 0 and 1 (e.g. 0.995), not {decay}"))
+    }
+}
+
 /// `train voice-emotion --features`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum VoiceFeatures {
@@ -412,6 +432,10 @@ struct TrainVoiceEmotion {
     /// drop out) or kept (the speaker's long-term spectrum, and the channel's, stay in).
     #[arg(long, value_enum, default_value_t = WindowMean::Remove)]
     window_mean: WindowMean,
+    /// Measure, choose and export a moving average of the weights with this decay per step (e.g. 0.995)
+    /// rather than the raw weights: its validation score moves less from epoch to epoch.
+    #[arg(long, value_parser = decay_in_unit_interval)]
+    weight_average: Option<f64>,
     /// Directory for checkpoints and the run's state.
     #[arg(long, default_value = "runs/voice-emotion")]
     run_dir: PathBuf,
@@ -555,6 +579,7 @@ fn main() -> Result<()> {
                     cmn: matches!(args.window_mean, WindowMean::Remove),
                 },
                 sex_only_per_epoch: args.sex_only_per_epoch,
+                weight_average: args.weight_average,
             };
             let card = voice_emotion::run_train(&request, &VoiceNetConfig::emotion_sex_pitch())?;
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);

@@ -157,11 +157,26 @@ impl<A: Serialize + DeserializeOwned, S: Serialize + DeserializeOwned> RunState<
         vs: &nn::VarStore,
         run_dir: &Path,
     ) -> Result<()> {
-        save_atomic(vs, &run_dir.join("last.safetensors"))?;
+        self.finish_epoch_measured(record, is_best, vs, vs, run_dir)
+    }
+
+    /// [`RunState::finish_epoch`] for a run whose measured weights (`measured`,
+    /// e.g. an average) are not the ones training goes on from (`trained`):
+    /// `last.safetensors` keeps the trained ones, `best.safetensors` the
+    /// measured ones.
+    pub(crate) fn finish_epoch_measured(
+        &mut self,
+        record: EpochRecord,
+        is_best: bool,
+        trained: &nn::VarStore,
+        measured: &nn::VarStore,
+        run_dir: &Path,
+    ) -> Result<()> {
+        save_atomic(trained, &run_dir.join("last.safetensors"))?;
         if is_best {
             self.best_val_accuracy = record.val_accuracy;
             self.best_epoch = record.epoch;
-            save_atomic(vs, &run_dir.join("best.safetensors"))?;
+            save_atomic(measured, &run_dir.join("best.safetensors"))?;
         }
         self.epochs_done = record.epoch;
         self.history.push(record);

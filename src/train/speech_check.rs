@@ -94,6 +94,7 @@ fn hard_negatives(count: usize, rate: u32, seed: u64) -> Vec<(Family, Vec<f32>)>
 
 /// Trains the check, measures it and writes its card.
 pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
+    anyhow::ensure!(request.hidden >= 1, "the speech check's hidden layer needs at least one unit (--hidden)");
     let rate = 16_000u32;
     let analyser = SpeechAnalyser::new(rate);
     tracing::info!(data = ?request.data, "loading speech clips");
@@ -142,7 +143,7 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     );
     tch::manual_seed(request.seed as i64);
     let vs = nn::VarStore::new(Device::Cpu);
-    let hidden = request.hidden.max(1) as i64;
+    let hidden = request.hidden as i64;
     let l1 = nn::linear(vs.root() / "l1", k as i64, hidden, Default::default());
     let l2 = nn::linear(vs.root() / "l2", hidden, 1, Default::default());
     let mut opt = nn::Adam { wd: 1e-3, ..Default::default() }.build(&vs, 1e-2)?;

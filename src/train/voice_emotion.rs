@@ -83,8 +83,6 @@ pub fn default_options() -> TrainOptions {
 /// with each window's mean removed) and pitch rows (statistics are filled in
 /// by training).
 pub fn input_spec(input: &RunInput, mean: Vec<f32>, std: Vec<f32>) -> VoiceInputSpec {
-    let rows = if input.features.log_mel { "log-mel bands" } else { "MFCCs" };
-    let mean_removal = if input.cmn { "after per-window mean removal" } else { "as computed" };
     VoiceInputSpec {
         features: input.features.clone(),
         cmn: input.cmn,
@@ -95,9 +93,9 @@ pub fn input_spec(input: &RunInput, mean: Vec<f32>, std: Vec<f32>) -> VoiceInput
             mean,
             std,
             note: format!(
-                "(x[r] - mean[r]) / std[r] per input row (40 {rows} {mean_removal}, log2(F0/200), \
-                 voicing), statistics of the training clips' first 3 s windows, also stored in the weights as \
-                 input_mean / input_std"
+                "(x[r] - mean[r]) / std[r] per input row ({}, log2(F0/200), voicing), statistics of the training \
+                 clips' first 3 s windows, also stored in the weights as input_mean / input_std",
+                input.spectral_rows()
             ),
         },
     }
@@ -118,6 +116,19 @@ pub struct RunInput {
 
 fn removed_by_default() -> bool {
     true
+}
+
+impl RunInput {
+    /// The spectral rows in words, for the card: "40 log-mel bands, each
+    /// window's mean removed".
+    pub fn spectral_rows(&self) -> String {
+        format!(
+            "{} {}, each window's mean {}",
+            self.features.n_mfcc,
+            if self.features.log_mel { "log-mel bands" } else { "MFCCs" },
+            if self.cmn { "removed" } else { "kept" }
+        )
+    }
 }
 
 /// The windowing of the shipped model, in samples at the features' rate.
@@ -386,7 +397,95 @@ pub struct VoiceTrainRequest {
     pub input: RunInput,
     /// Clips without an emotion drawn each epoch (they outnumber the others).
     pub sex_only_per_epoch: usize,
+    /// Decay of an exponential moving average of the weights, updated after
+    /// every step; when set, the averaged weights are what each epoch's
+    /// validation measures and what is exported. See [`WeightAverage`].
+    pub weight_average: Option<f64>,
 }
+
+/// An exponential moving average of a network's variables (Polyak
+/// averaging). The raw weights jump from batch to batch; their running mean
+/// sits nearer the middle of the region they wander in, and its validation
+/// score moves smoothly from epoch to epoch, so the epoch chosen on a few
+/// validation speakers is less often a lucky spike.
+pub struct WeightAverage {
+    pub decay: f64,
+    /// The averaged variables, and a network that reads them.
+    pub vs: nn::VarStore,
+    pub net: VoiceNet,
+    updates: u64,
+}
+
+impl WeightAverage {
+    /// Starts the average at the current variables of `trained`, a network of
+    /// shape `architecture`.
+    pub fn new(decay: f64, architecture: &VoiceNetConfig, trained: &nn::VarStore) -> Result<Self> {
+        anyhow::ensure!(decay > 0.0 && decay < 1.0, "a weight-average decay must lie between 0 and 1, not {decay}");
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let net = VoiceNet::new(&vs.root(), architecture);
+        vs.copy(trained)?;
+        Ok(Self { decay, vs, net, updates: 0 })
+    }
+
+    /// Moves the average towards `net`'s variables. Early on the effective
+    /// decay is smaller (`(1 + n) / (10 + n)`), so the first random weights
+    /// do not linger.
+    pub fn update(&mut self, net: &nn::VarStore) {
+        self.updates += 1;
+        let n = self.updates as f64;
+        let decay = self.decay.min((1.0 + n) / (10.0 + n));
+        let current = net.variables();
+        tch::no_grad(|| {
+            for (name, mut average) in self.vs.variables() {
+                if let Some(value) = current.get(&name) {
+                    average.copy_(&(&average * decay + value * (1.0 - decay)));
+                }
+            }
+        });
+    }
+}
+
+/// Writes `value` to `run_dir/file`; on a resume, first refuses to go on if
+/// the run was started with another value (`flags` name the options that set
+/// it). A run without the file (from before the setting was kept) is taken
+/// to have had `absent`, or is not checked when that is `None`.
+fn pin_run_setting<T>(
+    run_dir: &Path,
+    file: &str,
+    value: &T,
+    absent: Option<T>,
+    request: &VoiceTrainRequest,
+    flags: &str,
+) -> Result<()>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    let path = run_dir.join(file);
+    let started = State::path(run_dir).is_file();
+    if started && !request.resume {
+        // Left as it is: `State::resumable` refuses to start over a run.
+        return Ok(());
+    }
+    if started {
+        let earlier = if path.is_file() {
+            let text = std::fs::read_to_string(&path)?;
+            Some(serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?)
+        } else {
+            absent
+        };
+        if let Some(earlier) = earlier.filter(|e| e != value) {
+            bail!(
+                "{} was trained with other settings ({}); resume it with the same {flags}",
+                run_dir.display(),
+                serde_json::to_string(&earlier)?
+            );
+        }
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
+
+type State = RunState<VoiceNetConfig, Vec<f32>>;
 
 /// Trains the voice network; returns the run's state. The best epoch (by
 /// `selection_score` on the validation clips) is in
@@ -398,27 +497,16 @@ pub fn train_voice(
     request: &VoiceTrainRequest,
 ) -> Result<RunState<VoiceNetConfig, Vec<f32>>> {
     const TASK: &str = "voice-emotion";
-    type State = RunState<VoiceNetConfig, Vec<f32>>;
     let (run_dir, options) = (&request.run_dir, request.options.clone());
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     if train.is_empty() || val.is_empty() {
         bail!("training needs clips of both training and validation speakers");
     }
-    // The run's checkpoints and input statistics belong to its features: a
-    // resume must not continue them with others.
-    let features_path = run_dir.join("features.json");
-    if request.resume && features_path.is_file() {
-        let text = std::fs::read_to_string(&features_path)?;
-        let earlier: RunInput =
-            serde_json::from_str(&text).with_context(|| format!("reading {}", features_path.display()))?;
-        if earlier != request.input {
-            bail!(
-                "{} was trained on other input ({text}); resume it with the same --features and --window-mean",
-                run_dir.display()
-            );
-        }
-    }
-    std::fs::write(&features_path, serde_json::to_string_pretty(&request.input)?)?;
+    // The run's checkpoints and input statistics belong to its features (and
+    // its averaged weights to their decay): a resume must not continue them
+    // with others.
+    pin_run_setting(run_dir, "features.json", &request.input, None, request, "--features and --window-mean")?;
+    pin_run_setting(run_dir, "weight_average.json", &request.weight_average, Some(None), request, "--weight-average")?;
     let spec = input_spec(&request.input, Vec::new(), Vec::new());
     if architecture.n_mfcc != spec.rows() as i64 {
         bail!("the network reads {} rows but the features have {}", architecture.n_mfcc, spec.rows());
@@ -444,6 +532,17 @@ pub fn train_voice(
     };
     state.options.epochs = options.epochs;
     let options = state.options.clone();
+    let average_path = run_dir.join("average.safetensors");
+    let mut average = match request.weight_average {
+        Some(decay) => {
+            let mut average = WeightAverage::new(decay, architecture, &vs)?;
+            if state.epochs_done > 0 {
+                average.vs.load(&average_path).context("loading the averaged weights of the run")?;
+            }
+            Some(average)
+        }
+        None => None,
+    };
     tch::manual_seed(options.seed + state.epochs_done as i64);
 
     let (with_emotion, sex_only): (Vec<&VoiceClip>, Vec<&VoiceClip>) =
@@ -511,6 +610,9 @@ pub fn train_voice(
                 &weights,
                 options.label_smoothing,
             );
+            if let Some(average) = &mut average {
+                average.update(&vs);
+            }
             loss_sum += loss;
             correct += right;
             seen += batch as i64;
@@ -518,7 +620,13 @@ pub fn train_voice(
         }
         bar.finish_and_clear();
 
-        let (score, val_emotion, val_sex) = selection_score(&predict_clips(&net, &extractor, val)?, val);
+        // With averaging on, the averaged weights are the ones measured, chosen
+        // and exported; the raw ones only carry on training.
+        let (measured_vs, measured_net) = match &average {
+            Some(average) => (&average.vs, &average.net),
+            None => (&vs, &net),
+        };
+        let (score, val_emotion, val_sex) = selection_score(&predict_clips(measured_net, &extractor, val)?, val);
         let record = EpochRecord {
             epoch: epoch + 1,
             lr,
@@ -539,7 +647,10 @@ pub fn train_voice(
         );
         // Later epochs win ties: with a decaying rate they are the better-settled weights.
         let is_best = record.val_accuracy >= state.best_val_accuracy;
-        state.finish_epoch(record, is_best, &vs, run_dir)?;
+        if let Some(average) = &average {
+            super::save_atomic(&average.vs, &average_path)?;
+        }
+        state.finish_epoch_measured(record, is_best, &vs, measured_vs, run_dir)?;
     }
     Ok(state)
 }
@@ -591,11 +702,10 @@ pub fn export(
     let card = VoiceModelCard {
         name: "voice_emotion".into(),
         description: format!(
-            "Residual CNN over a 3 s map of 40 {} ({}) and two pitch rows, giving 14 joint probabilities (7 \
+            "Residual CNN over a 3 s map of {} and two pitch rows, giving 14 joint probabilities (7 \
              emotions x 2 sexes); longer clips are scored in 3 s windows every 1 s and combined by RMS-weighted mean \
              over the windows that hold speech.",
-            if request.input.features.log_mel { "log-mel bands" } else { "MFCCs" },
-            if request.input.cmn { "each window's mean removed" } else { "each window's mean kept" }
+            request.input.spectral_rows()
         ),
         classes: voice_class_names(),
         emotions: EMOTIONS.iter().map(|s| s.to_string()).collect(),
@@ -608,13 +718,17 @@ pub fn export(
             "{} (split by speaker: RAVDESS actors 1-18 train, {VALIDATION_ACTORS:?} validate, {HELDOUT_ACTORS:?} test; \
              EmoDB speakers {EMODB_VALIDATION_SPEAKERS:?} validate, {EMODB_HELDOUT_SPEAKERS:?} test; speechsex \
              2 in 10 speakers test, 1 in 10 validate); left out entirely: {}. Clips without an emotion (speechsex, \
-             EmoDB boredom) train through the sex marginal. Best of {} epochs by validation 7-emotion accuracy + \
+             EmoDB boredom) train through the sex marginal. Best of {} epochs{} by validation 7-emotion accuracy + \
              {SEX_SELECTION_WEIGHT} x sex accuracy (epoch {}); {} sex-only clips an epoch; AdamW lr {} cosine, \
              batch {}, weight decay {}, label smoothing {}, class weights (mean/count)^{}, sex loss weight \
              {SEX_LOSS_WEIGHT}; augmentation {}",
             per_corpus.join(", "),
             if request.leave_out.is_empty() { "none".to_string() } else { request.leave_out.join(", ") },
             state.epochs_done,
+            request
+                .weight_average
+                .map(|d| format!(" of weights averaged over the steps (exponential moving average, decay {d})"))
+                .unwrap_or_default(),
             state.best_epoch,
             request.sex_only_per_epoch,
             o.lr,
@@ -633,11 +747,12 @@ pub fn export(
         // The seed is named when it is not the default: two members of an
         // ensemble differ by nothing else.
         train_command: format!(
-            "emotion-ai train voice-emotion {}{}{}{} --epochs {}{}",
+            "emotion-ai train voice-emotion {}{}{}{}{} --epochs {}{}",
             data_args(&request.data),
             leave_out_args(&request.leave_out),
             if request.input.features.log_mel { " --features log-mel" } else { " --features mfcc" },
             if request.input.cmn { "" } else { " --window-mean keep" },
+            request.weight_average.map(|d| format!(" --weight-average {d}")).unwrap_or_default(),
             o.epochs,
             if o.seed == default_options().seed { String::new() } else { format!(" --seed {}", o.seed) }
         ),
@@ -1045,6 +1160,38 @@ mod tests {
     /// Two "speakers" a network can tell apart (low and high tones), some
     /// clips with an emotion and some with a sex only, trained for a few
     /// epochs: learns, checkpoints, resumes, exports a loadable card.
+    fn tiny_architecture() -> VoiceNetConfig {
+        VoiceNetConfig { n_mfcc: 42, channels: vec![4, 8], classes: 14, dropout: 0.0, pitch_summary: true }
+    }
+
+    #[test]
+    fn weight_average_moves_towards_the_trained_weights() {
+        let arch = tiny_architecture();
+        let trained = nn::VarStore::new(Device::Cpu);
+        let _net = VoiceNet::new(&trained.root(), &arch);
+        let mut average = WeightAverage::new(0.99, &arch, &trained).unwrap();
+        let name = "classifier.weight";
+        let start = average.vs.variables()[name].copy();
+        assert!(start.allclose(&trained.variables()[name], 0.0, 0.0, false), "it starts at the trained weights");
+        tch::no_grad(|| {
+            for (_, mut v) in trained.variables() {
+                v.copy_(&(&v + 1.0));
+            }
+        });
+        average.update(&trained);
+        // First update: decay min(0.99, 2/11), so the average moves 9/11 of the way.
+        let expected = &start + 9.0 / 11.0;
+        let got = average.vs.variables()[name].copy();
+        assert!(got.allclose(&expected, 1e-5, 1e-6, false), "{got} vs {expected}");
+        for _ in 0..2000 {
+            average.update(&trained);
+        }
+        let settled = average.vs.variables()[name].copy();
+        assert!(settled.allclose(&trained.variables()[name], 1e-4, 1e-4, false), "it reaches weights that stay put");
+        assert!(WeightAverage::new(1.0, &arch, &trained).is_err());
+        assert!(WeightAverage::new(0.0, &arch, &trained).is_err());
+    }
+
     #[test]
     fn trains_a_toy_task_resumes_and_exports() {
         // Tones with some noise and a level that varies by clip, so that the
@@ -1067,7 +1214,7 @@ mod tests {
             (0..32).flat_map(|k| [tone(110.0, speakers[0], 1, k), tone(260.0, speakers[1], 0, k)]).collect()
         };
         let (train, val) = (make(["t:a", "t:b"]), make(["t:c", "t:d"]));
-        let arch = VoiceNetConfig { n_mfcc: 42, channels: vec![4, 8], classes: 14, dropout: 0.0, pitch_summary: true };
+        let arch = tiny_architecture();
         let dir = tempfile::tempdir().unwrap();
         // Only 2 of the 14 classes occur: class weights and label smoothing
         // would push probability towards the 12 absent ones.
@@ -1088,6 +1235,7 @@ mod tests {
             augment: VoiceAugment::basic(),
             input: RunInput { features: MfccConfig::voice(), cmn: true },
             sex_only_per_epoch: 32,
+            weight_average: None,
         };
         let state = train_voice(&train, &val, &arch, &request).unwrap();
         assert_eq!(state.epochs_done, 5);
@@ -1098,6 +1246,10 @@ mod tests {
         let kept = VoiceTrainRequest { input: RunInput { cmn: false, ..request.input.clone() }, ..request.clone() };
         let refused = train_voice(&train, &val, &arch, &kept).unwrap_err().to_string();
         assert!(refused.contains("--window-mean"), "{refused}");
+        // Nor with averaged weights it never kept.
+        let averaged = VoiceTrainRequest { weight_average: Some(0.9), ..request.clone() };
+        let refused = train_voice(&train, &val, &arch, &averaged).unwrap_err().to_string();
+        assert!(refused.contains("--weight-average"), "{refused}");
         let state = train_voice(&train, &val, &arch, &request).unwrap();
         assert_eq!(state.history.len(), 10);
 
@@ -1118,8 +1270,23 @@ mod tests {
         second.resume = false;
         second.options.epochs = 3;
         second.options.seed = 7;
+        // This one measures and keeps averaged weights.
+        second.weight_average = Some(0.9);
         let state2 = train_voice(&split.train, &val, &arch, &second).unwrap();
+        let average_file = second.run_dir.join("average.safetensors");
+        assert!(average_file.is_file());
+        if state2.best_epoch == 3 {
+            let best = Tensor::read_safetensors(second.run_dir.join("best.safetensors")).unwrap();
+            let average: BTreeMap<String, Tensor> =
+                Tensor::read_safetensors(&average_file).unwrap().into_iter().collect();
+            for (name, tensor) in best {
+                assert!(tensor.equal(&average[&name]), "best.safetensors holds the averaged {name}");
+            }
+        }
         export(&second.run_dir.join("last.safetensors"), &state2, &split, &second).unwrap();
+        let card2 = VoiceModelCard::load(&card_path(&second.export)).unwrap();
+        assert!(card2.train_command.contains("--weight-average 0.9"), "{}", card2.train_command);
+        assert!(card2.trained_on.contains("averaged"), "{}", card2.trained_on);
         let joined = dir.path().join("ensemble/voice.safetensors");
         let card = merge_ensemble(&[request.export.clone(), second.export.clone()], &joined).unwrap();
         assert_eq!((card.ensemble.len(), card.training_corpora.clone()), (1, vec!["t".to_string()]));
@@ -1146,5 +1313,14 @@ mod tests {
         let mean3 = (model.net.predict_proba(&x) * 2.0 + other.net.predict_proba(&x)) / 3.0;
         let got3 = ensemble3.net.predict_proba(&x);
         assert!(got3.allclose(&mean3, 1e-5, 1e-6, false), "{got3} vs {mean3}");
+
+        // An averaged run resumes with its average.
+        second.resume = true;
+        second.options.epochs = 4;
+        let resumed = train_voice(&split.train, &val, &arch, &second).unwrap();
+        assert_eq!(resumed.history.len(), 4);
+        let without = VoiceTrainRequest { weight_average: None, ..second.clone() };
+        let refused = train_voice(&split.train, &val, &arch, &without).unwrap_err().to_string();
+        assert!(refused.contains("--weight-average"), "{refused}");
     }
 }

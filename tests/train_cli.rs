@@ -1,0 +1,27 @@
+//! The training commands refuse settings that make no sense before they
+//! load any data.
+
+use std::process::Command;
+
+fn emotion_ai(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_emotion-ai")).args(args).output().expect("runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_speech_check_without_hidden_units_is_refused() {
+    let (code, stderr) = emotion_ai(&["train", "speech-check", "--data", "no-such-dir", "--hidden", "0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--hidden") && stderr.contains("at least 1"), "{stderr}");
+}
+
+#[test]
+fn a_weight_average_decay_outside_zero_to_one_is_refused() {
+    for decay in ["1", "0", "-0.5", "1.5", "fast"] {
+        // `=` so that clap reads "-0.5" as the value, not as a flag.
+        let flag = format!("--weight-average={decay}");
+        let (code, stderr) = emotion_ai(&["train", "voice-emotion", "--data", "no-such-dir", &flag]);
+        assert_eq!(code, 2, "{decay}: {stderr}");
+        assert!(stderr.contains("--weight-average"), "{decay}: {stderr}");
+    }
+}
