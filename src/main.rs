@@ -390,6 +390,15 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
+/// `--f0-shift`: octaves from 0 to 1.
+fn octaves_up_to_one(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(octaves) if (0.0..=1.0).contains(&octaves) => Ok(octaves),
+        Ok(octaves) => Err(format!("the shift must lie between 0 and 1 octave (e.g. 0.25), not {octaves}")),
+        Err(_) => Err(format!("{text:?} is not a number")),
+    }
+}
+
 /// `--weight-average`: a decay strictly between 0 and 1.
 fn decay_in_unit_interval(text: &str) -> Result<f64, String> {
     let decay: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
@@ -436,6 +445,10 @@ struct TrainVoiceEmotion {
     /// rather than the raw weights: its validation score moves less from epoch to epoch.
     #[arg(long, value_parser = decay_in_unit_interval)]
     weight_average: Option<f64>,
+    /// Largest shift, in octaves either way, of the pitch row of half the training windows (the spectrum
+    /// left alone), so that sex rests on more than F0; 0 (the shipped model) turns it off.
+    #[arg(long, default_value_t = 0.0, value_parser = octaves_up_to_one)]
+    f0_shift: f32,
     /// Directory for checkpoints and the run's state.
     #[arg(long, default_value = "runs/voice-emotion")]
     run_dir: PathBuf,
@@ -570,7 +583,10 @@ fn main() -> Result<()> {
                 resume: args.resume,
                 export: args.export,
                 options,
-                augment: emotion_ai::train::voice_augment::VoiceAugment::channel_robust(),
+                augment: emotion_ai::train::voice_augment::VoiceAugment {
+                    f0_shift: args.f0_shift,
+                    ..emotion_ai::train::voice_augment::VoiceAugment::channel_robust()
+                },
                 input: voice_emotion::RunInput {
                     features: match args.features {
                         VoiceFeatures::Mfcc => MfccConfig::voice(),

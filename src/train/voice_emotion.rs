@@ -37,7 +37,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::metrics::{calibration, round4, CalibrationSummary, ConfusionMatrix, ECE_BINS};
-use super::voice_augment::{augment_window, VoiceAugment};
+use super::voice_augment::{augment_window, shift_pitch_row, VoiceAugment};
 use super::voice_data::{class_counts, load_clips, VoiceClip, VoiceLabel};
 use super::{class_weights, export_weights, learning_rate, EpochRecord, RunState, TrainOptions};
 use crate::features::voice_input::VoiceFeatureExtractor;
@@ -238,6 +238,9 @@ fn augmented_batch(
                 for (clip, slot) in chunk.iter().zip(out.chunks_mut(per_clip)) {
                     let samples = augment_window(&clip.samples, window, rate, recipe, &mut rng);
                     slot.copy_from_slice(&extractor.compute(&samples).data);
+                    if recipe.f0_shift > 0.0 && rng.random_bool(0.5) {
+                        shift_pitch_row(slot, rows, frames, recipe.f0_shift, &mut rng);
+                    }
                     if rng.random_bool(0.5) {
                         time_mask(slot, frames, mean, 30, &mut rng);
                     }
@@ -747,12 +750,17 @@ pub fn export(
         // The seed is named when it is not the default: two members of an
         // ensemble differ by nothing else.
         train_command: format!(
-            "emotion-ai train voice-emotion {}{}{}{}{} --epochs {}{}",
+            "emotion-ai train voice-emotion {}{}{}{}{}{} --epochs {}{}",
             data_args(&request.data),
             leave_out_args(&request.leave_out),
             if request.input.features.log_mel { " --features log-mel" } else { " --features mfcc" },
             if request.input.cmn { "" } else { " --window-mean keep" },
             request.weight_average.map(|d| format!(" --weight-average {d}")).unwrap_or_default(),
+            if request.augment.f0_shift > 0.0 {
+                format!(" --f0-shift {}", request.augment.f0_shift)
+            } else {
+                String::new()
+            },
             o.epochs,
             if o.seed == default_options().seed { String::new() } else { format!(" --seed {}", o.seed) }
         ),
