@@ -27,7 +27,7 @@ pub use crate::features::filter::Biquad;
 use crate::predict::voice::{rms, window_samples};
 
 /// Probabilities of each change (0 turns it off).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VoiceAugment {
     /// Largest relative speed change (0.15: 0.85-1.15).
     pub speed: f64,

@@ -510,6 +510,7 @@ pub fn train_voice(
     // with others.
     pin_run_setting(run_dir, "features.json", &request.input, None, request, "--features and --window-mean")?;
     pin_run_setting(run_dir, "weight_average.json", &request.weight_average, Some(None), request, "--weight-average")?;
+    pin_run_setting(run_dir, "augment.json", &request.augment, None, request, "augmentation (--f0-shift)")?;
     let spec = input_spec(&request.input, Vec::new(), Vec::new());
     if architecture.n_mfcc != spec.rows() as i64 {
         bail!("the network reads {} rows but the features have {}", architecture.n_mfcc, spec.rows());
@@ -1258,6 +1259,13 @@ mod tests {
         let averaged = VoiceTrainRequest { weight_average: Some(0.9), ..request.clone() };
         let refused = train_voice(&train, &val, &arch, &averaged).unwrap_err().to_string();
         assert!(refused.contains("--weight-average"), "{refused}");
+        // Nor with another augmentation.
+        let shifted = VoiceTrainRequest {
+            augment: VoiceAugment { f0_shift: 0.25, ..request.augment.clone() },
+            ..request.clone()
+        };
+        let refused = train_voice(&train, &val, &arch, &shifted).unwrap_err().to_string();
+        assert!(refused.contains("--f0-shift"), "{refused}");
         let state = train_voice(&train, &val, &arch, &request).unwrap();
         assert_eq!(state.history.len(), 10);
 
