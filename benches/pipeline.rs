@@ -81,7 +81,12 @@ fn stages(c: &mut Criterion) {
     c.bench_function("forward/face_sex", |b| b.iter(|| sex.net.predict_proba(&sex_face)));
     let verifier = FaceVerifier::load(&models.join("face_verifier.safetensors")).expect("face verifier");
     c.bench_function("forward/face_verifier", |b| b.iter(|| verifier.face_probabilities(&one_face).expect("verify")));
-    let window = Tensor::randn([1, 40, 300], (tch::Kind::Float, tch::Device::Cpu));
+    // The served input: the card's spectral rows (log-mel bands) and pitch
+    // rows of one 3 s window, then the networks on a map of that shape.
+    let served_input = voice.card.input.extractor();
+    let clip = speech(3);
+    c.bench_function("features/voice_3s_window", |b| b.iter(|| served_input.compute(&clip)));
+    let window = Tensor::randn([1, voice.card.input.rows() as i64, 300], (tch::Kind::Float, tch::Device::Cpu));
     c.bench_function("forward/voice_3s_window", |b| b.iter(|| voice.net.predict_proba(&window)));
 }
 
