@@ -536,17 +536,6 @@ pub fn train_voice(
     };
     state.options.epochs = options.epochs;
     let options = state.options.clone();
-    let average_path = run_dir.join("average.safetensors");
-    let mut average = match request.weight_average {
-        Some(decay) => {
-            let mut average = WeightAverage::new(decay, architecture, &vs)?;
-            if state.epochs_done > 0 {
-                average.vs.load(&average_path).context("loading the averaged weights of the run")?;
-            }
-            Some(average)
-        }
-        None => None,
-    };
     tch::manual_seed(options.seed + state.epochs_done as i64);
 
     let (with_emotion, sex_only): (Vec<&VoiceClip>, Vec<&VoiceClip>) =
@@ -558,6 +547,19 @@ pub fn train_voice(
         bail!("{per_epoch} training clips an epoch are fewer than one batch of {batch}");
     }
     let total_steps = steps_per_epoch * options.epochs;
+    let average_path = run_dir.join("average.safetensors");
+    let mut average = match request.weight_average {
+        Some(decay) => {
+            let mut average = WeightAverage::new(decay, architecture, &vs)?;
+            if state.epochs_done > 0 {
+                average.vs.load(&average_path).context("loading the averaged weights of the run")?;
+                // Past its first steps: no second warm-up with the small decay.
+                average.updates = (state.epochs_done * steps_per_epoch) as u64;
+            }
+            Some(average)
+        }
+        None => None,
+    };
     let weights =
         Tensor::from_slice(&class_weights(&class_counts(train), options.class_weight_power)).to_kind(Kind::Float);
     let mut opt = nn::AdamW { wd: options.weight_decay, ..Default::default() }.build(&vs, options.lr)?;
@@ -1166,9 +1168,6 @@ mod tests {
         assert_eq!((emotion.accuracy(), sex.accuracy()), (1.0, 1.0));
     }
 
-    /// Two "speakers" a network can tell apart (low and high tones), some
-    /// clips with an emotion and some with a sex only, trained for a few
-    /// epochs: learns, checkpoints, resumes, exports a loadable card.
     fn tiny_architecture() -> VoiceNetConfig {
         VoiceNetConfig { n_mfcc: 42, channels: vec![4, 8], classes: 14, dropout: 0.0, pitch_summary: true }
     }
@@ -1201,6 +1200,9 @@ mod tests {
         assert!(WeightAverage::new(0.0, &arch, &trained).is_err());
     }
 
+    /// Two "speakers" a network can tell apart (low and high tones), some
+    /// clips with an emotion and some with a sex only, trained for a few
+    /// epochs: learns, checkpoints, resumes, exports a loadable card.
     #[test]
     fn trains_a_toy_task_resumes_and_exports() {
         // Tones with some noise and a level that varies by clip, so that the
