@@ -193,6 +193,9 @@ enum TrainCommand {
     SpeechCheck(TrainSpeechCheck),
     /// Joins trained voice networks (e.g. seeds of one recipe) into one ensemble file that answers with their mean.
     VoiceEnsemble(TrainVoiceEnsemble),
+    /// A face-emotion network between two trainings of it, weight by weight
+    /// (e.g. the shipped weights and a FER+ fine-tune of them).
+    FaceEmotionInterpolate(TrainFaceEmotionInterpolate),
     /// The face verifier (face or phantom), on FER2013 and UTKFace faces against face-free photos.
     FaceVerifier(TrainFaceVerifier),
 }
@@ -241,6 +244,22 @@ struct TrainVoiceEnsemble {
     members: Vec<PathBuf>,
     /// Where to write the ensemble's weights (its card goes beside them).
     #[arg(long, default_value = "models/voice_emotion.safetensors")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct TrainFaceEmotionInterpolate {
+    /// One end: a trained face-emotion network's weights, its card beside it.
+    #[arg(long)]
+    base: PathBuf,
+    /// The other end: the same architecture trained further (e.g. fine-tuned on FER+ votes).
+    #[arg(long)]
+    tuned: PathBuf,
+    /// Where on the line between them: 0 = base, 1 = tuned. Choose it on PublicTest.
+    #[arg(long)]
+    weight: f64,
+    /// Where to write the interpolated weights (their card goes beside them).
+    #[arg(long)]
     out: PathBuf,
 }
 
@@ -622,6 +641,14 @@ fn main() -> Result<()> {
                 card.eval_command
             );
         }
+        Command::Train(TrainCommand::FaceEmotionInterpolate(args)) => {
+            face_emotion::interpolate(&args.base, &args.tuned, args.weight, &args.out)?;
+            println!(
+                "wrote {}; measure it with: emotion-ai eval face-emotion --data <FER2013> --weights {}",
+                args.out.display(),
+                args.out.display()
+            );
+        }
         Command::Train(TrainCommand::FaceSex(args)) => {
             let options = train_options(
                 face_sex::default_options(),
@@ -809,6 +836,11 @@ fn main() -> Result<()> {
                 );
             }
             print_calibration(&report.calibration);
+            print!("PublicTest (chooses; not a test figure): {:.2}%", report.public_test.accuracy * 100.0);
+            match &report.public_test_ferplus_majority {
+                Some(score) => println!(", {:.2}% against the FER+ majority", score.accuracy * 100.0),
+                None => println!(),
+            }
             println!("confusion matrix: {} and {}", report.json_path.display(), report.png_path.display());
         }
     }
