@@ -788,6 +788,7 @@ pub fn merge_ensemble(members: &[PathBuf], out: &Path) -> Result<VoiceModelCard>
     let mut named = Vec::new();
     let mut card: Option<VoiceModelCard> = None;
     let mut train_commands = Vec::new();
+    let mut trained_on = Vec::new();
     let mut networks = 0;
     for path in members {
         let member = VoiceModelCard::load(&card_path(path))?;
@@ -816,6 +817,7 @@ pub fn merge_ensemble(members: &[PathBuf], out: &Path) -> Result<VoiceModelCard>
                 .with_context(|| format!("{}: variable {name} belongs to no network of the card", path.display()))?;
             named.push((format!("{}{rest}", member_prefix(networks + index)), tensor));
         }
+        trained_on.push(MemberTraining::of(&member, networks));
         networks += inner;
         train_commands.push(member.train_command.clone());
         match &mut card {
@@ -832,8 +834,7 @@ pub fn merge_ensemble(members: &[PathBuf], out: &Path) -> Result<VoiceModelCard>
     let each = card.description.split_once("Each: ").map_or(card.description.as_str(), |(_, each)| each).to_string();
     card.description =
         format!("Mean of the probabilities of {networks} networks trained alike from different seeds. Each: {each}");
-    let trained_on = card.trained_on.strip_prefix("each member: ").unwrap_or(&card.trained_on).to_string();
-    card.trained_on = format!("each member: {trained_on}");
+    card.trained_on = describe_members(&trained_on);
     card.metrics = json!({});
     card.calibration = None;
     card.mixed = None;
@@ -853,6 +854,49 @@ pub fn merge_ensemble(members: &[PathBuf], out: &Path) -> Result<VoiceModelCard>
     let loaded = LoadedVoiceModel::load(out)?;
     anyhow::ensure!(loaded.net.members.len() == networks, "the ensemble did not reload whole");
     Ok(card)
+}
+
+/// How one member of an ensemble (one network, or an ensemble itself) was
+/// trained, and which of the joined file's networks it became.
+struct MemberTraining {
+    /// Index of its first network in the joined file.
+    first: usize,
+    networks: usize,
+    /// Its card's `trained_on`, without a leading "each member: ".
+    what: String,
+    /// Whether `what` holds for each of its networks alike (a single network,
+    /// or an ensemble whose card says "each member: ").
+    alike: bool,
+}
+
+impl MemberTraining {
+    fn of(card: &VoiceModelCard, first: usize) -> Self {
+        let networks = 1 + card.ensemble.len();
+        let stripped = card.trained_on.strip_prefix("each member: ");
+        let what = stripped.unwrap_or(&card.trained_on).to_string();
+        Self { first, networks, what, alike: networks == 1 || stripped.is_some() }
+    }
+}
+
+/// The card's `trained_on` for an ensemble: one description when every
+/// network was trained alike (the same data, recipe and chosen epoch), else
+/// one per member, so that no network's chosen epoch is misstated.
+fn describe_members(members: &[MemberTraining]) -> String {
+    if members.iter().all(|m| m.alike) && members.windows(2).all(|pair| pair[0].what == pair[1].what) {
+        return format!("each member: {}", members.first().map_or("", |m| m.what.as_str()));
+    }
+    let parts: Vec<String> = members
+        .iter()
+        .map(|m| {
+            let (first, last) = (m.first + 1, m.first + m.networks);
+            match (m.networks, m.alike) {
+                (1, _) => format!("network {first}: {}", m.what),
+                (_, true) => format!("networks {first}-{last}, each: {}", m.what),
+                (_, false) => format!("networks {first}-{last}: [{}]", m.what),
+            }
+        })
+        .collect();
+    parts.join("; ")
 }
 
 /// Which of a file's `networks` networks a variable belongs to, and its name
@@ -1173,6 +1217,15 @@ mod tests {
     }
 
     #[test]
+    fn an_ensemble_card_says_how_each_network_was_trained() {
+        let member = |first, networks, what: &str, alike| MemberTraining { first, networks, what: what.into(), alike };
+        let alike = [member(0, 2, "recipe (epoch 28)", true), member(2, 1, "recipe (epoch 28)", true)];
+        assert_eq!(describe_members(&alike), "each member: recipe (epoch 28)");
+        let apart = [member(0, 2, "recipe (epoch 28)", true), member(2, 1, "recipe (epoch 37)", true)];
+        assert_eq!(describe_members(&apart), "networks 1-2, each: recipe (epoch 28); network 3: recipe (epoch 37)");
+    }
+
+    #[test]
     fn weight_average_moves_towards_the_trained_weights() {
         let arch = tiny_architecture();
         let trained = nn::VarStore::new(Device::Cpu);
@@ -1326,6 +1379,15 @@ mod tests {
         assert_eq!(card3.params, 2 * model.card.params + other.card.params);
         assert!(card3.description.starts_with("Mean of the probabilities of 3 networks"), "{}", card3.description);
         assert_eq!(card3.description.matches("Each: ").count(), 1);
+        // The members chose their epochs apart (and one averaged its
+        // weights): the card says how each network was trained.
+        assert!(
+            card.trained_on.starts_with("network 1: ") && card.trained_on.contains("; network 2: "),
+            "{}",
+            card.trained_on
+        );
+        assert!(card3.trained_on.starts_with("networks 1-2: [network 1: "), "{}", card3.trained_on);
+        assert!(card3.trained_on.contains("]; network 3: "), "{}", card3.trained_on);
         let ensemble3 = LoadedVoiceModel::load(&three).unwrap();
         assert_eq!(ensemble3.net.members.len(), 3);
         let mean3 = (model.net.predict_proba(&x) * 2.0 + other.net.predict_proba(&x)) / 3.0;
