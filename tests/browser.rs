@@ -327,6 +327,12 @@ async fn answer_pages_work_in_headless_chromium() {
     let card: Value = serde_json::from_slice(&std::fs::read(root().join("models/face_emotion.json")).unwrap()).unwrap();
     let accuracy = card["metrics"]["fer2013_private_test_accuracy"].as_f64().unwrap();
     assert!(note.contains("about 2 times in 3") && note.contains(&format!("{:.0}%", 100.0 * accuracy)), "{note}");
+    // And how often it agrees with the FER+ raters, from the same card.
+    let raters = card["metrics"]["ferplus_private_test_majority_accuracy"].as_f64().unwrap();
+    assert!(
+        note.contains(&format!("ten people who rated each face about 4 times in 5 ({:.0}%)", 100.0 * raters)),
+        "{note}"
+    );
     browser.find(Locator::Css("p.accuracy a")).await.unwrap().click().await.unwrap();
     wait_for(&browser, "article.model").await;
     // Face emotion, face sex, voice, speech check and face verifier.

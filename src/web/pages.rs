@@ -186,9 +186,22 @@ impl AccuracyNotes {
     /// The notes for the models `analyzer` serves.
     pub fn of(analyzer: &crate::predict::Analyzer) -> Self {
         let figure = |metrics: &serde_json::Value, key: &str| metrics.get(key).and_then(serde_json::Value::as_f64);
-        let face_emotion = figure(&analyzer.face_emotion_card().metrics, "fer2013_private_test_accuracy").map(|a| {
+        let face_metrics = &analyzer.face_emotion_card().metrics;
+        let face_emotion = figure(face_metrics, "fer2013_private_test_accuracy").map(|a| {
+            // FER2013's own labels are noisy; where the card has it, say too
+            // how often the model agrees with what ten raters saw.
+            let raters = figure(face_metrics, "ferplus_private_test_majority_accuracy")
+                .map(|r| {
+                    format!(
+                        ", and agrees with most of ten people who rated each face {} ({:.0}%)",
+                        in_words(r),
+                        100.0 * r
+                    )
+                })
+                .unwrap_or_default();
             format!(
-                "The face model is right {} ({:.0}%) on faces it was tested on (FER2013's held-out test faces).",
+                "The face model is right {} ({:.0}%) on faces it was tested on (FER2013's held-out test faces, \
+                 by their original labels){raters}.",
                 in_words(a),
                 100.0 * a
             )
