@@ -256,7 +256,7 @@ struct TrainFaceEmotionInterpolate {
     #[arg(long)]
     tuned: PathBuf,
     /// Where on the line between them: 0 = base, 1 = tuned. Choose it on PublicTest.
-    #[arg(long)]
+    #[arg(long, value_parser = point_on_the_line)]
     weight: f64,
     /// Where to write the interpolated weights (their card goes beside them).
     #[arg(long)]
@@ -425,6 +425,17 @@ fn decay_in_unit_interval(text: &str) -> Result<f64, String> {
         Ok(decay)
     } else {
         Err(format!("the decay must lie strictly between 0 and 1 (e.g. 0.995), not {decay}"))
+    }
+}
+
+/// `train face-emotion-interpolate --weight`: a point on the line from the
+/// base (0) to the tuned network (1), checked before any file is read.
+fn point_on_the_line(text: &str) -> Result<f64, String> {
+    let weight: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&weight) {
+        Ok(weight)
+    } else {
+        Err(format!("the weight must lie from 0 (the base) to 1 (the tuned network), not {weight}"))
     }
 }
 

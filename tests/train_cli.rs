@@ -25,3 +25,15 @@ fn a_weight_average_decay_outside_zero_to_one_is_refused() {
         assert!(stderr.contains("--weight-average"), "{decay}: {stderr}");
     }
 }
+
+#[test]
+fn an_interpolation_weight_off_the_line_is_refused() {
+    for weight in ["1.5", "-0.5", "NaN", "half"] {
+        let flag = format!("--weight={weight}");
+        let args = ["train", "face-emotion-interpolate", "--base", "a.safetensors", "--tuned", "b.safetensors", &flag];
+        let (code, stderr) = emotion_ai(&[&args[..], &["--out", "c.safetensors"]].concat());
+        assert_eq!(code, 2, "{weight}: {stderr}");
+        assert!(stderr.contains("--weight"), "{weight}: {stderr}");
+    }
+    assert!(!std::path::Path::new("c.safetensors").exists());
+}
