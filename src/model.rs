@@ -335,6 +335,12 @@ impl LoadedFaceModel {
         vs.freeze();
         Ok(Self { _vs: vs, net, card })
     }
+
+    /// Every variable of the network by name (weights, batch-norm statistics,
+    /// input scaling), for tools that combine trained networks.
+    pub fn variables(&self) -> std::collections::HashMap<String, Tensor> {
+        self._vs.variables()
+    }
 }
 
 /// Number of trainable parameters in a var store.

@@ -194,28 +194,33 @@ impl SubsetScore {
     }
 }
 
-/// PrivateTest without its near-copies, and against FER+ majorities, where
-/// the FER+ files are there.
-fn ferplus_scores(
+/// PrivateTest without its near-copies, where the list is there.
+fn without_near_copies(
     data: &Path,
     private: &fer2013::FaceSet,
     distributions: &[Vec<f32>],
     truth: &[usize],
-) -> Result<(Option<SubsetScore>, Option<SubsetScore>)> {
-    // FER+ joins faces by the folder release's paths; fer2013.csv has none.
-    if private.names.len() != private.len() {
-        return Ok((None, None));
+) -> Result<Option<SubsetScore>> {
+    if !has_paths(private) {
+        return Ok(None);
     }
-    let without = ferplus::near_copies(data)?.map(|copies| {
+    Ok(ferplus::near_copies(data)?.map(|copies| {
         let keep = ferplus::indices_without(&private.names, &copies);
         let kept_truth: Vec<usize> = keep.iter().map(|&i| truth[i]).collect();
         SubsetScore::of(distributions, &keep, &kept_truth)
-    });
-    let majority = FerPlus::load(data)?.map(|votes| {
-        let (indices, labels) = votes.majority(&private.names);
-        SubsetScore::of(distributions, &indices, &labels)
-    });
-    Ok((without, majority))
+    }))
+}
+
+/// `set` scored against the FER+ majorities, where the votes are there.
+fn majority_score(votes: Option<&FerPlus>, set: &fer2013::FaceSet, distributions: &[Vec<f32>]) -> Option<SubsetScore> {
+    let votes = votes.filter(|_| has_paths(set))?;
+    let (indices, labels) = votes.majority(&set.names);
+    Some(SubsetScore::of(distributions, &indices, &labels))
+}
+
+/// FER+ joins faces by the folder release's paths; fer2013.csv has none.
+fn has_paths(set: &fer2013::FaceSet) -> bool {
+    set.names.len() == set.len()
 }
 
 /// Evaluates `weights` on FER2013 PrivateTest; writes the confusion matrix as
@@ -227,12 +232,15 @@ pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -
     // One pass over PrivateTest serves both the confusion matrix and the ECE.
     let private = split(&sets, Split::PrivateTest, data)?;
     let (test, test_truth) = distributions(&model.net, private);
-    let (without_near_copies, ferplus_majority) = ferplus_scores(data, private, &test, &test_truth)?;
+    let without_near_copies = without_near_copies(data, private, &test, &test_truth)?;
+    // The votes are read once and score both splits.
+    let votes = if has_paths(private) { FerPlus::load(data)? } else { None };
+    let ferplus_majority = majority_score(votes.as_ref(), private, &test);
     let matrix = ConfusionMatrix::from_distributions(&EMOTIONS, &test, &test_truth);
     let public = split(&sets, Split::PublicTest, data)?;
     let (validation, validation_truth) = distributions(&model.net, public);
     let public_test = SubsetScore::of(&validation, &(0..validation.len()).collect::<Vec<_>>(), &validation_truth);
-    let (_, public_test_ferplus_majority) = ferplus_scores(data, public, &validation, &validation_truth)?;
+    let public_test_ferplus_majority = majority_score(votes.as_ref(), public, &validation);
     let calibration =
         CalibrationSummary::fit((&validation, &validation_truth), (&test, &test_truth), "FER2013 PublicTest");
     let recall = matrix.recall();
@@ -319,8 +327,8 @@ pub fn interpolate(base: &Path, tuned: &Path, weight: f64, out: &Path) -> Result
     if !(0.0..=1.0).contains(&weight) {
         bail!("the interpolation weight must be within 0..=1, not {weight}");
     }
-    let base_card = ModelCard::load(&card_path(base))?;
-    let tuned_card = ModelCard::load(&card_path(tuned))?;
+    let (base_model, tuned_model) = (LoadedFaceModel::load(base)?, LoadedFaceModel::load(tuned)?);
+    let (base_card, tuned_card) = (&base_model.card, &tuned_model.card);
     if base_card.architecture != tuned_card.architecture || base_card.classes != tuned_card.classes {
         bail!(
             "{} and {} are different networks ({:?} {:?} against {:?} {:?}): only two trainings of one architecture \
@@ -336,16 +344,9 @@ pub fn interpolate(base: &Path, tuned: &Path, weight: f64, out: &Path) -> Result
     if base_card.input.size != tuned_card.input.size || base_card.input.margin != tuned_card.input.margin {
         bail!("{} and {} read different crops", base.display(), tuned.display());
     }
-    let load = |path: &Path| -> Result<nn::VarStore> {
-        let mut vs = nn::VarStore::new(tch::Device::Cpu);
-        let _net = FaceNet::new(&vs.root(), &base_card.architecture);
-        vs.load(path).map_err(|e| anyhow!("loading weights {}: {e}", path.display()))?;
-        Ok(vs)
-    };
-    let (from, to) = (load(base)?, load(tuned)?);
     let mixed = nn::VarStore::new(tch::Device::Cpu);
     let net = FaceNet::new(&mixed.root(), &base_card.architecture);
-    let (from, to) = (from.variables(), to.variables());
+    let (from, to) = (base_model.variables(), tuned_model.variables());
     tch::no_grad(|| {
         for (name, mut variable) in mixed.variables() {
             // Both stores were built by the same constructor, so every name is in each.
@@ -431,12 +432,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let arch = FaceNetConfig { channels: vec![4, 8], hidden: 8, classes: 7, dropout: 0.0, input_size: 48 };
         let (a, b) = (tiny(dir.path(), "a", 1, &arch), tiny(dir.path(), "b", 2, &arch));
-        let variables = |path: &Path| {
-            let mut vs = nn::VarStore::new(Device::Cpu);
-            let _net = FaceNet::new(&vs.root(), &arch);
-            vs.load(path).unwrap();
-            vs.variables()
-        };
+        let variables = |path: &Path| LoadedFaceModel::load(path).unwrap().variables();
         let (va, vb) = (variables(&a), variables(&b));
         for weight in [0.0, 0.3, 1.0] {
             let out = dir.path().join(format!("mix{weight}.safetensors"));
