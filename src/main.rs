@@ -409,7 +409,7 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
-/// `--f0-shift`: octaves from 0 to 1.
+/// `--f0-shift` and `--pitch-shift`: octaves from 0 to 1.
 fn octaves_up_to_one(text: &str) -> Result<f32, String> {
     match text.parse::<f32>() {
         Ok(octaves) if (0.0..=1.0).contains(&octaves) => Ok(octaves),
@@ -479,6 +479,11 @@ struct TrainVoiceEmotion {
     /// left alone), so that sex rests on more than F0; 0 (the shipped model) turns it off.
     #[arg(long, default_value_t = 0.0, value_parser = octaves_up_to_one)]
     f0_shift: f32,
+    /// Largest shift, in octaves either way, of the pitch of half the training windows' audio, formants and
+    /// tempo kept (TD-PSOLA), so that sex rests on the vocal tract rather than F0; 0 (the shipped model) turns
+    /// it off.
+    #[arg(long, default_value_t = 0.0, value_parser = octaves_up_to_one)]
+    pitch_shift: f32,
     /// Directory for checkpoints and the run's state.
     #[arg(long, default_value = "runs/voice-emotion")]
     run_dir: PathBuf,
@@ -615,6 +620,7 @@ fn main() -> Result<()> {
                 options,
                 augment: emotion_ai::train::voice_augment::VoiceAugment {
                     f0_shift: args.f0_shift,
+                    pitch_shift: args.pitch_shift,
                     ..emotion_ai::train::voice_augment::VoiceAugment::channel_robust()
                 },
                 input: voice_emotion::RunInput {

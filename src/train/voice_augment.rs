@@ -7,6 +7,9 @@
 //!
 //! - **speed / pitch**: resampling by 0.85-1.15 moves pitch, formants and tempo
 //!   together, a cheap stand-in for other vocal tracts;
+//! - **pitch alone** (off in the shipped recipe): the voiced parts' F0 moved
+//!   with the formants and tempo kept ([`shift_pitch_keep_formants`]), so
+//!   that a man's raised voice is still heard as a man's;
 //! - **microphone colour**: one to three peaking filters of +-9 dB and a
 //!   first-order tilt;
 //! - **reverberation**: a synthetic room impulse response (direct path plus
@@ -24,6 +27,7 @@ use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
 
 pub use crate::features::filter::Biquad;
+use crate::features::pitch::PitchTracker;
 use crate::predict::voice::{rms, window_samples};
 
 /// Probabilities of each change (0 turns it off).
@@ -46,6 +50,13 @@ pub struct VoiceAugment {
     /// angry men as women and sad women as men. See [`shift_pitch_row`].
     #[serde(default)]
     pub f0_shift: f32,
+    /// Largest shift, in octaves either way, of the pitch of half the windows'
+    /// audio with the formants kept ([`shift_pitch_keep_formants`]; 0: off;
+    /// recipes from before it had none). Unlike `f0_shift` it moves the
+    /// harmonics in the spectrum too, so the network cannot find the old F0
+    /// elsewhere; only the vocal tract is left to tell the sexes apart.
+    #[serde(default)]
+    pub pitch_shift: f32,
 }
 
 impl VoiceAugment {
@@ -61,6 +72,7 @@ impl VoiceAugment {
             noise: 0.5,
             gain_db: 10.0,
             f0_shift: 0.0,
+            pitch_shift: 0.0,
         }
     }
 
@@ -76,6 +88,7 @@ impl VoiceAugment {
             noise: 0.5,
             gain_db: 6.0,
             f0_shift: 0.0,
+            pitch_shift: 0.0,
         }
     }
 }
@@ -94,6 +107,75 @@ pub fn shift_pitch_row(map: &mut [f32], rows: usize, frames: usize, max_octaves:
             *f0 += offset;
         }
     }
+}
+
+/// `samples` with the pitch of their voiced parts moved by `octaves` and
+/// their spectral envelope (formants), duration and unvoiced sounds kept:
+/// time-domain pitch-synchronous overlap-add (TD-PSOLA, Moulines &
+/// Charpentier 1990).
+///
+/// The signal is cut into grains two local periods long (Hann-windowed), one
+/// per period where the pitch tracker hears voicing and one per 10 ms
+/// elsewhere. Each grain keeps the vocal tract's response to one glottal
+/// pulse, so laying the grains of voiced parts closer together (higher
+/// pitch) or further apart (lower) moves the harmonics while their envelope
+/// stays. Every output sample is the window-weighted mean of the grains over
+/// it, so the level is kept whatever the spacing.
+pub fn shift_pitch_keep_formants(samples: &[f32], rate: f64, octaves: f32) -> Vec<f32> {
+    let n = samples.len();
+    if octaves == 0.0 || n < 2 || !octaves.is_finite() {
+        return samples.to_vec();
+    }
+    let hop = ((rate * 0.01) as usize).max(1);
+    let track = PitchTracker::new(rate as u32, hop).track(samples);
+    let last_frame = track.f0.len().saturating_sub(1);
+    let unvoiced = hop;
+    // The grain spacing at sample `t`: one period where voiced.
+    let period_at = |t: usize| -> (usize, bool) {
+        let frame = ((t + hop / 2) / hop).min(last_frame);
+        let (f0, strength) = (track.f0[frame], track.strength[frame]);
+        if strength >= crate::features::voice_input::VOICED_STRENGTH && f0 > 0.0 {
+            (((rate as f32 / f0).round() as usize).max(2), true)
+        } else {
+            (unvoiced, false)
+        }
+    };
+    let mut marks = Vec::new();
+    let mut t = 0;
+    while t < n {
+        let (period, voiced) = period_at(t);
+        marks.push((t, period, voiced));
+        t += period;
+    }
+    let factor = 2f64.powf(f64::from(octaves));
+    let mut out = vec![0.0f32; n];
+    let mut weight = vec![0.0f32; n];
+    let (mut at, mut k) = (0.0f64, 0usize);
+    while (at as usize) < n {
+        while k + 1 < marks.len() && (marks[k + 1].0 as f64) <= at {
+            k += 1;
+        }
+        if k + 1 < marks.len() && marks[k + 1].0 as f64 - at < at - marks[k].0 as f64 {
+            k += 1;
+        }
+        let (mark, period, voiced) = marks[k];
+        let centre = at.round() as isize;
+        let half = period as isize;
+        for i in -half..half {
+            let (src, dst) = (mark as isize + i, centre + i);
+            if src < 0 || dst < 0 || src as usize >= n || dst as usize >= n {
+                continue;
+            }
+            let w = 0.5 + 0.5 * (std::f32::consts::PI * i as f32 / half as f32).cos();
+            out[dst as usize] += w * samples[src as usize];
+            weight[dst as usize] += w;
+        }
+        at += if voiced { period as f64 / factor } else { period as f64 };
+    }
+    for ((o, w), s) in out.iter_mut().zip(&weight).zip(samples) {
+        *o = if *w > 1e-3 { *o / w } else { *s };
+    }
+    out
 }
 
 /// Stretches `samples` to `len` samples by linear interpolation.
@@ -206,6 +288,10 @@ pub fn augment_window(
     // serving does (see `window_samples`).
     let phase = if stretched.len() < window { rng.random_range(0..stretched.len().max(1)) } else { 0 };
     let mut out = window_samples(&stretched, phase, window);
+    if recipe.pitch_shift > 0.0 && rng.random_bool(0.5) {
+        let octaves = rng.random_range(-recipe.pitch_shift..=recipe.pitch_shift);
+        out = shift_pitch_keep_formants(&out, rate, octaves);
+    }
     let level = rms(&out);
 
     if rng.random_bool(recipe.colour) {
@@ -324,6 +410,90 @@ mod tests {
         assert_eq!(map[2 * frames] - before[2 * frames], offset, "0 turns it off");
     }
 
+    /// A vowel-like sound: glottal pulses at `f0` through one resonance at
+    /// `formant` Hz (100 Hz wide).
+    fn vowel(f0: f32, formant: f32, len: usize) -> Vec<f32> {
+        let rate = 16_000.0f32;
+        let ring: Vec<f32> = (0..400)
+            .map(|i| {
+                let t = i as f32 / rate;
+                (-std::f32::consts::PI * 100.0 * t).exp() * (std::f32::consts::TAU * formant * t).sin()
+            })
+            .collect();
+        let mut pulses = vec![0.0f32; len];
+        let mut t = 0.0f32;
+        while (t as usize) < len {
+            pulses[t as usize] = 1.0;
+            t += rate / f0;
+        }
+        let out = convolve(&pulses, &ring);
+        let peak = out.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+        out.iter().map(|s| s / peak * 0.5).collect()
+    }
+
+    /// Median F0 of the voiced frames.
+    fn median_pitch(samples: &[f32]) -> f32 {
+        let track = PitchTracker::new(16_000, 160).track(samples);
+        let mut voiced: Vec<f32> =
+            track.f0.iter().zip(&track.strength).filter(|(_, s)| **s >= 0.5).map(|(f, _)| *f).collect();
+        voiced.sort_by(f32::total_cmp);
+        voiced.get(voiced.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    /// Power-weighted mean frequency of the 300-2,500 Hz band: where the
+    /// formant sits.
+    fn formant_centroid(samples: &[f32]) -> f32 {
+        let len = samples.len().next_power_of_two();
+        let mut spectrum: Vec<Complex<f32>> = samples.iter().map(|&s| Complex::new(s, 0.0)).collect();
+        spectrum.resize(len, Complex::new(0.0, 0.0));
+        FftPlanner::new().plan_fft_forward(len).process(&mut spectrum);
+        let (mut sum, mut weighted) = (0.0f64, 0.0f64);
+        for (bin, c) in spectrum.iter().enumerate().take(len / 2) {
+            let freq = bin as f64 * 16_000.0 / len as f64;
+            if (300.0..2_500.0).contains(&freq) {
+                sum += f64::from(c.norm_sqr());
+                weighted += freq * f64::from(c.norm_sqr());
+            }
+        }
+        (weighted / sum) as f32
+    }
+
+    #[test]
+    fn pitch_moves_and_the_formant_stays() {
+        let voice = vowel(120.0, 800.0, 32_000);
+        let (pitch, formant) = (median_pitch(&voice), formant_centroid(&voice));
+        assert!((pitch - 120.0).abs() < 3.0, "the fixture's pitch: {pitch}");
+        for octaves in [0.5f32, -0.4] {
+            let shifted = shift_pitch_keep_formants(&voice, 16_000.0, octaves);
+            assert_eq!(shifted.len(), voice.len(), "duration kept");
+            assert!(shifted.iter().all(|s| s.is_finite()));
+            let expected = 120.0 * 2f32.powf(octaves);
+            let moved = median_pitch(&shifted);
+            assert!((moved / expected - 1.0).abs() < 0.04, "{octaves} octaves: {moved} Hz, expected {expected}");
+            let kept = formant_centroid(&shifted);
+            assert!((kept / formant - 1.0).abs() < 0.08, "{octaves} octaves: formant {formant} -> {kept}");
+            let level = rms(&shifted) / rms(&voice);
+            assert!((0.7..1.4).contains(&level), "level kept: x{level}");
+        }
+        // The measure tells the two apart: resampling (the speed change)
+        // moves the formant with the pitch.
+        let resampled = stretch(&voice[..22_627], 32_000);
+        assert!(formant_centroid(&resampled) < 0.8 * formant, "resampling moves it");
+    }
+
+    #[test]
+    fn pitch_shift_leaves_unvoiced_sound_and_nothing_alone() {
+        let mut rng = SmallRng::seed_from_u64(9);
+        let noise = coloured_noise(16_000, 0, &mut rng);
+        let shifted = shift_pitch_keep_formants(&noise, 16_000.0, 0.5);
+        let diff: Vec<f32> = noise.iter().zip(&shifted).map(|(a, b)| a - b).collect();
+        assert!(rms(&diff) < 0.05 * rms(&noise), "noise has no pitch to move: {}", rms(&diff));
+        assert_eq!(shift_pitch_keep_formants(&noise, 16_000.0, 0.0), noise, "0 octaves: unchanged");
+        assert_eq!(shift_pitch_keep_formants(&[], 16_000.0, 0.5), Vec::<f32>::new());
+        assert_eq!(shift_pitch_keep_formants(&[0.3], 16_000.0, 0.5), vec![0.3]);
+        assert_eq!(shift_pitch_keep_formants(&[0.0; 500], 16_000.0, -0.5), vec![0.0; 500]);
+    }
+
     #[test]
     fn every_change_keeps_the_window_finite_and_full() {
         let clip = tone(220.0, 40_000);
@@ -337,6 +507,7 @@ mod tests {
             noise: 1.0,
             gain_db: 10.0,
             f0_shift: 0.25,
+            pitch_shift: 0.5,
         };
         let mut rng = SmallRng::seed_from_u64(5);
         for _ in 0..8 {

@@ -510,7 +510,14 @@ pub fn train_voice(
     // with others.
     pin_run_setting(run_dir, "features.json", &request.input, None, request, "--features and --window-mean")?;
     pin_run_setting(run_dir, "weight_average.json", &request.weight_average, Some(None), request, "--weight-average")?;
-    pin_run_setting(run_dir, "augment.json", &request.augment, None, request, "augmentation (--f0-shift)")?;
+    pin_run_setting(
+        run_dir,
+        "augment.json",
+        &request.augment,
+        None,
+        request,
+        "augmentation (--f0-shift, --pitch-shift)",
+    )?;
     let spec = input_spec(&request.input, Vec::new(), Vec::new());
     if architecture.n_mfcc != spec.rows() as i64 {
         bail!("the network reads {} rows but the features have {}", architecture.n_mfcc, spec.rows());
@@ -753,7 +760,7 @@ pub fn export(
         // The seed is named when it is not the default: two members of an
         // ensemble differ by nothing else.
         train_command: format!(
-            "emotion-ai train voice-emotion {}{}{}{}{}{} --epochs {}{}",
+            "emotion-ai train voice-emotion {}{}{}{}{}{}{} --epochs {}{}",
             data_args(&request.data),
             leave_out_args(&request.leave_out),
             if request.input.features.log_mel { " --features log-mel" } else { " --features mfcc" },
@@ -761,6 +768,11 @@ pub fn export(
             request.weight_average.map(|d| format!(" --weight-average {d}")).unwrap_or_default(),
             if request.augment.f0_shift > 0.0 {
                 format!(" --f0-shift {}", request.augment.f0_shift)
+            } else {
+                String::new()
+            },
+            if request.augment.pitch_shift > 0.0 {
+                format!(" --pitch-shift {}", request.augment.pitch_shift)
             } else {
                 String::new()
             },
@@ -1321,6 +1333,12 @@ mod tests {
         };
         let refused = train_voice(&train, &val, &arch, &shifted).unwrap_err().to_string();
         assert!(refused.contains("--f0-shift"), "{refused}");
+        let shifted = VoiceTrainRequest {
+            augment: VoiceAugment { pitch_shift: 0.5, ..request.augment.clone() },
+            ..request.clone()
+        };
+        let refused = train_voice(&train, &val, &arch, &shifted).unwrap_err().to_string();
+        assert!(refused.contains("--pitch-shift"), "{refused}");
         let state = train_voice(&train, &val, &arch, &request).unwrap();
         assert_eq!(state.history.len(), 10);
 
