@@ -120,7 +120,9 @@ pub fn shift_pitch_row(map: &mut [f32], rows: usize, frames: usize, max_octaves:
 /// pulse, so laying the grains of voiced parts closer together (higher
 /// pitch) or further apart (lower) moves the harmonics while their envelope
 /// stays. Every output sample is the window-weighted mean of the grains over
-/// it, so the level is kept whatever the spacing.
+/// it, so the level is kept whatever the spacing. Shifts beyond two octaves
+/// either way are clamped to two (each grain then still advances the output
+/// by at least a quarter period).
 pub fn shift_pitch_keep_formants(samples: &[f32], rate: f64, octaves: f32) -> Vec<f32> {
     let n = samples.len();
     if octaves == 0.0 || n < 2 || !octaves.is_finite() {
@@ -147,7 +149,7 @@ pub fn shift_pitch_keep_formants(samples: &[f32], rate: f64, octaves: f32) -> Ve
         marks.push((t, period, voiced));
         t += period;
     }
-    let factor = 2f64.powf(f64::from(octaves));
+    let factor = 2f64.powf(f64::from(octaves.clamp(-2.0, 2.0)));
     let mut out = vec![0.0f32; n];
     let mut weight = vec![0.0f32; n];
     let (mut at, mut k) = (0.0f64, 0usize);
@@ -492,6 +494,10 @@ mod tests {
         assert_eq!(shift_pitch_keep_formants(&[], 16_000.0, 0.5), Vec::<f32>::new());
         assert_eq!(shift_pitch_keep_formants(&[0.3], 16_000.0, 0.5), vec![0.3]);
         assert_eq!(shift_pitch_keep_formants(&[0.0; 500], 16_000.0, -0.5), vec![0.0; 500]);
+        // An absurd shift is clamped, not an endless loop.
+        let voice = vowel(150.0, 700.0, 8_000);
+        let far = shift_pitch_keep_formants(&voice, 16_000.0, 1e9);
+        assert_eq!(far, shift_pitch_keep_formants(&voice, 16_000.0, 2.0));
     }
 
     #[test]
