@@ -428,6 +428,15 @@ fn decay_in_unit_interval(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `train voice-emotion --speed`: a relative speed change from 0 to 0.5.
+fn speed_range(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(speed) if (0.0..=0.5).contains(&speed) => Ok(speed),
+        Ok(speed) => Err(format!("the speed change must lie between 0 and 0.5 (e.g. 0.15 for 0.85-1.15), not {speed}")),
+        Err(_) => Err(format!("{text:?} is not a number")),
+    }
+}
+
 /// `train face-emotion-interpolate --weight`: a point on the line from the
 /// base (0) to the tuned network (1), checked before any file is read.
 fn point_on_the_line(text: &str) -> Result<f64, String> {
@@ -484,6 +493,10 @@ struct TrainVoiceEmotion {
     /// it off.
     #[arg(long, default_value_t = 0.0, value_parser = octaves_up_to_one)]
     pitch_shift: f32,
+    /// Largest relative speed change of the training windows (0.15: 0.85-1.15, the shipped model), which moves
+    /// pitch, formants and tempo together; 0 turns it off.
+    #[arg(long, default_value_t = 0.15, value_parser = speed_range)]
+    speed: f64,
     /// Directory for checkpoints and the run's state.
     #[arg(long, default_value = "runs/voice-emotion")]
     run_dir: PathBuf,
@@ -621,6 +634,7 @@ fn main() -> Result<()> {
                 augment: emotion_ai::train::voice_augment::VoiceAugment {
                     f0_shift: args.f0_shift,
                     pitch_shift: args.pitch_shift,
+                    speed: args.speed,
                     ..emotion_ai::train::voice_augment::VoiceAugment::channel_robust()
                 },
                 input: voice_emotion::RunInput {

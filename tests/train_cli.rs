@@ -37,3 +37,19 @@ fn an_interpolation_weight_off_the_line_is_refused() {
     }
     assert!(!std::path::Path::new("c.safetensors").exists());
 }
+
+#[test]
+fn voice_augmentation_ranges_are_checked() {
+    for (flag, values) in [
+        ("--speed", &["0.7", "-0.1", "NaN", "fast"][..]),
+        ("--pitch-shift", &["1.5", "-0.5", "NaN", "high"][..]),
+        ("--f0-shift", &["2", "-1", "NaN", "up"][..]),
+    ] {
+        for value in values {
+            let arg = format!("{flag}={value}");
+            let (code, stderr) = emotion_ai(&["train", "voice-emotion", "--data", "no-such-dir", &arg]);
+            assert_eq!(code, 2, "{arg}: {stderr}");
+            assert!(stderr.contains(flag), "{arg}: {stderr}");
+        }
+    }
+}

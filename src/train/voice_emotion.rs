@@ -516,7 +516,7 @@ pub fn train_voice(
         &request.augment,
         None,
         request,
-        "augmentation (--f0-shift, --pitch-shift)",
+        "augmentation (--f0-shift, --pitch-shift, --speed)",
     )?;
     let spec = input_spec(&request.input, Vec::new(), Vec::new());
     if architecture.n_mfcc != spec.rows() as i64 {
@@ -760,7 +760,7 @@ pub fn export(
         // The seed is named when it is not the default: two members of an
         // ensemble differ by nothing else.
         train_command: format!(
-            "emotion-ai train voice-emotion {}{}{}{}{}{}{} --epochs {}{}",
+            "emotion-ai train voice-emotion {}{}{}{}{}{}{}{} --epochs {}{}",
             data_args(&request.data),
             leave_out_args(&request.leave_out),
             if request.input.features.log_mel { " --features log-mel" } else { " --features mfcc" },
@@ -775,6 +775,11 @@ pub fn export(
                 format!(" --pitch-shift {}", request.augment.pitch_shift)
             } else {
                 String::new()
+            },
+            if request.augment.speed == VoiceAugment::channel_robust().speed {
+                String::new()
+            } else {
+                format!(" --speed {}", request.augment.speed)
             },
             o.epochs,
             if o.seed == default_options().seed { String::new() } else { format!(" --seed {}", o.seed) }
