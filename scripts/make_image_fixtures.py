@@ -10,6 +10,9 @@ pictures shipped in scikit-image's wheel (downloaded from PyPI).
   640x480: a webcam-like frame with one face, for benchmarks.
 - coffee.jpg: scikit-image's `coffee.png` (a cup of coffee, public domain,
   by Rachel Michetti): a real photo with no face.
+- astronaut_cmyk.jpg, astronaut_palette.tif: astronaut.jpg's picture as a
+  CMYK JPEG (as print workflows write them) and as a 64-colour palette TIFF
+  (as JAFFE ships its faces): formats the upload path must read.
 
 Usage: python3 scripts/make_image_fixtures.py  (needs Pillow and network access to PyPI)
 """
@@ -36,6 +39,9 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     portrait = astronaut.resize((256, 256), Image.LANCZOS)
     portrait.save(os.path.join(OUT, "astronaut.jpg"), quality=85)
+    portrait.convert("CMYK").save(os.path.join(OUT, "astronaut_cmyk.jpg"), quality=85)
+    portrait.convert("P", palette=Image.ADAPTIVE, colors=64).save(
+        os.path.join(OUT, "astronaut_palette.tif"), compression="tiff_lzw")
 
     group = Image.new("RGB", (800, 300), (235, 230, 222))
     group.paste(astronaut.resize((280, 280), Image.LANCZOS), (10, 10))

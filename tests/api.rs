@@ -281,6 +281,29 @@ async fn a_tiff_is_previewed_on_the_answer_page_as_a_png_browsers_show() {
 }
 
 #[tokio::test]
+async fn a_cmyk_jpeg_and_a_palette_tiff_are_read_like_the_rgb_jpeg() {
+    let answer = |name: &'static str| async move {
+        let response = send(upload_request("/api/v1/predict", name, &fixture(name), None)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{name}");
+        json_of(response).await
+    };
+    let rgb = answer("astronaut.jpg").await;
+    let reference = &rgb["faces"][0];
+    // The same picture as print workflows (CMYK JPEG) and JAFFE (palette TIFF) store it.
+    for name in ["astronaut_cmyk.jpg", "astronaut_palette.tif"] {
+        let body = answer(name).await;
+        let faces = body["faces"].as_array().unwrap();
+        assert_eq!(faces.len(), 1, "{name}: {body}");
+        assert_face(&faces[0], 256, 256);
+        for side in ["x", "y", "width", "height"] {
+            let (a, b) = (faces[0]["box"][side].as_i64().unwrap(), reference["box"][side].as_i64().unwrap());
+            assert!((a - b).abs() <= 8, "{name}: box {side} {a} against {b}");
+        }
+        assert_eq!(faces[0]["emotion"]["label"], reference["emotion"]["label"], "{name}");
+    }
+}
+
+#[tokio::test]
 async fn upload_page_health_static_files_and_unknown_paths() {
     let response = send(Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!(response.status(), StatusCode::OK);
