@@ -409,13 +409,22 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
-/// `--f0-shift` and `--pitch-shift`: octaves from 0 to 1.
-fn octaves_up_to_one(text: &str) -> Result<f32, String> {
-    match text.parse::<f32>() {
-        Ok(octaves) if (0.0..=1.0).contains(&octaves) => Ok(octaves),
-        Ok(octaves) => Err(format!("the shift must lie between 0 and 1 octave (e.g. 0.25), not {octaves}")),
+/// `text` as a number within `range`; else `rule`, and the number given.
+/// NaN lies in no range.
+fn number_within<T>(text: &str, range: std::ops::RangeInclusive<T>, rule: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    match text.parse::<T>() {
+        Ok(value) if range.contains(&value) => Ok(value),
+        Ok(value) => Err(format!("{rule}, not {value}")),
         Err(_) => Err(format!("{text:?} is not a number")),
     }
+}
+
+/// `--f0-shift` and `--pitch-shift`: octaves from 0 to 1.
+fn octaves_up_to_one(text: &str) -> Result<f32, String> {
+    number_within(text, 0.0..=1.0, "the shift must lie between 0 and 1 octave (e.g. 0.25)")
 }
 
 /// `--weight-average`: a decay strictly between 0 and 1.
@@ -430,22 +439,13 @@ fn decay_in_unit_interval(text: &str) -> Result<f64, String> {
 
 /// `train voice-emotion --speed`: a relative speed change from 0 to 0.5.
 fn speed_range(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(speed) if (0.0..=0.5).contains(&speed) => Ok(speed),
-        Ok(speed) => Err(format!("the speed change must lie between 0 and 0.5 (e.g. 0.15 for 0.85-1.15), not {speed}")),
-        Err(_) => Err(format!("{text:?} is not a number")),
-    }
+    number_within(text, 0.0..=0.5, "the speed change must lie between 0 and 0.5 (e.g. 0.15 for 0.85-1.15)")
 }
 
 /// `train face-emotion-interpolate --weight`: a point on the line from the
 /// base (0) to the tuned network (1), checked before any file is read.
 fn point_on_the_line(text: &str) -> Result<f64, String> {
-    let weight: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
-    if (0.0..=1.0).contains(&weight) {
-        Ok(weight)
-    } else {
-        Err(format!("the weight must lie from 0 (the base) to 1 (the tuned network), not {weight}"))
-    }
+    number_within(text, 0.0..=1.0, "the weight must lie from 0 (the base) to 1 (the tuned network)")
 }
 
 /// `train voice-emotion --features`.

@@ -357,7 +357,9 @@ fn std(v: &[f32]) -> f32 {
     (v.iter().map(|x| (x - m) * (x - m)).sum::<f32>() / v.len() as f32).sqrt()
 }
 
-fn median(v: &[f32]) -> f32 {
+/// The middle value (the upper of the two middle ones for an even count); 0
+/// for none.
+pub(crate) fn median(v: &[f32]) -> f32 {
     if v.is_empty() {
         return 0.0;
     }

@@ -436,10 +436,14 @@ mod tests {
     /// Median F0 of the voiced frames.
     fn median_pitch(samples: &[f32]) -> f32 {
         let track = PitchTracker::new(16_000, 160).track(samples);
-        let mut voiced: Vec<f32> =
-            track.f0.iter().zip(&track.strength).filter(|(_, s)| **s >= 0.5).map(|(f, _)| *f).collect();
-        voiced.sort_by(f32::total_cmp);
-        voiced.get(voiced.len() / 2).copied().unwrap_or(0.0)
+        let voiced: Vec<f32> = track
+            .f0
+            .iter()
+            .zip(&track.strength)
+            .filter(|(_, s)| **s >= crate::features::voice_input::VOICED_STRENGTH)
+            .map(|(f, _)| *f)
+            .collect();
+        crate::speech::median(&voiced)
     }
 
     /// Power-weighted mean frequency of the 300-2,500 Hz band: where the

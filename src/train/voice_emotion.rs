@@ -687,6 +687,16 @@ fn data_args(data: &[PathBuf]) -> String {
     data.iter().map(|d| format!("--data {}", d.display())).collect::<Vec<_>>().join(" ")
 }
 
+/// ` --NAME VALUE` for the card's command where `shown` (the value is not
+/// what the command line gives without the flag), else nothing.
+fn flag_if(shown: bool, name: &str, value: impl std::fmt::Display) -> String {
+    if shown {
+        format!(" --{name} {value}")
+    } else {
+        String::new()
+    }
+}
+
 fn leave_out_args(leave_out: &[String]) -> String {
     leave_out.iter().map(|c| format!(" --leave-out {c}")).collect()
 }
@@ -702,7 +712,7 @@ pub fn export(
     let mut vs = nn::VarStore::new(Device::Cpu);
     let _net = VoiceNet::new(&vs.root(), &state.architecture);
     export_weights(weights, &request.export, &mut vs)?;
-    let o = &state.options;
+    let (o, augment) = (&state.options, &request.augment);
     let mut seen = corpora(&split.train);
     seen.extend(corpora(&split.validation));
     seen.sort();
@@ -766,21 +776,9 @@ pub fn export(
             if request.input.features.log_mel { " --features log-mel" } else { " --features mfcc" },
             if request.input.cmn { "" } else { " --window-mean keep" },
             request.weight_average.map(|d| format!(" --weight-average {d}")).unwrap_or_default(),
-            if request.augment.f0_shift > 0.0 {
-                format!(" --f0-shift {}", request.augment.f0_shift)
-            } else {
-                String::new()
-            },
-            if request.augment.pitch_shift > 0.0 {
-                format!(" --pitch-shift {}", request.augment.pitch_shift)
-            } else {
-                String::new()
-            },
-            if request.augment.speed == VoiceAugment::channel_robust().speed {
-                String::new()
-            } else {
-                format!(" --speed {}", request.augment.speed)
-            },
+            flag_if(augment.f0_shift > 0.0, "f0-shift", augment.f0_shift),
+            flag_if(augment.pitch_shift > 0.0, "pitch-shift", augment.pitch_shift),
+            flag_if(augment.speed != VoiceAugment::channel_robust().speed, "speed", augment.speed),
             o.epochs,
             if o.seed == default_options().seed { String::new() } else { format!(" --seed {}", o.seed) }
         ),
