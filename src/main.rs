@@ -497,6 +497,10 @@ struct TrainVoiceEmotion {
     /// pitch, formants and tempo together; 0 turns it off.
     #[arg(long, default_value_t = 0.15, value_parser = speed_range)]
     speed: f64,
+    /// Most consecutive spectral bands of half the training windows masked (set to the training mean), so the
+    /// network spreads what it hears over the spectrum; 0 (the shipped model) turns it off. At most 20.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=20))]
+    freq_mask: u16,
     /// Directory for checkpoints and the run's state.
     #[arg(long, default_value = "runs/voice-emotion")]
     run_dir: PathBuf,
@@ -635,6 +639,7 @@ fn main() -> Result<()> {
                     f0_shift: args.f0_shift,
                     pitch_shift: args.pitch_shift,
                     speed: args.speed,
+                    freq_mask: usize::from(args.freq_mask),
                     ..emotion_ai::train::voice_augment::VoiceAugment::channel_robust()
                 },
                 input: voice_emotion::RunInput {

@@ -44,6 +44,7 @@ fn voice_augmentation_ranges_are_checked() {
         ("--speed", &["0.7", "-0.1", "NaN", "fast"][..]),
         ("--pitch-shift", &["1.5", "-0.5", "NaN", "high"][..]),
         ("--f0-shift", &["2", "-1", "NaN", "up"][..]),
+        ("--freq-mask", &["21", "-1", "2.5", "wide"][..]),
     ] {
         for value in values {
             let arg = format!("{flag}={value}");

@@ -57,6 +57,13 @@ pub struct VoiceAugment {
     /// elsewhere; only the vocal tract is left to tell the sexes apart.
     #[serde(default)]
     pub pitch_shift: f32,
+    /// Most consecutive spectral rows (bands) of half the windows set to the
+    /// training mean, a frequency mask (SpecAugment; 0: off; recipes from
+    /// before it had none). A network that cannot count on any one band must
+    /// spread what it hears over the spectrum, as another language, voice or
+    /// microphone moves energy between bands. The pitch rows are never masked.
+    #[serde(default)]
+    pub freq_mask: usize,
 }
 
 impl VoiceAugment {
@@ -73,6 +80,7 @@ impl VoiceAugment {
             gain_db: 10.0,
             f0_shift: 0.0,
             pitch_shift: 0.0,
+            freq_mask: 0,
         }
     }
 
@@ -89,6 +97,7 @@ impl VoiceAugment {
             gain_db: 6.0,
             f0_shift: 0.0,
             pitch_shift: 0.0,
+            freq_mask: 0,
         }
     }
 }
@@ -518,6 +527,7 @@ mod tests {
             gain_db: 10.0,
             f0_shift: 0.25,
             pitch_shift: 0.5,
+            freq_mask: 8,
         };
         let mut rng = SmallRng::seed_from_u64(5);
         for _ in 0..8 {

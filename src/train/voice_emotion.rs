@@ -214,6 +214,24 @@ fn time_mask(data: &mut [f32], frames: usize, mean: &[f32], max_frames: usize, r
     }
 }
 
+/// Sets up to `max_rows` consecutive rows among the first `spectral_rows` of
+/// a `[rows, frames]` feature map to their training mean (zero after
+/// normalisation), every frame of them.
+fn frequency_mask(
+    data: &mut [f32],
+    frames: usize,
+    spectral_rows: usize,
+    mean: &[f32],
+    max_rows: usize,
+    rng: &mut SmallRng,
+) {
+    let height = rng.random_range(0..=max_rows.min(spectral_rows));
+    let start = rng.random_range(0..=spectral_rows - height);
+    for r in start..start + height {
+        data[r * frames..(r + 1) * frames].fill(mean[r]);
+    }
+}
+
 /// Feature maps of one augmented window per clip, as a `[N, rows, frames]`
 /// tensor; the work is split over two threads with seeded generators, so an
 /// epoch's data depend only on the seed and the epoch.
@@ -228,6 +246,7 @@ fn augmented_batch(
     let rows = extractor.rows();
     let frames = extractor.frames_for(window);
     let rate = f64::from(extractor.mfcc_config().sample_rate);
+    let spectral_rows = extractor.mfcc_config().n_mfcc;
     let per_clip = rows * frames;
     let mut data = vec![0.0f32; clips.len() * per_clip];
     let half = clips.len().div_ceil(2).max(1);
@@ -243,6 +262,9 @@ fn augmented_batch(
                     }
                     if rng.random_bool(0.5) {
                         time_mask(slot, frames, mean, 30, &mut rng);
+                    }
+                    if recipe.freq_mask > 0 && rng.random_bool(0.5) {
+                        frequency_mask(slot, frames, spectral_rows, mean, recipe.freq_mask, &mut rng);
                     }
                 }
             });
@@ -516,7 +538,7 @@ pub fn train_voice(
         &request.augment,
         None,
         request,
-        "augmentation (--f0-shift, --pitch-shift, --speed)",
+        "augmentation (--f0-shift, --pitch-shift, --speed, --freq-mask)",
     )?;
     let spec = input_spec(&request.input, Vec::new(), Vec::new());
     if architecture.n_mfcc != spec.rows() as i64 {
@@ -770,7 +792,7 @@ pub fn export(
         // The seed is named when it is not the default: two members of an
         // ensemble differ by nothing else.
         train_command: format!(
-            "emotion-ai train voice-emotion {}{}{}{}{}{}{}{} --epochs {}{}",
+            "emotion-ai train voice-emotion {}{}{}{}{}{}{}{}{} --epochs {}{}",
             data_args(&request.data),
             leave_out_args(&request.leave_out),
             if request.input.features.log_mel { " --features log-mel" } else { " --features mfcc" },
@@ -779,6 +801,7 @@ pub fn export(
             flag_if(augment.f0_shift > 0.0, "f0-shift", augment.f0_shift),
             flag_if(augment.pitch_shift > 0.0, "pitch-shift", augment.pitch_shift),
             flag_if(augment.speed != VoiceAugment::channel_robust().speed, "speed", augment.speed),
+            flag_if(augment.freq_mask > 0, "freq-mask", augment.freq_mask),
             o.epochs,
             if o.seed == default_options().seed { String::new() } else { format!(" --seed {}", o.seed) }
         ),
@@ -1174,6 +1197,32 @@ mod tests {
     }
 
     #[test]
+    fn the_frequency_mask_covers_spectral_rows_only_and_at_most_its_height() {
+        let (rows, frames, spectral) = (6, 4, 4);
+        let mean = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0];
+        let mut rng = SmallRng::seed_from_u64(3);
+        let mut heights = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let mut map = vec![-1.0f32; rows * frames];
+            frequency_mask(&mut map, frames, spectral, &mean, 3, &mut rng);
+            let masked: Vec<usize> = (0..rows).filter(|r| map[r * frames] != -1.0).collect();
+            for &r in &masked {
+                assert!(map[r * frames..(r + 1) * frames].iter().all(|&v| v == mean[r]), "row {r} wholly masked");
+            }
+            assert!(masked.len() <= 3 && masked.iter().all(|&r| r < spectral), "{masked:?}");
+            assert!(masked.windows(2).all(|w| w[1] == w[0] + 1), "consecutive: {masked:?}");
+            heights.insert(masked.len());
+        }
+        assert_eq!(heights.into_iter().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        // Asked for more rows than there are spectral rows, it masks at most those.
+        let mut map = vec![-1.0f32; rows * frames];
+        for _ in 0..50 {
+            frequency_mask(&mut map, frames, spectral, &mean, 99, &mut rng);
+        }
+        assert!(map[spectral * frames..].iter().all(|&v| v == -1.0), "pitch rows untouched");
+    }
+
+    #[test]
     fn run_input_of_runs_from_before_window_mean_reads_as_mean_removed() {
         let old = serde_json::to_string(&MfccConfig::voice_log_mel()).unwrap();
         let input: RunInput = serde_json::from_str(&old).unwrap();
@@ -1342,6 +1391,10 @@ mod tests {
         };
         let refused = train_voice(&train, &val, &arch, &shifted).unwrap_err().to_string();
         assert!(refused.contains("--pitch-shift"), "{refused}");
+        let masked =
+            VoiceTrainRequest { augment: VoiceAugment { freq_mask: 8, ..request.augment.clone() }, ..request.clone() };
+        let refused = train_voice(&train, &val, &arch, &masked).unwrap_err().to_string();
+        assert!(refused.contains("--freq-mask"), "{refused}");
         let state = train_voice(&train, &val, &arch, &request).unwrap();
         assert_eq!(state.history.len(), 10);
 
