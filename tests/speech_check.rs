@@ -121,6 +121,23 @@ async fn sounds_that_are_not_speech_are_refused_with_no_speech() {
     }
 }
 
+#[tokio::test]
+async fn a_short_clip_refused_is_told_to_send_more_speech_and_a_long_one_is_not() {
+    let hint = "send at least 2 s of someone speaking";
+    let short =
+        send(upload_request("/api/v1/predict", "beep.wav", &wav(RATE, &tone(440.0, seconds(0.8), 0.3)), None)).await;
+    assert_eq!(short.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = json_of(short).await;
+    assert_eq!(body["code"], "no_speech", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("only 0.8 s long") && message.contains(hint), "{message}");
+    let long =
+        send(upload_request("/api/v1/predict", "tone.wav", &wav(RATE, &tone(440.0, seconds(3.0), 0.3)), None)).await;
+    let body = json_of(long).await;
+    assert_eq!(body["code"], "no_speech", "{body}");
+    assert!(!body["message"].as_str().unwrap().contains(hint), "{body}");
+}
+
 /// espeak-ng's rendering of `text` in `voice`, as a WAV file.
 fn espeak(voice: &str, text: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();

@@ -34,6 +34,8 @@ use crate::speech::{SpeechAnalyser, SpeechCheckCard, SpeechDetector, FEATURE_NAM
 pub const DEFAULT_HIDDEN: usize = 24;
 /// Corpora whose training speakers train the check.
 const TRAINING_CORPORA: [&str; 2] = ["ravdess", "speechsex"];
+/// Lengths of the trimmed openings of speech the card measures.
+pub const SHORT_SPEECH_SECONDS: [f64; 2] = [1.0, 1.5];
 /// Largest share of training speech windows the threshold may refuse.
 const MAX_SPEECH_REFUSED: f64 = 0.005;
 
@@ -57,6 +59,27 @@ fn served_windows(samples: &[f32], rate: u32) -> Vec<&[f32]> {
         .into_iter()
         .map(|s| &samples[s..(s + window).min(samples.len())])
         .collect()
+}
+
+/// Where a recording's speech begins and ends (samples): the first and last
+/// sample within 30 dB of its peak, the start 50 ms earlier. `None` for
+/// silence.
+pub fn speech_span(samples: &[f32], rate: u32) -> Option<std::ops::Range<usize>> {
+    let peak = samples.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if peak <= 0.0 {
+        return None;
+    }
+    let loud = |v: &f32| v.abs() > peak * 0.03;
+    let first = samples.iter().position(loud)?;
+    let last = samples.iter().rposition(loud)?;
+    Some(first.saturating_sub(rate as usize / 20)..last + 1)
+}
+
+/// The first `seconds` of a recording's speech, the pause before it cut off:
+/// what a user who trims a clip to one word or phrase uploads.
+pub fn speech_opening(samples: &[f32], rate: u32, seconds: f64) -> &[f32] {
+    let begin = speech_span(samples, rate).map_or(0, |s| s.start);
+    &samples[begin..(begin + (seconds * f64::from(rate)) as usize).min(samples.len())]
 }
 
 /// Features of every slice, computed on both cores (`None`: too little sound).
@@ -243,6 +266,17 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
             refused_examples.push(clip.path.display().to_string());
         }
     }
+    // Short speech: the first 1 and 1.5 s of each clip's speech, trimmed, of
+    // the clips the check never trained on.
+    let mut short: BTreeMap<String, Vec<[u64; 2]>> = BTreeMap::new();
+    for clip in clips.iter().filter(|c| !is_training(c)) {
+        let entry =
+            short.entry(clip.label.corpus().to_string()).or_insert_with(|| vec![[0, 0]; SHORT_SPEECH_SECONDS.len()]);
+        for (cell, &seconds) in entry.iter_mut().zip(&SHORT_SPEECH_SECONDS) {
+            cell[0] += u64::from(detector.check(speech_opening(&clip.samples, rate, seconds)).is_speech);
+            cell[1] += 1;
+        }
+    }
     let test_negatives = negatives(request.negatives, rate, request.seed.wrapping_add(1_000_003));
     let mut by_family: BTreeMap<&str, [u64; 2]> = BTreeMap::new();
     for (family, x) in &test_negatives {
@@ -252,11 +286,20 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     }
     let share = |a: u64, n: u64| if n == 0 { json!(null) } else { json!(super::metrics::round4(a as f64 / n as f64)) };
     let refused_total: u64 = by_family.values().map(|v| v[0]).sum();
+    let short_accepted: serde_json::Map<String, serde_json::Value> = short
+        .iter()
+        .map(|(corpus, cells)| {
+            let by_length =
+                SHORT_SPEECH_SECONDS.iter().zip(cells).map(|(secs, v)| (format!("first_{secs}_s"), share(v[0], v[1])));
+            (corpus.clone(), json!(by_length.collect::<serde_json::Map<_, _>>()))
+        })
+        .collect();
     card.metrics = json!({
         "speech_accepted": by_corpus.iter().map(|(c, v)| (c.clone(), json!({
             "clips": v[1], "accepted": share(v[0], v[1]),
             "clips_not_trained_on": v[3], "accepted_not_trained_on": share(v[2], v[3]),
         }))).collect::<serde_json::Map<_, _>>(),
+        "short_speech_accepted_not_trained_on": short_accepted,
         "nonspeech_refused": share(refused_total, test_negatives.len() as u64),
         "nonspeech_clips": test_negatives.len(),
         "nonspeech_refused_by_family": by_family.iter().map(|(f, v)| (f.to_string(), share(v[0], v[1]))).collect::<serde_json::Map<_, _>>(),
@@ -309,5 +352,27 @@ mod tests {
         assert!(a.iter().zip(&b).all(|(x, y)| x.1 == y.1));
         assert_eq!(served_windows(&vec![0.0; 100], 16_000).len(), 1);
         assert_eq!(served_windows(&vec![0.0; 16_000 * 5], 16_000).len(), 3);
+    }
+
+    #[test]
+    fn the_opening_of_speech_starts_just_before_it() {
+        let rate = 16_000u32;
+        // 1 s of silence, 2 s of "speech", 0.5 s of silence.
+        let mut clip = vec![0.0f32; 16_000];
+        clip.extend((0..32_000).map(|i| 0.5 * (i as f32 * 0.05).sin()));
+        clip.extend(vec![0.0f32; 8_000]);
+        let span = speech_span(&clip, rate).unwrap();
+        // 50 ms of lead-in before the first loud sample; the end at the last.
+        assert!((15_200..=15_300).contains(&span.start), "{span:?}");
+        assert!((47_900..=48_000).contains(&span.end), "{span:?}");
+        let opening = speech_opening(&clip, rate, 1.0);
+        assert_eq!(opening.len(), 16_000);
+        assert!(opening[..799].iter().all(|&v| v == 0.0) && opening[800..].iter().any(|&v| v != 0.0));
+        // Longer than the clip: to its end.
+        assert_eq!(speech_opening(&clip, rate, 10.0).len(), clip.len() - span.start);
+        // Silence has no speech to find; its opening is its start.
+        assert_eq!(speech_span(&[0.0; 100], rate), None);
+        assert_eq!(speech_opening(&[0.0; 100], rate, 1.0).len(), 100);
+        assert!(speech_opening(&[], rate, 1.0).is_empty());
     }
 }

@@ -231,7 +231,7 @@ impl From<AnalyzeError> for AppError {
             AnalyzeError::Decode(d) => d.into(),
             AnalyzeError::Audio(a) => a.into(),
             AnalyzeError::NoFace { .. } => Self::NoFace,
-            AnalyzeError::NoSpeech | AnalyzeError::NotSpeech => Self::NoSpeech(e.to_string()),
+            AnalyzeError::NoSpeech | AnalyzeError::NotSpeech { .. } => Self::NoSpeech(e.to_string()),
             AnalyzeError::Internal(e) => Self::Internal(format!("{e:#}")),
         }
     }
