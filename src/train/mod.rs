@@ -465,13 +465,14 @@ mod tests {
         let ys = Tensor::from_slice(&[0i64, 1, 2, 2, 1, 0]);
         let weights = Tensor::from_slice(&[1.0f32, 2.0, 0.5]);
         let one_hot = ys.one_hot(3).to_kind(Kind::Float);
+        // One network for both losses (lr 0 leaves its weights unchanged):
+        // two networks from `manual_seed` would differ whenever another test
+        // thread draws from libtorch's global generator in between.
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = FaceNet::new(&vs.root(), &arch);
+        let mut opt = nn::Sgd::default().build(&vs, 0.0).unwrap();
         let losses: Vec<f64> = (0..2)
             .map(|soft| {
-                // The same fresh weights both times; lr 0 leaves them unchanged.
-                tch::manual_seed(7);
-                let vs = nn::VarStore::new(Device::Cpu);
-                let net = FaceNet::new(&vs.root(), &arch);
-                let mut opt = nn::Sgd::default().build(&vs, 0.0).unwrap();
                 let soft = (soft == 1).then_some(&one_hot);
                 train_step(&net, &mut opt, &xs, &ys, soft, &weights, 0.1).0
             })
