@@ -437,6 +437,11 @@ fn decay_in_unit_interval(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `train voice-emotion --mixup`: Beta's parameter, 0 (off) to 1.
+fn mixup_alpha(text: &str) -> Result<f32, String> {
+    number_within(text, 0.0..=1.0, "mixup's alpha must lie between 0 (off) and 1 (e.g. 0.2)")
+}
+
 /// `train voice-emotion --speed`: a relative speed change from 0 to 0.5.
 fn speed_range(text: &str) -> Result<f64, String> {
     number_within(text, 0.0..=0.5, "the speed change must lie between 0 and 0.5 (e.g. 0.15 for 0.85-1.15)")
@@ -501,6 +506,10 @@ struct TrainVoiceEmotion {
     /// network spreads what it hears over the spectrum; 0 (the shipped model) turns it off. At most 20.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=20))]
     freq_mask: u16,
+    /// Mixup of every training batch's rows in pairs, weights from Beta(ALPHA, ALPHA) (e.g. 0.2); 0 (the
+    /// shipped model) turns it off. At most 1.
+    #[arg(long, default_value_t = 0.0, value_parser = mixup_alpha)]
+    mixup: f32,
     /// Directory for checkpoints and the run's state.
     #[arg(long, default_value = "runs/voice-emotion")]
     run_dir: PathBuf,
@@ -640,6 +649,7 @@ fn main() -> Result<()> {
                     pitch_shift: args.pitch_shift,
                     speed: args.speed,
                     freq_mask: usize::from(args.freq_mask),
+                    mixup: args.mixup,
                     ..emotion_ai::train::voice_augment::VoiceAugment::channel_robust()
                 },
                 input: voice_emotion::RunInput {

@@ -45,6 +45,7 @@ fn voice_augmentation_ranges_are_checked() {
         ("--pitch-shift", &["1.5", "-0.5", "NaN", "high"][..]),
         ("--f0-shift", &["2", "-1", "NaN", "up"][..]),
         ("--freq-mask", &["21", "-1", "2.5", "wide"][..]),
+        ("--mixup", &["1.5", "-0.2", "NaN", "some"][..]),
     ] {
         for value in values {
             let arg = format!("{flag}={value}");

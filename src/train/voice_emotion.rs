@@ -338,20 +338,16 @@ fn confusion_of(pairs: &[(&[f32], &VoiceLabel)]) -> (ConfusionMatrix, ConfusionM
     )
 }
 
-/// One optimisation step on a batch with partial labels: the 14-class loss
-/// on the rows whose `classes` are known (not -1), and the sex-marginal loss
-/// on every row. Returns the loss and the rows whose sex was right.
-fn partial_label_step(
-    net: &VoiceNet,
-    opt: &mut nn::Optimizer,
-    xs: &Tensor,
+/// The loss of a batch with partial labels: the 14-class loss on the rows
+/// whose `classes` are known (not -1), and the sex-marginal loss on every
+/// row. Also returns the sex logits.
+fn partial_label_loss(
+    logits: &Tensor,
     classes: &[i64],
     sexes: &[i64],
     weights: &Tensor,
     label_smoothing: f64,
-) -> (f64, i64) {
-    use tch::nn::ModuleT;
-    let logits = net.forward_t(xs, true);
+) -> (Tensor, Tensor) {
     let batch = classes.len() as i64;
     // [N, 14] emotion-major -> [N, 7, 2] -> log-sum over emotions -> [N, 2].
     let sex_logits =
@@ -374,9 +370,58 @@ fn partial_label_step(
         // depend on how many sex-only clips it happened to draw.
         loss += joint * (known.len() as f64 / batch as f64);
     }
+    (loss, sex_logits)
+}
+
+/// Mixup of a batch: each row becomes `lambda` of itself and `1 - lambda`
+/// of its partner row.
+pub struct Mixup<'a> {
+    pub lambda: f64,
+    pub partner: &'a [i64],
+}
+
+/// One optimisation step on a batch with partial labels
+/// ([`partial_label_loss`]); with `mixup`, on the mixed rows, the loss the
+/// same mix of the rows' own labels and their partners'. Returns the loss
+/// and the rows whose sex was right.
+#[allow(clippy::too_many_arguments)]
+fn partial_label_step(
+    net: &VoiceNet,
+    opt: &mut nn::Optimizer,
+    xs: &Tensor,
+    classes: &[i64],
+    sexes: &[i64],
+    weights: &Tensor,
+    label_smoothing: f64,
+    mixup: Option<Mixup>,
+) -> (f64, i64) {
+    use tch::nn::ModuleT;
+    let input = match &mixup {
+        Some(m) => xs * m.lambda + xs.index_select(0, &Tensor::from_slice(m.partner)) * (1.0 - m.lambda),
+        None => xs.shallow_clone(),
+    };
+    let logits = net.forward_t(&input, true);
+    let (mut loss, sex_logits) = partial_label_loss(&logits, classes, sexes, weights, label_smoothing);
+    if let Some(m) = &mixup {
+        let of_partner = |labels: &[i64]| m.partner.iter().map(|&j| labels[j as usize]).collect::<Vec<i64>>();
+        let (partner_loss, _) =
+            partial_label_loss(&logits, &of_partner(classes), &of_partner(sexes), weights, label_smoothing);
+        loss = loss * m.lambda + partner_loss * (1.0 - m.lambda);
+    }
     opt.backward_step(&loss);
-    let right = sex_logits.argmax(-1, false).eq_tensor(&sex_truth).sum(Kind::Int64).int64_value(&[]);
+    let right = sex_logits.argmax(-1, false).eq_tensor(&Tensor::from_slice(sexes)).sum(Kind::Int64).int64_value(&[]);
     (loss.double_value(&[]), right)
+}
+
+/// A draw from Beta(`alpha`, `alpha`), `alpha` in (0, 1] (Johnk's method).
+pub fn beta_symmetric(alpha: f64, rng: &mut SmallRng) -> f64 {
+    loop {
+        let x = rng.random::<f64>().powf(1.0 / alpha);
+        let y = rng.random::<f64>().powf(1.0 / alpha);
+        if x + y <= 1.0 && x + y > 0.0 {
+            return x / (x + y);
+        }
+    }
 }
 
 /// What the epoch is chosen by: the mean 7-emotion accuracy over the
@@ -538,7 +583,7 @@ pub fn train_voice(
         &request.augment,
         None,
         request,
-        "augmentation (--f0-shift, --pitch-shift, --speed, --freq-mask)",
+        "augmentation (--f0-shift, --pitch-shift, --speed, --freq-mask, --mixup)",
     )?;
     let spec = input_spec(&request.input, Vec::new(), Vec::new());
     if architecture.n_mfcc != spec.rows() as i64 {
@@ -636,6 +681,15 @@ pub fn train_voice(
             opt.set_lr(lr);
             let rows = step * batch..(step + 1) * batch;
             let xs = xs_all.narrow(0, (step * batch) as i64, batch as i64);
+            // Mixup: the larger share stays the row's own, so its labels lead.
+            let mut partner: Vec<i64> = (0..batch as i64).collect();
+            let mixup = (request.augment.mixup > 0.0).then(|| {
+                for i in (1..partner.len()).rev() {
+                    partner.swap(i, rng.random_range(0..=i));
+                }
+                let lambda = beta_symmetric(f64::from(request.augment.mixup), &mut rng);
+                Mixup { lambda: lambda.max(1.0 - lambda), partner: &partner }
+            });
             let (loss, right) = partial_label_step(
                 &net,
                 &mut opt,
@@ -644,6 +698,7 @@ pub fn train_voice(
                 &sexes[rows],
                 &weights,
                 options.label_smoothing,
+                mixup,
             );
             if let Some(average) = &mut average {
                 average.update(&vs);
@@ -792,7 +847,7 @@ pub fn export(
         // The seed is named when it is not the default: two members of an
         // ensemble differ by nothing else.
         train_command: format!(
-            "emotion-ai train voice-emotion {}{}{}{}{}{}{}{}{} --epochs {}{}",
+            "emotion-ai train voice-emotion {}{}{}{}{}{}{}{}{}{} --epochs {}{}",
             data_args(&request.data),
             leave_out_args(&request.leave_out),
             if request.input.features.log_mel { " --features log-mel" } else { " --features mfcc" },
@@ -802,6 +857,7 @@ pub fn export(
             flag_if(augment.pitch_shift > 0.0, "pitch-shift", augment.pitch_shift),
             flag_if(augment.speed != VoiceAugment::channel_robust().speed, "speed", augment.speed),
             flag_if(augment.freq_mask > 0, "freq-mask", augment.freq_mask),
+            flag_if(augment.mixup > 0.0, "mixup", augment.mixup),
             o.epochs,
             if o.seed == default_options().seed { String::new() } else { format!(" --seed {}", o.seed) }
         ),
@@ -1197,6 +1253,39 @@ mod tests {
     }
 
     #[test]
+    fn mixup_weights_follow_beta() {
+        let mut rng = SmallRng::seed_from_u64(11);
+        for (alpha, ends_at_least, ends_at_most) in [(0.2, 0.5, 0.8), (1.0, 0.15, 0.25)] {
+            let draws: Vec<f64> = (0..4000).map(|_| beta_symmetric(alpha, &mut rng)).collect();
+            assert!(draws.iter().all(|d| (0.0..=1.0).contains(d)));
+            let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+            assert!((mean - 0.5).abs() < 0.03, "alpha {alpha}: mean {mean}");
+            // Beta(0.2, 0.2) piles up near 0 and 1; Beta(1, 1) is uniform.
+            let ends = draws.iter().filter(|&&d| !(0.1..=0.9).contains(&d)).count() as f64 / draws.len() as f64;
+            assert!((ends_at_least..=ends_at_most).contains(&ends), "alpha {alpha}: {ends} within 0.1 of an end");
+        }
+    }
+
+    #[test]
+    fn a_mixup_step_mixes_inputs_and_losses_and_all_of_its_own_is_the_plain_step() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        // No dropout, and lr 0 leaves the weights as they are: every step sees
+        // one network.
+        let net = VoiceNet::new(&vs.root(), &VoiceNetConfig { dropout: 0.0, ..VoiceNetConfig::emotion_sex_pitch() });
+        let mut opt = nn::Sgd::default().build(&vs, 0.0).unwrap();
+        let xs = Tensor::randn([4, 42, 50], (Kind::Float, Device::Cpu));
+        let (classes, sexes) = ([0i64, 5, -1, 13], [0i64, 1, 1, 1]);
+        let weights = Tensor::ones([14], (Kind::Float, Device::Cpu));
+        let mut step = |mixup| partial_label_step(&net, &mut opt, &xs, &classes, &sexes, &weights, 0.1, mixup).0;
+        let partner = [3i64, 2, 1, 0];
+        let plain = step(None);
+        let own = step(Some(Mixup { lambda: 1.0, partner: &partner }));
+        assert!((plain - own).abs() < 1e-4, "{plain} vs {own}");
+        let half = step(Some(Mixup { lambda: 0.5, partner: &partner }));
+        assert!(half.is_finite() && (half - plain).abs() > 1e-4, "{half} vs {plain}");
+    }
+
+    #[test]
     fn the_frequency_mask_covers_spectral_rows_only_and_at_most_its_height() {
         let (rows, frames, spectral) = (6, 4, 4);
         let mean = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0];
@@ -1395,6 +1484,10 @@ mod tests {
             VoiceTrainRequest { augment: VoiceAugment { freq_mask: 8, ..request.augment.clone() }, ..request.clone() };
         let refused = train_voice(&train, &val, &arch, &masked).unwrap_err().to_string();
         assert!(refused.contains("--freq-mask"), "{refused}");
+        let mixed =
+            VoiceTrainRequest { augment: VoiceAugment { mixup: 0.2, ..request.augment.clone() }, ..request.clone() };
+        let refused = train_voice(&train, &val, &arch, &mixed).unwrap_err().to_string();
+        assert!(refused.contains("--mixup"), "{refused}");
         let state = train_voice(&train, &val, &arch, &request).unwrap();
         assert_eq!(state.history.len(), 10);
 
