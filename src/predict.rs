@@ -310,8 +310,10 @@ pub const SHORT_CLIP_SECONDS: f32 = 2.0;
 /// [`SHORT_CLIP_SECONDS`]: what to send instead.
 fn short_clip_hint(seconds: f32) -> String {
     if seconds < SHORT_CLIP_SECONDS {
+        // Rounded down, so that 1.97 s does not read "only 2.0 s long".
+        let shown = (seconds * 10.0).floor() / 10.0;
         format!(
-            "; the clip is only {seconds:.1} s long, and a word or two is often too little to tell speech by: send at \
+            "; the clip is only {shown:.1} s long, and a word or two is often too little to tell speech by: send at \
              least {SHORT_CLIP_SECONDS:.0} s of someone speaking"
         )
     } else {
@@ -684,6 +686,14 @@ fn classify(model: &Pool<LoadedFaceModel>, batch: &Tensor, classes: &[String]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_clips_under_two_seconds_get_the_short_clip_hint_rounded_down() {
+        assert!(short_clip_hint(1.97).contains("only 1.9 s long"), "{}", short_clip_hint(1.97));
+        assert!(short_clip_hint(0.0).contains("send at least 2 s"));
+        assert_eq!(short_clip_hint(2.0), "");
+        assert_eq!(short_clip_hint(30.0), "");
+    }
 
     #[test]
     fn only_formats_browsers_do_not_show_get_a_preview_and_large_ones_are_scaled_down() {

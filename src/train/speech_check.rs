@@ -10,6 +10,10 @@
 //! - **Not speech**: clips of every [`Family`] of [`super::nonspeech`], from
 //!   one seed; the reported refusal rate comes from a second seed's clips.
 //!
+//! Besides whole clips, the card reports how often the first 1 and 1.5 s of
+//! speech of every untrained clip, the pause before it cut off, are accepted
+//! ([`speech_opening`]): a user may upload one trimmed word or phrase.
+//!
 //! The threshold is the lowest probability above every training
 //! non-speech clip, unless that would refuse more than 0.5% of the training
 //! speech windows (then the 0.5% point, and the card says so).
