@@ -65,25 +65,48 @@ fn served_windows(samples: &[f32], rate: u32) -> Vec<&[f32]> {
         .collect()
 }
 
-/// Where a recording's speech begins and ends (samples): the first and last
-/// sample within 30 dB of its peak, the start 50 ms earlier. `None` for
-/// silence.
-pub fn speech_span(samples: &[f32], rate: u32) -> Option<std::ops::Range<usize>> {
+/// Where a recording's speech begins (sample): 50 ms before the first sample
+/// within 30 dB of its peak. `None` for silence.
+pub fn speech_start(samples: &[f32], rate: u32) -> Option<usize> {
     let peak = samples.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     if peak <= 0.0 {
         return None;
     }
-    let loud = |v: &f32| v.abs() > peak * 0.03;
-    let first = samples.iter().position(loud)?;
-    let last = samples.iter().rposition(loud)?;
-    Some(first.saturating_sub(rate as usize / 20)..last + 1)
+    let first = samples.iter().position(|v| v.abs() > peak * 0.03)?;
+    Some(first.saturating_sub(rate as usize / 20))
 }
 
 /// The first `seconds` of a recording's speech, the pause before it cut off:
 /// what a user who trims a clip to one word or phrase uploads.
 pub fn speech_opening(samples: &[f32], rate: u32, seconds: f64) -> &[f32] {
-    let begin = speech_span(samples, rate).map_or(0, |s| s.start);
+    let begin = speech_start(samples, rate).unwrap_or(0);
     &samples[begin..(begin + (seconds * f64::from(rate)) as usize).min(samples.len())]
+}
+
+/// Whether the check trains on `clip`: the training speakers of
+/// [`TRAINING_CORPORA`] (the voice model's split, [`speaker_part`]).
+pub fn trains_the_check(clip: &VoiceClip) -> bool {
+    TRAINING_CORPORA.contains(&clip.label.corpus()) && speaker_part(&clip.label.speaker) == SplitPart::Train
+}
+
+/// Of the clips the check never trained on, per corpus, how many openings of
+/// each length in `seconds` ([`speech_opening`]) it accepts: `[accepted,
+/// clips]` for each length.
+pub fn openings_accepted(
+    detector: &SpeechDetector,
+    clips: &[VoiceClip],
+    seconds: &[f64],
+) -> BTreeMap<String, Vec<[u64; 2]>> {
+    let rate = detector.sample_rate();
+    let mut by_corpus: BTreeMap<String, Vec<[u64; 2]>> = BTreeMap::new();
+    for clip in clips.iter().filter(|c| !trains_the_check(c)) {
+        let cells = by_corpus.entry(clip.label.corpus().to_string()).or_insert_with(|| vec![[0, 0]; seconds.len()]);
+        for (cell, &length) in cells.iter_mut().zip(seconds) {
+            cell[0] += u64::from(detector.check(speech_opening(&clip.samples, rate, length)).is_speech);
+            cell[1] += 1;
+        }
+    }
+    by_corpus
 }
 
 /// Features of every slice, computed on both cores (`None`: too little sound).
@@ -126,14 +149,11 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     let analyser = SpeechAnalyser::new(rate);
     tracing::info!(data = ?request.data, "loading speech clips");
     let clips = load_clips(&request.data, rate)?;
-    let is_training = |c: &VoiceClip| {
-        TRAINING_CORPORA.contains(&c.label.corpus()) && speaker_part(&c.label.speaker) == SplitPart::Train
-    };
 
     // Speech windows of the training speakers, as recorded and through a channel.
     let mut rng = SmallRng::seed_from_u64(request.seed);
     let mut speech: Vec<Vec<f32>> = Vec::new();
-    for clip in clips.iter().filter(|c| is_training(c)) {
+    for clip in clips.iter().filter(|c| trains_the_check(c)) {
         for w in served_windows(&clip.samples, rate) {
             speech.push(w.to_vec());
             // Other voices and recording chains: speed (pitch and formants)
@@ -262,7 +282,7 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         let entry = by_corpus.entry(clip.label.corpus().to_string()).or_default();
         entry[0] += u64::from(ok);
         entry[1] += 1;
-        if !is_training(clip) {
+        if !trains_the_check(clip) {
             entry[2] += u64::from(ok);
             entry[3] += 1;
         }
@@ -270,17 +290,7 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
             refused_examples.push(clip.path.display().to_string());
         }
     }
-    // Short speech: the first 1 and 1.5 s of each clip's speech, trimmed, of
-    // the clips the check never trained on.
-    let mut short: BTreeMap<String, Vec<[u64; 2]>> = BTreeMap::new();
-    for clip in clips.iter().filter(|c| !is_training(c)) {
-        let entry =
-            short.entry(clip.label.corpus().to_string()).or_insert_with(|| vec![[0, 0]; SHORT_SPEECH_SECONDS.len()]);
-        for (cell, &seconds) in entry.iter_mut().zip(&SHORT_SPEECH_SECONDS) {
-            cell[0] += u64::from(detector.check(speech_opening(&clip.samples, rate, seconds)).is_speech);
-            cell[1] += 1;
-        }
-    }
+    let short = openings_accepted(&detector, &clips, &SHORT_SPEECH_SECONDS);
     let test_negatives = negatives(request.negatives, rate, request.seed.wrapping_add(1_000_003));
     let mut by_family: BTreeMap<&str, [u64; 2]> = BTreeMap::new();
     for (family, x) in &test_negatives {
@@ -365,17 +375,16 @@ mod tests {
         let mut clip = vec![0.0f32; 16_000];
         clip.extend((0..32_000).map(|i| 0.5 * (i as f32 * 0.05).sin()));
         clip.extend(vec![0.0f32; 8_000]);
-        let span = speech_span(&clip, rate).unwrap();
-        // 50 ms of lead-in before the first loud sample; the end at the last.
-        assert!((15_200..=15_300).contains(&span.start), "{span:?}");
-        assert!((47_900..=48_000).contains(&span.end), "{span:?}");
+        let start = speech_start(&clip, rate).unwrap();
+        // 50 ms of lead-in before the first loud sample.
+        assert!((15_200..=15_300).contains(&start), "{start}");
         let opening = speech_opening(&clip, rate, 1.0);
         assert_eq!(opening.len(), 16_000);
         assert!(opening[..799].iter().all(|&v| v == 0.0) && opening[800..].iter().any(|&v| v != 0.0));
         // Longer than the clip: to its end.
-        assert_eq!(speech_opening(&clip, rate, 10.0).len(), clip.len() - span.start);
+        assert_eq!(speech_opening(&clip, rate, 10.0).len(), clip.len() - start);
         // Silence has no speech to find; its opening is its start.
-        assert_eq!(speech_span(&[0.0; 100], rate), None);
+        assert_eq!(speech_start(&[0.0; 100], rate), None);
         assert_eq!(speech_opening(&[0.0; 100], rate, 1.0).len(), 100);
         assert!(speech_opening(&[], rate, 1.0).is_empty());
     }
