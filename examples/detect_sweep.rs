@@ -7,6 +7,8 @@
 //! before `FaceVerifier::select`; `+vTHRESHOLD` for another threshold than the card's; CASCADE is a file name under Debian's `haarcascades/` without
 //! `haarcascade_frontalface_` and `.xml`, e.g. `default` or `alt2`; `+v`
 //! passes the candidates through the face verifier given by `--verifier`;
+//! `+c` (with `+v`) asks CenterFace where the setting finds no face, as
+//! served by default;
 //! `centerface:HEAT[:MIN_FACE_FRACTION:MIN_FACE_PIXELS][+v]` is CenterFace at
 //! that heat threshold instead of the cascade, the network from
 //! `--centerface`, default where the setup script installs it, its
@@ -58,6 +60,8 @@ struct Setting {
     cascade: PathBuf,
     /// `Some(threshold)`: CenterFace (`--centerface`) instead of the cascade.
     centerface: Option<f32>,
+    /// `+c`: CenterFace where the setting finds no face.
+    fallback: bool,
     label: String,
     params: DetectParams,
     /// `Some` to verify, with a threshold other than the card's.
@@ -71,7 +75,8 @@ fn parse_setting(spec: &str) -> Result<Setting> {
     // `+m`: with the mirror pass (DetectParams::mirror_pass).
     let mirror_pass = spec.contains("+m");
     let overlaps_kept = spec.contains("+d");
-    let spec = spec.replace("+m", "").replace("+d", "");
+    let fallback = spec.contains("+c");
+    let spec = spec.replace("+m", "").replace("+d", "").replace("+c", "");
     let spec = spec.as_str();
     // `+v` or `+vTHRESHOLD` (e.g. `+v0.8`): verified, at the card's or that threshold.
     let (spec, verify) = match spec.split_once("+v") {
@@ -102,6 +107,7 @@ fn parse_setting(spec: &str) -> Result<Setting> {
             params: DetectParams { min_face_fraction: fraction, min_face_pixels: pixels, ..cascade },
             verify,
             overlaps_kept,
+            fallback,
         });
     }
     let [name, scale, neighbors, fraction] = parts[..] else {
@@ -125,10 +131,12 @@ fn parse_setting(spec: &str) -> Result<Setting> {
                 Some(None) => "yes".to_string(),
                 Some(Some(t)) => format!("yes, {t}"),
             } + if overlaps_kept { ", duplicates kept" } else { "" }
+                + if fallback { ", then CenterFace where none" } else { "" }
         ),
         params,
         verify,
         overlaps_kept,
+        fallback,
     })
 }
 
@@ -144,6 +152,9 @@ struct Finder<'a> {
     detector: AnyDetector,
     verifier: Option<&'a FaceVerifier>,
     overlaps_kept: bool,
+    /// `+c`: CenterFace (default heat, verified at its own threshold) asked
+    /// where the setting finds no face, as served by default.
+    fallback: Option<CenterFace>,
 }
 
 impl Finder<'_> {
@@ -152,7 +163,16 @@ impl Finder<'_> {
         let Some(verifier) = self.verifier else { return Ok(boxes) };
         let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
         let keep = if self.overlaps_kept { verifier.faces(&crops)? } else { verifier.select(&boxes, &crops)? };
-        Ok(boxes.into_iter().zip(keep).filter(|(_, k)| *k).map(|(b, _)| b).collect())
+        let found: Vec<FaceBox> = boxes.into_iter().zip(keep).filter(|(_, k)| *k).map(|(b, _)| b).collect();
+        match &mut self.fallback {
+            Some(centerface) if found.is_empty() => {
+                let boxes = centerface.detect(gray)?;
+                let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
+                let keep = verifier.select_from(&boxes, &crops, VERIFIER_THRESHOLD)?;
+                Ok(boxes.into_iter().zip(keep).filter(|(_, k)| *k).map(|(b, _)| b).collect())
+            }
+            _ => Ok(found),
+        }
     }
 }
 
@@ -249,6 +269,11 @@ fn main() -> Result<()> {
             },
             verifier: verifier.as_ref(),
             overlaps_kept: setting.overlaps_kept,
+            fallback: if setting.fallback {
+                Some(CenterFace::new(&centerface_path, CenterFaceParams::default())?)
+            } else {
+                None
+            },
         };
         let portrait = &fixture_images[0];
         for _ in 0..3 {
@@ -317,9 +342,10 @@ fn main() -> Result<()> {
         for (chip, race) in &chips {
             let (w, h) = chip.dimensions();
             // Found: a box centred on the chip (within a fifth of its side).
-            let hit = detector.find(chip)?.iter().any(|b| {
-                (b.x + b.width / 2).abs_diff(w / 2) < w / 5 && (b.y + b.height / 2).abs_diff(h / 2) < h / 5
-            });
+            let hit = detector
+                .find(chip)?
+                .iter()
+                .any(|b| (b.x + b.width / 2).abs_diff(w / 2) < w / 5 && (b.y + b.height / 2).abs_diff(h / 2) < h / 5);
             chips_found += usize::from(hit);
             let slot = &mut chips_by_race[(*race as usize).min(RACES.len() - 1)];
             slot.0 += usize::from(hit);

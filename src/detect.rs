@@ -1,5 +1,7 @@
 //! Face detection with OpenCV's Haar cascade, and cropping faces for the
-//! networks.
+//! networks. [`centerface`] is the second detector (a network), which the
+//! analyser asks where the cascade finds no face; [`DetectorChoice`] names
+//! either, [`DetectorPool`] lends them to concurrent requests.
 //!
 //! Detection runs on a copy of the image scaled down so its longest side is at
 //! most [`DetectParams::max_side`] (cost grows with the pixel count; faces

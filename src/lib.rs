@@ -16,7 +16,9 @@
 //!   decoded row by row to grey, and TIFFs the `image` crate refuses go to
 //!   OpenCV.
 //! - [`detect`]: Haar-cascade face detection on a bounded-size copy, boxes
-//!   mapped back; cropping faces to the networks' 48x48 input.
+//!   mapped back; [`detect::centerface`], a small detector network asked
+//!   where the cascade finds no face (or alone); cropping faces to the
+//!   networks' 48x48 input.
 //! - [`features`]: MFCCs of a clip (rustfft + `mel_spec`'s filterbank),
 //!   checked against librosa; [`features::pitch`] tracks F0 and voicing;
 //!   [`features::voice_input`] is the voice network's input (MFCCs with each

@@ -62,13 +62,13 @@ struct ModelArgs {
     /// Longest audio clip accepted, in seconds.
     #[arg(long, env = "EMOTION_AI_MAX_AUDIO_SECONDS", default_value_t = 300.0)]
     max_audio_seconds: f64,
-    /// Face detector: "haar" (OpenCV's cascade, the fastest) or "centerface" (a small network: more faces found, fewer phantoms, about 2.5 times the detection time; README, "A second detector").
-    #[arg(long, env = "EMOTION_AI_DETECTOR", value_enum, default_value_t = DetectorName::Haar)]
+    /// Face detector: "haar-then-centerface" (the cascade, then CenterFace only where the cascade finds no face: tight crops), "haar" (the cascade alone) or "centerface" (CenterFace alone: more faces found and fewer phantoms, about 2.5 times the detection time). README, "A second detector".
+    #[arg(long, env = "EMOTION_AI_DETECTOR", value_enum, default_value_t = DetectorName::HaarThenCenterFace)]
     detector: DetectorName,
     /// Haar cascade for face detection (with --detector haar).
     #[arg(long, env = "EMOTION_AI_CASCADE", default_value = emotion_ai::detect::DEFAULT_CASCADE)]
     cascade: PathBuf,
-    /// CenterFace's ONNX network (with --detector centerface; scripts/setup.sh installs it).
+    /// CenterFace's ONNX network (scripts/setup.sh installs it).
     #[arg(long, env = "EMOTION_AI_CENTERFACE", default_value = emotion_ai::detect::centerface::DEFAULT_CENTERFACE)]
     centerface: PathBuf,
     /// Raw detections a face needs to be kept (higher: fewer false positives).
@@ -109,9 +109,12 @@ impl ModelArgs {
             None => {}
         }
         config.max_audio_seconds = self.max_audio_seconds;
-        config.detector = match self.detector {
-            DetectorName::Haar => DetectorChoice::Haar(self.cascade.clone()),
-            DetectorName::CenterFace => DetectorChoice::CenterFace(self.centerface.clone()),
+        let (haar, centerface) =
+            (DetectorChoice::Haar(self.cascade.clone()), DetectorChoice::CenterFace(self.centerface.clone()));
+        (config.detector, config.fallback_detector) = match self.detector {
+            DetectorName::HaarThenCenterFace => (haar, Some(centerface)),
+            DetectorName::Haar => (haar, None),
+            DetectorName::CenterFace => (centerface, None),
         };
         config.detect.min_neighbors = self.min_neighbors;
         config.detect.scale_factor = self.scale_factor.max(1.01);
@@ -465,6 +468,8 @@ fn point_on_the_line(text: &str) -> Result<f64, String> {
 /// `--detector`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum DetectorName {
+    #[value(name = "haar-then-centerface")]
+    HaarThenCenterFace,
     Haar,
     #[value(name = "centerface")]
     CenterFace,

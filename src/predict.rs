@@ -50,6 +50,11 @@ pub struct AnalyzerConfig {
     pub face_verifier_model: Option<PathBuf>,
     /// The face detector: the Haar cascade (default) or CenterFace.
     pub detector: DetectorChoice,
+    /// A second detector asked only when the first finds no face (after
+    /// the verifier): by default CenterFace after the cascade, which finds
+    /// the tight crops the cascade misses at no cost to images where the
+    /// cascade finds a face (README, "A second detector"). `None`: never.
+    pub fallback_detector: Option<DetectorChoice>,
     pub detect: DetectParams,
     pub image_limits: ImageLimits,
     /// Most faces analysed in one image (the largest); the answer says how
@@ -72,6 +77,9 @@ impl AnalyzerConfig {
             speech_check_model: models_dir.join("speech_check.json"),
             face_verifier_model: Some(models_dir.join("face_verifier.safetensors")),
             detector: DetectorChoice::default(),
+            fallback_detector: Some(DetectorChoice::CenterFace(PathBuf::from(
+                crate::detect::centerface::DEFAULT_CENTERFACE,
+            ))),
             detect: DetectParams::default(),
             image_limits: ImageLimits::default(),
             max_faces: MAX_FACES,
@@ -334,6 +342,7 @@ pub struct Analyzer {
     speech: SpeechDetector,
     windowing: Windowing,
     detectors: DetectorPool,
+    fallback_detectors: Option<DetectorPool>,
     verifier: Option<Pool<FaceVerifier>>,
     face_verifier_card: Option<ModelCard>,
     config: AnalyzerConfig,
@@ -353,24 +362,17 @@ impl Analyzer {
             anyhow::bail!("the face emotion model must read the 48x48 crop of the face box (its card says otherwise)");
         }
         let detectors = DetectorPool::new(&config.detector, config.detect, workers)?;
+        let fallback_detectors = match &config.fallback_detector {
+            Some(choice) if *choice != config.detector => Some(DetectorPool::new(choice, config.detect, workers)?),
+            _ => None,
+        };
         let face_sex = face_model_pool("face sex", &config.face_sex_model, workers)?;
         let face_sex_card = face_sex.with(|m| m.card.clone())?;
         let verifier = match &config.face_verifier_model {
             Some(weights) => {
                 let weights = weights.clone();
-                // CenterFace's candidates are judged more strictly than the
-                // cascade's (its own threshold, chosen the same way).
-                let threshold = match config.detector {
-                    DetectorChoice::CenterFace(_) => Some(crate::detect::centerface::VERIFIER_THRESHOLD),
-                    DetectorChoice::Haar(_) => None,
-                };
                 Some(Pool::new("face verifier", workers, move || {
-                    let verifier = FaceVerifier::load(&weights)
-                        .with_context(|| format!("loading face verifier {}", weights.display()))?;
-                    Ok(match threshold {
-                        Some(t) => verifier.with_threshold(t),
-                        None => verifier,
-                    })
+                    FaceVerifier::load(&weights).with_context(|| format!("loading face verifier {}", weights.display()))
                 })?)
             }
             None => None,
@@ -410,6 +412,7 @@ impl Analyzer {
             voice_emotion_card,
             windowing,
             detectors,
+            fallback_detectors,
             verifier,
             face_verifier_card,
             config,
@@ -591,9 +594,11 @@ impl Analyzer {
         let (width, height) = image.gray.dimensions();
         let (mut boxes, mut crops) = match faces {
             FaceSource::Detect => {
-                let candidates = self.detectors.detect(&image.gray)?;
-                let crops = candidates.iter().map(|&b| crop_face(&image.gray, b).into_raw()).collect();
-                self.verified(candidates, crops)?
+                let found = self.detect_verified(&self.detectors, &image.gray)?;
+                match &self.fallback_detectors {
+                    Some(fallback) if found.0.is_empty() => self.detect_verified(fallback, &image.gray)?,
+                    _ => found,
+                }
             }
             FaceSource::WholeImage => {
                 let side = width.min(height);
@@ -658,6 +663,11 @@ impl Analyzer {
         self.detectors.choice()
     }
 
+    /// The detector asked when the first finds no face, if any.
+    pub fn fallback_detector(&self) -> Option<&DetectorChoice> {
+        self.fallback_detectors.as_ref().map(DetectorPool::choice)
+    }
+
     /// The face verifier's card, when one is loaded.
     pub fn face_verifier_card(&self) -> Option<&ModelCard> {
         self.face_verifier_card.as_ref()
@@ -666,9 +676,23 @@ impl Analyzer {
     /// The candidates (and their crops) the verifier takes for faces, one
     /// box a face ([`FaceVerifier::select`]); all of them without a
     /// verifier. Order (largest first) is kept.
-    fn verified(&self, boxes: Vec<FaceBox>, crops: Vec<Vec<u8>>) -> Result<(Vec<FaceBox>, Vec<Vec<u8>>)> {
+    /// The faces `detectors` find in `gray` that the verifier keeps, with
+    /// their crops; each detector's candidates are judged at its own
+    /// threshold (CenterFace's stricter than the card's, for the cascade).
+    fn detect_verified(
+        &self,
+        detectors: &DetectorPool,
+        gray: &image::GrayImage,
+    ) -> Result<(Vec<FaceBox>, Vec<Vec<u8>>)> {
+        let boxes = detectors.detect(gray)?;
+        let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
         let Some(verifier) = &self.verifier else { return Ok((boxes, crops)) };
-        let keep = verifier.with(|v| v.select(&boxes, &crops))??;
+        let keep = verifier.with(|v| match detectors.choice() {
+            DetectorChoice::Haar(_) => v.select(&boxes, &crops),
+            DetectorChoice::CenterFace(_) => {
+                v.select_from(&boxes, &crops, crate::detect::centerface::VERIFIER_THRESHOLD)
+            }
+        })??;
         Ok(boxes.into_iter().zip(crops).zip(keep).filter(|(_, k)| *k).map(|(pair, _)| pair).unzip())
     }
 }

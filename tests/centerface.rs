@@ -114,3 +114,42 @@ fn the_cli_takes_detector_centerface() {
     assert_eq!(rows.len(), 3, "{rows:?}");
     assert!(rows.iter().all(|r| r["kind"] == "face" && r["status"] == "ok"), "{rows:?}");
 }
+
+/// The portrait fixture's face, cut tight (the inner 70% of the cascade's
+/// box) and enlarged to 150 px: a pre-cropped face photo.
+fn tight_face() -> GrayImage {
+    let portrait = gray("portrait_640x480.jpg");
+    let mut haar = FaceDetector::new(Path::new(DEFAULT_CASCADE), DetectParams::default()).unwrap();
+    let face = haar.detect(&portrait).unwrap()[0];
+    let inset = face.width * 15 / 100;
+    let side = face.width - 2 * inset;
+    let cut = image::imageops::crop_imm(&portrait, face.x + inset, face.y + inset, side, side).to_image();
+    image::imageops::resize(&cut, 150, 150, image::imageops::FilterType::Triangle)
+}
+
+fn png(gray: &GrayImage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    gray.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+    bytes
+}
+
+#[test]
+fn by_default_centerface_finds_the_tight_crop_the_cascade_misses() {
+    let tight = tight_face();
+    let mut haar = FaceDetector::new(Path::new(DEFAULT_CASCADE), DetectParams::default()).unwrap();
+    assert!(haar.detect(&tight).unwrap().is_empty(), "the cascade misses the tight crop (the case this is for)");
+    let decoded = decode_image(&png(&tight), ImageLimits::default()).unwrap();
+
+    let default = Arc::new(Analyzer::load(AnalyzerConfig::with_models_dir(&root().join("models"))).unwrap());
+    assert_eq!(default.detector().name(), "haar");
+    assert_eq!(default.fallback_detector().map(DetectorChoice::name), Some("centerface"));
+    let analysis = default.analyze_image(&decoded).expect("the fallback finds the face");
+    assert_eq!(analysis.faces.len(), 1);
+    let b = analysis.faces[0].bbox;
+    assert!(b.width >= 75, "the box covers most of the crop: {b:?}");
+
+    let mut config = AnalyzerConfig::with_models_dir(&root().join("models"));
+    config.fallback_detector = None;
+    let cascade_only = Analyzer::load(config).unwrap();
+    assert!(cascade_only.analyze_image(&decoded).is_err(), "without the fallback: no face");
+}

@@ -74,8 +74,14 @@ impl FaceVerifier {
     /// upper half, say) are one face, framed by the box the verifier likes
     /// best.
     pub fn select(&self, boxes: &[FaceBox], crops: &[Vec<u8>]) -> Result<Vec<bool>> {
+        self.select_from(boxes, crops, self.threshold)
+    }
+
+    /// [`Self::select`] from another threshold than this verifier's (each
+    /// detector's candidates have their own: `centerface::VERIFIER_THRESHOLD`).
+    pub fn select_from(&self, boxes: &[FaceBox], crops: &[Vec<u8>], threshold: f32) -> Result<Vec<bool>> {
         let scores = self.scores(crops)?;
-        let mut keep: Vec<bool> = scores.iter().map(|&p| p >= self.threshold).collect();
+        let mut keep: Vec<bool> = scores.iter().map(|&p| p >= threshold).collect();
         suppress_overlaps(boxes, &scores, &mut keep, DUPLICATE_IOU);
         Ok(keep)
     }

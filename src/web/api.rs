@@ -103,9 +103,17 @@ pub struct Models {
     pub face_verifier: Option<ModelInfo>,
     /// What proposes the faces: the Haar cascade or CenterFace.
     pub face_detector: DetectorInfo,
+    /// The detector asked only when the first finds no face (absent when
+    /// there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_face_detector: Option<DetectorInfo>,
 }
 
-/// The face detector a server runs with (`--detector`).
+fn detector_info(choice: &crate::detect::DetectorChoice) -> DetectorInfo {
+    DetectorInfo { name: choice.name().to_string(), file: choice.path().display().to_string() }
+}
+
+/// A face detector a server runs with (`--detector`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DetectorInfo {
     /// `haar` or `centerface`.
@@ -167,10 +175,8 @@ pub async fn models(State(state): State<AppState>) -> Json<Models> {
         voice_emotion: info(analyzer.voice_emotion_card()),
         speech_check: speech_check_info(analyzer.speech_check().card()),
         face_verifier: analyzer.face_verifier_card().map(info),
-        face_detector: DetectorInfo {
-            name: analyzer.detector().name().to_string(),
-            file: analyzer.detector().path().display().to_string(),
-        },
+        face_detector: detector_info(analyzer.detector()),
+        fallback_face_detector: analyzer.fallback_detector().map(detector_info),
     })
 }
 
