@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{header, Request};
+use axum::http::{header, Request, StatusCode};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use emotion_ai::decode::{decode_image, ImageLimits};
 use emotion_ai::detect::centerface::{CenterFace, CenterFaceParams, DEFAULT_CENTERFACE};
@@ -109,6 +109,7 @@ fn requests(c: &mut Criterion) {
     before.face_verifier_model = None;
     before.detect.min_neighbors = 3;
     before.detect.mirror_pass = false;
+    before.fallback_detector = None;
     let before = AppState::new(
         Arc::new(Analyzer::load(before).expect("models")),
         ServerLimits::default(),
@@ -139,16 +140,31 @@ fn requests(c: &mut Criterion) {
             root().join("assets"),
         )
     });
+    // The photo without a face pays for the cascade and then CenterFace,
+    // asked where the cascade finds nothing; its answer is a 422 no_face.
+    // Against the same pipeline without CenterFace (`--detector haar`).
+    let mut cascade_only = AnalyzerConfig::with_models_dir(&root().join("models"));
+    cascade_only.fallback_detector = None;
+    let cascade_only = AppState::new(
+        Arc::new(Analyzer::load(cascade_only).expect("models")),
+        ServerLimits::default(),
+        root().join("static"),
+        root().join("assets"),
+    );
+    let (ok, no_face) = (StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY);
     let mut inputs = vec![
-        ("request/image_640x480_one_face", fixture("portrait_640x480.jpg"), &state),
-        ("request/image_640x480_one_face_without_verifier", fixture("portrait_640x480.jpg"), &before),
-        ("request/clip_3s_wav", wav_bytes(&speech(3)), &state),
-        ("request/clip_10s_wav", wav_bytes(&speech(10)), &state),
+        ("request/image_640x480_one_face", fixture("portrait_640x480.jpg"), &state, ok),
+        ("request/image_640x480_one_face_without_verifier", fixture("portrait_640x480.jpg"), &before, ok),
+        ("request/image_300x200_no_face", fixture("coffee.jpg"), &state, no_face),
+        ("request/image_300x200_no_face_cascade_only", fixture("coffee.jpg"), &cascade_only, no_face),
+        ("request/clip_3s_wav", wav_bytes(&speech(3)), &state, ok),
+        ("request/clip_10s_wav", wav_bytes(&speech(10)), &state, ok),
     ];
     if let Some(other) = &other_sex {
-        inputs.insert(1, ("request/image_640x480_one_face_other_sex_model", fixture("portrait_640x480.jpg"), other));
+        inputs
+            .insert(1, ("request/image_640x480_one_face_other_sex_model", fixture("portrait_640x480.jpg"), other, ok));
     }
-    for (name, bytes, state) in inputs {
+    for (name, bytes, state, expected) in inputs {
         let body = multipart(&bytes);
         c.bench_function(name, |b| {
             b.iter_batched(
@@ -160,7 +176,7 @@ fn requests(c: &mut Criterion) {
                 },
                 |request| {
                     let response = runtime.block_on(web::app(state.clone()).oneshot(request)).expect("response");
-                    assert!(response.status().is_success(), "{name}: {}", response.status());
+                    assert_eq!(response.status(), expected, "{name}");
                 },
                 BatchSize::SmallInput,
             )

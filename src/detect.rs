@@ -296,7 +296,7 @@ pub enum DetectorChoice {
     /// README, "Face detection").
     Haar(PathBuf),
     /// CenterFace, the ONNX network at this path: finds more faces and fewer
-    /// phantoms at about 2.5 times the cascade's cost (README, "A second
+    /// phantoms at 1.5 times the cascade's cost (README, "A second
     /// detector: CenterFace").
     CenterFace(PathBuf),
 }

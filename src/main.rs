@@ -62,7 +62,7 @@ struct ModelArgs {
     /// Longest audio clip accepted, in seconds.
     #[arg(long, env = "EMOTION_AI_MAX_AUDIO_SECONDS", default_value_t = 300.0)]
     max_audio_seconds: f64,
-    /// Face detector: "haar-then-centerface" (the cascade, then CenterFace only where the cascade finds no face: tight crops), "haar" (the cascade alone) or "centerface" (CenterFace alone: more faces found and fewer phantoms, about 2.5 times the detection time). README, "A second detector".
+    /// Face detector: "haar-then-centerface" (the cascade, then CenterFace only where the cascade finds no face: tight crops), "haar" (the cascade alone) or "centerface" (CenterFace alone: more faces found and fewer phantoms, 1.5 times the detection time). README, "A second detector".
     #[arg(long, env = "EMOTION_AI_DETECTOR", value_enum, default_value_t = DetectorName::HaarThenCenterFace)]
     detector: DetectorName,
     /// Haar cascade for face detection (with --detector haar).

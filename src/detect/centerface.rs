@@ -77,15 +77,16 @@ impl Default for CenterFaceParams {
     }
 }
 
-/// The network loaded twice: for a landscape canvas and a portrait one.
-/// OpenCV 4.6 keeps buffers sized for the first input a `Net` sees and gives
-/// wrong answers when a later input has another shape (measured: the group
-/// fixture gets 72 "faces" after the portrait), so every image is scaled into
-/// one of two fixed canvases, each with its own `Net`. `forward` takes
-/// `&mut self`, so concurrent users each need their own [`CenterFace`].
+/// The network, once per canvas shape it has run on. OpenCV 4.6 keeps
+/// buffers sized for the first input a `Net` sees and gives wrong answers
+/// when a later input has another shape (measured: the group fixture gets 72
+/// "faces" after the portrait), so every image goes into one of four fixed
+/// canvases ([`CenterFace::canvas`]), each with its own `Net`, loaded when
+/// first needed. `forward` takes `&mut self`, so concurrent users each need
+/// their own [`CenterFace`].
 pub struct CenterFace {
-    landscape: Net,
-    portrait: Net,
+    path: std::path::PathBuf,
+    nets: Vec<((u32, u32), Net)>,
     params: CenterFaceParams,
 }
 
@@ -99,20 +100,45 @@ impl CenterFace {
         if !path.is_file() {
             bail!("CenterFace network {} not found (scripts/setup.sh installs it)", path.display());
         }
-        Ok(Self { landscape: load_net(path)?, portrait: load_net(path)?, params })
+        // The landscape canvas is loaded now, so a bad file fails at start.
+        let mut centerface = Self { path: path.to_path_buf(), nets: Vec::new(), params };
+        let first = centerface.canvas((4, 3));
+        centerface.net(first)?;
+        Ok(centerface)
     }
 
-    /// The canvas (width, height) an image of `(width, height)` is scaled
-    /// into: the long side `max_side` rounded to a multiple of 32, the short
-    /// side three quarters of it.
+    /// The canvas (width, height) an image of `(width, height)` goes into:
+    /// landscape or portrait by the image's, small (half the sides) when the
+    /// image fits it as it is (a face crop or a thumbnail costs a quarter),
+    /// else large: the long side `max_side` rounded to a multiple of 32, the
+    /// short side three quarters of it.
     fn canvas(&self, (width, height): (u32, u32)) -> (u32, u32) {
-        let long = (self.params.max_side / 32).max(1) * 32;
+        let long = (self.params.max_side / 32).max(2) * 32;
         let short = (long * 3 / 4 / 32).max(1) * 32;
-        if width >= height {
-            (long, short)
+        let (small_long, small_short) = ((long / 2 / 32).max(1) * 32, (short / 2 / 32).max(1) * 32);
+        let (image_long, image_short) = (width.max(height), width.min(height));
+        let (l, s) = if image_long <= small_long && image_short <= small_short {
+            (small_long, small_short)
         } else {
-            (short, long)
+            (long, short)
+        };
+        if width >= height {
+            (l, s)
+        } else {
+            (s, l)
         }
+    }
+
+    /// The network for `canvas`, loaded on first use.
+    fn net(&mut self, canvas: (u32, u32)) -> Result<&mut Net> {
+        let index = match self.nets.iter().position(|(c, _)| *c == canvas) {
+            Some(index) => index,
+            None => {
+                self.nets.push((canvas, load_net(&self.path)?));
+                self.nets.len() - 1
+            }
+        };
+        Ok(&mut self.nets[index].1)
     }
 
     /// Finds faces, largest first, in `gray`'s coordinates.
@@ -140,7 +166,7 @@ impl CenterFace {
         opencv::imgproc::cvt_color(&mat, &mut rgb, opencv::imgproc::COLOR_GRAY2RGB, 0)?;
         let blob =
             dnn::blob_from_image(&rgb, 1.0, Size::new(w as i32, h as i32), Scalar::default(), false, false, CV_32F)?;
-        let net = if w >= h { &mut self.landscape } else { &mut self.portrait };
+        let net = self.net((w, h))?;
         net.set_input(&blob, "", 1.0, Scalar::default())?;
         let mut outputs = Vector::<Mat>::new();
         let names: Vector<String> = OUTPUTS.iter().copied().collect();
