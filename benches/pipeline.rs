@@ -94,6 +94,13 @@ fn stages(c: &mut Criterion) {
     c.bench_function("forward/voice_3s_window", |b| b.iter(|| voice.net.predict_proba(&window)));
 }
 
+/// The app's state with the models `config` names (`what` says which, if
+/// they fail to load).
+fn serving(config: AnalyzerConfig, what: &str) -> AppState {
+    let analyzer = Analyzer::load(config).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+    AppState::new(Arc::new(analyzer), ServerLimits::default(), root().join("static"), root().join("assets"))
+}
+
 fn requests(c: &mut Criterion) {
     tch::set_num_threads(1);
     let mut config = AnalyzerConfig::with_models_dir(&root().join("models"));
@@ -101,8 +108,7 @@ fn requests(c: &mut Criterion) {
     if std::env::var_os("BENCH_CENTERFACE").is_some() {
         config.detector = DetectorChoice::CenterFace(PathBuf::from(DEFAULT_CENTERFACE));
     }
-    let analyzer = Arc::new(Analyzer::load(config).expect("models"));
-    let state = AppState::new(analyzer.clone(), ServerLimits::default(), root().join("static"), root().join("assets"));
+    let state = serving(config, "models");
     // The pipeline before issue 15 (cascade at 3 neighbours, no mirror pass,
     // every candidate kept), measured in the same run for a fair comparison.
     let mut before = AnalyzerConfig::with_models_dir(&root().join("models"));
@@ -110,12 +116,7 @@ fn requests(c: &mut Criterion) {
     before.detect.min_neighbors = 3;
     before.detect.mirror_pass = false;
     before.fallback_detector = None;
-    let before = AppState::new(
-        Arc::new(Analyzer::load(before).expect("models")),
-        ServerLimits::default(),
-        root().join("static"),
-        root().join("assets"),
-    );
+    let before = serving(before, "models");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let boundary = "bench-boundary";
     let multipart = |bytes: &[u8]| {
@@ -133,24 +134,14 @@ fn requests(c: &mut Criterion) {
     let other_sex = std::env::var_os("BENCH_FACE_SEX_MODEL").map(|weights| {
         let mut config = AnalyzerConfig::with_models_dir(&root().join("models"));
         config.face_sex_model = weights.into();
-        AppState::new(
-            Arc::new(Analyzer::load(config).expect("BENCH_FACE_SEX_MODEL")),
-            ServerLimits::default(),
-            root().join("static"),
-            root().join("assets"),
-        )
+        serving(config, "BENCH_FACE_SEX_MODEL")
     });
     // The photo without a face pays for the cascade and then CenterFace,
     // asked where the cascade finds nothing; its answer is a 422 no_face.
     // Against the same pipeline without CenterFace (`--detector haar`).
     let mut cascade_only = AnalyzerConfig::with_models_dir(&root().join("models"));
     cascade_only.fallback_detector = None;
-    let cascade_only = AppState::new(
-        Arc::new(Analyzer::load(cascade_only).expect("models")),
-        ServerLimits::default(),
-        root().join("static"),
-        root().join("assets"),
-    );
+    let cascade_only = serving(cascade_only, "models");
     let (ok, no_face) = (StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY);
     let mut inputs = vec![
         ("request/image_640x480_one_face", fixture("portrait_640x480.jpg"), &state, ok),

@@ -308,7 +308,7 @@ impl Default for DetectorChoice {
 }
 
 impl DetectorChoice {
-    /// The detector's name as the CLI and the answer's `detector` give it.
+    /// The detector's name, as `--detector` and `/api/v1/models` give it.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Haar(_) => "haar",

@@ -673,12 +673,11 @@ impl Analyzer {
         self.face_verifier_card.as_ref()
     }
 
-    /// The candidates (and their crops) the verifier takes for faces, one
-    /// box a face ([`FaceVerifier::select`]); all of them without a
-    /// verifier. Order (largest first) is kept.
     /// The faces `detectors` find in `gray` that the verifier keeps, with
-    /// their crops; each detector's candidates are judged at its own
-    /// threshold (CenterFace's stricter than the card's, for the cascade).
+    /// their crops, one box a face ([`FaceVerifier::select`]); all of them
+    /// without a verifier. Each detector's candidates are judged at its own
+    /// threshold (CenterFace's stricter than the card's, which is the
+    /// cascade's). Order (largest first) is kept.
     fn detect_verified(
         &self,
         detectors: &DetectorPool,

