@@ -142,9 +142,15 @@ pub struct FaceAnalysis {
 /// Where an image's faces come from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FaceSource {
-    /// The cascade finds them (the default).
+    /// The server's detectors find them (the default: the cascade, then
+    /// CenterFace where it finds none).
     #[default]
     Detect,
+    /// CenterFace alone finds them, whatever the server's default: more of a
+    /// group's faces, for 1.5 times the detection time (the `detector` form
+    /// field's `centerface`). Needs CenterFace loaded
+    /// ([`Analyzer::has_centerface`]).
+    CenterFace,
     /// The picture is one face, already cropped (a passport photo, a crop
     /// from another tool): its central square is read as the face, and no
     /// detection runs.
@@ -158,6 +164,16 @@ impl FaceSource {
         match value.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "on" | "yes" => Some(Self::WholeImage),
             "false" | "0" | "off" | "no" | "" => Some(Self::Detect),
+            _ => None,
+        }
+    }
+
+    /// The `detector` form field's value: `centerface`, or `default` or
+    /// empty for the server's; `None` for anything else.
+    pub fn from_detector_form_value(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "centerface" => Some(Self::CenterFace),
+            "default" | "" => Some(Self::Detect),
             _ => None,
         }
     }
@@ -600,6 +616,12 @@ impl Analyzer {
                     _ => found,
                 }
             }
+            FaceSource::CenterFace => {
+                let pool = self.centerface().ok_or_else(|| {
+                    anyhow::anyhow!("CenterFace is not loaded on this server (it runs with --detector haar)")
+                })?;
+                self.detect_verified(pool, &image.gray)?
+            }
             FaceSource::WholeImage => {
                 let side = width.min(height);
                 let whole = FaceBox { x: (width - side) / 2, y: (height - side) / 2, width: side, height: side };
@@ -616,7 +638,7 @@ impl Analyzer {
         // The sex network may read a larger crop with context around the box;
         // a whole image given as the face is read as it is, without a margin.
         let sex_spec = match faces {
-            FaceSource::Detect => self.face_sex_card.input.crop(),
+            FaceSource::Detect | FaceSource::CenterFace => self.face_sex_card.input.crop(),
             FaceSource::WholeImage => CropSpec { margin: 0.0, ..self.face_sex_card.input.crop() },
         };
         let own_sex_crops = sex_spec != CropSpec::FACE;
@@ -661,6 +683,20 @@ impl Analyzer {
     /// The face detector in use (`--detector`).
     pub fn detector(&self) -> &DetectorChoice {
         self.detectors.choice()
+    }
+
+    /// CenterFace's detectors, when this server loaded them (as its
+    /// detector or its fallback).
+    fn centerface(&self) -> Option<&DetectorPool> {
+        std::iter::once(&self.detectors)
+            .chain(&self.fallback_detectors)
+            .find(|pool| matches!(pool.choice(), DetectorChoice::CenterFace(_)))
+    }
+
+    /// Whether a request may ask for CenterFace alone
+    /// ([`FaceSource::CenterFace`]).
+    pub fn has_centerface(&self) -> bool {
+        self.centerface().is_some()
     }
 
     /// The detector asked when the first finds no face, if any.
@@ -752,6 +788,17 @@ mod tests {
             assert_eq!(FaceSource::from_form_value(no), Some(FaceSource::Detect), "{no}");
         }
         assert_eq!(FaceSource::from_form_value("maybe"), None);
+    }
+
+    #[test]
+    fn the_detector_field_reads_centerface_default_or_nothing_else() {
+        for value in ["centerface", " CenterFace "] {
+            assert_eq!(FaceSource::from_detector_form_value(value), Some(FaceSource::CenterFace), "{value}");
+        }
+        for value in ["default", ""] {
+            assert_eq!(FaceSource::from_detector_form_value(value), Some(FaceSource::Detect), "{value}");
+        }
+        assert_eq!(FaceSource::from_detector_form_value("haar"), None, "the cascade alone is a server setting");
     }
 
     #[test]

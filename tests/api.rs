@@ -406,3 +406,65 @@ async fn the_whole_image_face_field_skips_detection_and_no_face_mentions_it() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert!(json_of(bad).await["message"].as_str().unwrap().contains("whole_image_face"));
 }
+
+/// A predict request of `file` with the form fields `fields` before it.
+fn form_request(file: (&str, &[u8]), fields: &[(&str, &str)]) -> Request<Body> {
+    let mut body = multipart_body(&[("file", file.0, file.1)]);
+    for (name, value) in fields.iter().rev() {
+        let field = format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n");
+        body.splice(0..0, field.into_bytes());
+    }
+    Request::post("/api/v1/predict")
+        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_detector_field_asks_for_centerface_alone() {
+    let group = fixture("group.jpg");
+    let answer = send(form_request(("group.jpg", &group), &[("detector", "centerface")])).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let answer = json_of(answer).await;
+    assert_eq!(answer["faces"].as_array().map(Vec::len), Some(3), "{answer}");
+    for value in ["default", ""] {
+        let answer = json_of(send(form_request(("group.jpg", &group), &[("detector", value)])).await).await;
+        assert_eq!(answer["faces"].as_array().map(Vec::len), Some(3), "detector={value}: {answer}");
+    }
+
+    let bad = send(form_request(("group.jpg", &group), &[("detector", "yolo")])).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let message = json_of(bad).await["message"].as_str().unwrap().to_string();
+    assert!(message.contains("`detector` is `centerface`") && message.contains("yolo"), "{message}");
+
+    // whole_image_face=true wins, in either order.
+    for fields in [
+        [("detector", "centerface"), ("whole_image_face", "true")],
+        [("whole_image_face", "true"), ("detector", "centerface")],
+    ] {
+        let answer = json_of(send(form_request(("group.jpg", &group), &fields)).await).await;
+        let faces = answer["faces"].as_array().unwrap();
+        assert_eq!(faces.len(), 1, "{fields:?}: {answer}");
+        assert_eq!(faces[0]["box"]["height"], answer["height"], "{fields:?}: the central square");
+    }
+}
+
+#[tokio::test]
+async fn a_server_without_centerface_refuses_the_detector_field_clearly() {
+    let mut config = emotion_ai::predict::AnalyzerConfig::with_models_dir(&root().join("models"));
+    config.fallback_detector = None;
+    let analyzer = std::sync::Arc::new(emotion_ai::predict::Analyzer::load(config).unwrap());
+    assert!(!analyzer.has_centerface());
+    let state = web::AppState::new(
+        analyzer,
+        ServerLimits::default(),
+        web::default_static_dir(),
+        web::samples::default_assets_dir(),
+    );
+    let group = fixture("group.jpg");
+    let response =
+        web::app(state).oneshot(form_request(("group.jpg", &group), &[("detector", "centerface")])).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let message = json_of(response).await["message"].as_str().unwrap().to_string();
+    assert!(message.contains("runs without CenterFace"), "{message}");
+}

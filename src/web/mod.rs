@@ -265,6 +265,10 @@ const UPLOAD_FIELDS: [&str; 3] = ["file", "image", "audio"];
 /// The form field that says the image is one face, already cropped.
 const WHOLE_IMAGE_FACE_FIELD: &str = "whole_image_face";
 
+/// The form field that asks for CenterFace alone (`centerface`) instead of
+/// the server's detectors (`default`).
+const DETECTOR_FIELD: &str = "detector";
+
 /// The form field that picks which face (1 is the largest) a fused answer
 /// uses.
 const FUSE_FACE_FIELD: &str = "fuse_face";
@@ -333,13 +337,26 @@ async fn read_uploads(
     };
     let mut uploads: Vec<(String, Upload)> = Vec::new();
     let mut options = UploadOptions::default();
+    // `whole_image_face=true` wins over `detector`, whatever their order.
+    let (mut whole_image, mut detector) = (FaceSource::Detect, FaceSource::Detect);
     while let Some(field) = multipart.next_field().await.map_err(|e| reading_error(e, "malformed multipart body"))? {
         let name = field.name().unwrap_or_default().to_string();
         if name == WHOLE_IMAGE_FACE_FIELD {
             let value = field.text().await.map_err(|e| reading_error(e, "could not read a form field"))?;
-            options.faces = FaceSource::from_form_value(&value).ok_or_else(|| {
+            whole_image = FaceSource::from_form_value(&value).ok_or_else(|| {
                 AppError::BadRequest(format!(
                     "`{WHOLE_IMAGE_FACE_FIELD}` is `true` or `false` (got `{}`)",
+                    value.chars().take(40).collect::<String>()
+                ))
+            })?;
+            continue;
+        }
+        if name == DETECTOR_FIELD {
+            let value = field.text().await.map_err(|e| reading_error(e, "could not read a form field"))?;
+            detector = FaceSource::from_detector_form_value(&value).ok_or_else(|| {
+                AppError::BadRequest(format!(
+                    "`{DETECTOR_FIELD}` is `centerface` (CenterFace alone: more of a group's faces, slower) or \
+                     `default` (got `{}`)",
                     value.chars().take(40).collect::<String>()
                 ))
             })?;
@@ -365,6 +382,7 @@ async fn read_uploads(
         let bytes = field.bytes().await.map_err(|e| reading_error(e, "could not read the upload"))?;
         uploads.push((name, Upload { bytes }));
     }
+    options.faces = if whole_image == FaceSource::WholeImage { whole_image } else { detector };
     let mut uploads = uploads.into_iter();
     let uploads = match (uploads.next(), uploads.next()) {
         (None, _) => Err(AppError::MissingFile),
@@ -499,6 +517,11 @@ fn split_outcome<T>(outcome: Result<T, AnalyzeError>) -> (Option<T>, Option<AppE
 
 /// Analyses whatever the request carries.
 async fn answer(state: &AppState, uploads: &Uploads, options: UploadOptions) -> Result<Answer, AppError> {
+    if options.faces == FaceSource::CenterFace && !state.analyzer.has_centerface() {
+        return Err(AppError::BadRequest(format!(
+            "`{DETECTOR_FIELD}=centerface`: this server runs without CenterFace (started with `--detector haar`)"
+        )));
+    }
     match uploads {
         Uploads::One(upload) => analyze(state, upload, options.faces).await.map(Answer::Single),
         Uploads::Pair { image, audio } => {
