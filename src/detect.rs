@@ -316,6 +316,15 @@ impl DetectorChoice {
         }
     }
 
+    /// The face verifier's threshold for this detector's candidates, where
+    /// it is not the card's (which was chosen for the cascade's).
+    pub fn verifier_threshold(&self) -> Option<f32> {
+        match self {
+            Self::Haar(_) => None,
+            Self::CenterFace(_) => Some(centerface::VERIFIER_THRESHOLD),
+        }
+    }
+
     /// The cascade or network file.
     pub fn path(&self) -> &Path {
         match self {

@@ -722,11 +722,9 @@ impl Analyzer {
         let boxes = detectors.detect(gray)?;
         let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
         let Some(verifier) = &self.verifier else { return Ok((boxes, crops)) };
-        let keep = verifier.with(|v| match detectors.choice() {
-            DetectorChoice::Haar(_) => v.select(&boxes, &crops),
-            DetectorChoice::CenterFace(_) => {
-                v.select_from(&boxes, &crops, crate::detect::centerface::VERIFIER_THRESHOLD)
-            }
+        let keep = verifier.with(|v| {
+            let threshold = detectors.choice().verifier_threshold().unwrap_or(v.threshold());
+            v.select_from(&boxes, &crops, threshold)
         })??;
         Ok(boxes.into_iter().zip(crops).zip(keep).filter(|(_, k)| *k).map(|(pair, _)| pair).unzip())
     }
