@@ -56,7 +56,7 @@ struct ModelArgs {
     #[arg(long, env = "EMOTION_AI_SPEECH_CHECK_MODEL")]
     speech_check_model: Option<PathBuf>,
     /// Face verifier weights, which remove the cascade's phantom faces
-    /// (default: MODELS/face_verifier.safetensors); "none" keeps every face the cascade finds.
+    /// (default: MODELS/face_verifier.safetensors); "none" keeps every face the cascade finds (CenterFace, which needs the verifier, is then not asked).
     #[arg(long, env = "EMOTION_AI_FACE_VERIFIER_MODEL")]
     face_verifier_model: Option<String>,
     /// Longest audio clip accepted, in seconds.

@@ -377,9 +377,27 @@ impl Analyzer {
         if face_emotion_card.input.crop() != CropSpec::FACE {
             anyhow::bail!("the face emotion model must read the 48x48 crop of the face box (its card says otherwise)");
         }
+        // CenterFace's low heat threshold leaves the phantoms to the verifier
+        // (alone, at that threshold, it puts faces on most face-free photos):
+        // without the verifier it is never asked.
+        let verified = config.face_verifier_model.is_some();
+        if !verified && matches!(config.detector, DetectorChoice::CenterFace(_)) {
+            anyhow::bail!(
+                "--detector centerface needs the face verifier, which judges its candidates (drop --face-verifier-model none)"
+            );
+        }
         let detectors = DetectorPool::new(&config.detector, config.detect, workers)?;
         let fallback_detectors = match &config.fallback_detector {
-            Some(choice) if *choice != config.detector => Some(DetectorPool::new(choice, config.detect, workers)?),
+            Some(choice) if *choice != config.detector && verified => {
+                Some(DetectorPool::new(choice, config.detect, workers)?)
+            }
+            Some(choice) if *choice != config.detector => {
+                tracing::warn!(
+                    "without the face verifier, {} is not asked where the cascade finds no face",
+                    choice.name()
+                );
+                None
+            }
             _ => None,
         };
         let face_sex = face_model_pool("face sex", &config.face_sex_model, workers)?;

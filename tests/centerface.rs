@@ -153,3 +153,18 @@ fn by_default_centerface_finds_the_tight_crop_the_cascade_misses() {
     let cascade_only = Analyzer::load(config).unwrap();
     assert!(cascade_only.analyze_image(&decoded).is_err(), "without the fallback: no face");
 }
+
+#[test]
+fn without_the_verifier_centerface_is_never_asked() {
+    // At its low heat threshold CenterFace leaves the phantoms to the
+    // verifier: alone it would put faces on face-free photos.
+    let mut config = AnalyzerConfig::with_models_dir(&root().join("models"));
+    config.face_verifier_model = None;
+    let analyzer = Analyzer::load(config.clone()).expect("the cascade alone loads");
+    assert_eq!(analyzer.fallback_detector(), None);
+    assert!(!analyzer.has_centerface());
+
+    config.detector = DetectorChoice::CenterFace(PathBuf::from(DEFAULT_CENTERFACE));
+    let err = Analyzer::load(config).err().expect("CenterFace without the verifier is refused");
+    assert!(format!("{err:#}").contains("needs the face verifier"), "{err:#}");
+}

@@ -519,7 +519,8 @@ fn split_outcome<T>(outcome: Result<T, AnalyzeError>) -> (Option<T>, Option<AppE
 async fn answer(state: &AppState, uploads: &Uploads, options: UploadOptions) -> Result<Answer, AppError> {
     if options.faces == FaceSource::CenterFace && !state.analyzer.has_centerface() {
         return Err(AppError::BadRequest(format!(
-            "`{DETECTOR_FIELD}=centerface`: this server runs without CenterFace (started with `--detector haar`)"
+            "`{DETECTOR_FIELD}=centerface`: this server runs without CenterFace (started with `--detector haar`, or \
+             without the face verifier that judges CenterFace's candidates)"
         )));
     }
     match uploads {
