@@ -162,7 +162,7 @@ impl FaceDetector {
                 .collect();
             boxes.extend(extra);
         }
-        boxes.sort_by(|a, b| b.area().cmp(&a.area()).then(a.x.cmp(&b.x)));
+        sort_largest_first(&mut boxes);
         Ok(boxes)
     }
 
@@ -205,6 +205,12 @@ fn to_original(r: Rect, copy: PassCopy, (width, height): (u32, u32)) -> Option<F
     let x1 = ((f64::from(rx + r.width) / copy.factor).round().max(0.0) as u32).min(width);
     let y1 = ((f64::from(r.y + r.height) / copy.factor).round().max(0.0) as u32).min(height);
     (x1 > x0 && y1 > y0).then(|| FaceBox { x: x0, y: y0, width: x1 - x0, height: y1 - y0 })
+}
+
+/// Boxes in the order every detector answers in: largest first, then left
+/// to right (what `max_faces` keeps and the answer numbers by).
+fn sort_largest_first(boxes: &mut [FaceBox]) {
+    boxes.sort_by(|a, b| b.area().cmp(&a.area()).then(a.x.cmp(&b.x)));
 }
 
 /// Overlap (intersection over union) above which a box of the mirror pass

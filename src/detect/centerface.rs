@@ -9,7 +9,6 @@
 //! box's log size and the centre's sub-cell offset; [`decode`] turns those
 //! into boxes.
 
-use std::ops::Add;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -198,7 +197,7 @@ impl CenterFace {
             .filter_map(|(b, _)| framed_like_haar(b, width, height))
             .filter(|b| b.width.max(b.height) >= min_side)
             .collect();
-        kept.sort_by(|a, b| b.area().cmp(&a.area()).then(a.x.cmp(&b.x)));
+        super::sort_largest_first(&mut kept);
         Ok(kept)
     }
 }
@@ -221,10 +220,9 @@ pub fn framed_like_haar(b: FaceBox, width: u32, height: u32) -> Option<FaceBox> 
     let cx = f64::from(b.x) + f64::from(b.width) / 2.0;
     let cy = f64::from(b.y) + f64::from(b.height) / 2.0 + HAAR_SHIFT * f64::from(b.height);
     // One side for both axes, so the box stays square wherever it is inside.
-    let x0 = (cx - side / 2.0).round().max(0.0);
-    let y0 = (cy - side / 2.0).round().max(0.0);
-    let x1 = (cx - side / 2.0).round().add(side).min(f64::from(width));
-    let y1 = (cy - side / 2.0).round().add(side).min(f64::from(height));
+    let (left, top) = ((cx - side / 2.0).round(), (cy - side / 2.0).round());
+    let (x0, y0) = (left.max(0.0), top.max(0.0));
+    let (x1, y1) = ((left + side).min(f64::from(width)), (top + side).min(f64::from(height)));
     (x1 > x0 && y1 > y0).then_some(FaceBox {
         x: x0 as u32,
         y: y0 as u32,
@@ -251,8 +249,7 @@ fn output_values(mat: &Mat, n: usize) -> Result<Vec<f32>> {
     if mat.total() < n {
         bail!("CenterFace output has {} values, expected {n}", mat.total());
     }
-    let data = mat.data_bytes()?;
-    Ok(data.chunks_exact(4).take(n).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(mat.data_typed::<f32>()?[..n].to_vec())
 }
 
 /// A box in the network input's pixels, with its heat-map score.
