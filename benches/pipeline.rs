@@ -65,10 +65,16 @@ fn stages(c: &mut Criterion) {
         b.iter(|| with_mirror.detect(&portrait.gray).expect("detect"))
     });
     // The request with the mirror pass is measured by the request rows
-    // below with BENCH_MIRROR_PASS=1, and with CenterFace by BENCH_CENTERFACE=1.
+    // below with BENCH_MIRROR_PASS=1 (and --detector haar).
     let mut centerface = CenterFace::new(Path::new(DEFAULT_CENTERFACE), CenterFaceParams::default())
         .expect("CenterFace (scripts/setup.sh)");
     c.bench_function("detect/640x480_centerface", |b| b.iter(|| centerface.detect(&portrait.gray).expect("detect")));
+    // CenterFace reading the whole 640x480 rather than its 480x360 copy.
+    let full = CenterFaceParams { max_side: 640, ..CenterFaceParams::default() };
+    let mut centerface_full = CenterFace::new(Path::new(DEFAULT_CENTERFACE), full).expect("CenterFace");
+    c.bench_function("detect/640x480_centerface_at_640", |b| {
+        b.iter(|| centerface_full.detect(&portrait.gray).expect("detect"))
+    });
     c.bench_function("decode/jpeg_640x480", |b| {
         let jpeg = fixture("portrait_640x480.jpg");
         b.iter(|| decode_image(&jpeg, ImageLimits::default()).expect("decode"))
@@ -104,15 +110,16 @@ fn serving(config: AnalyzerConfig, what: &str) -> AppState {
 fn requests(c: &mut Criterion) {
     tch::set_num_threads(1);
     let mut config = AnalyzerConfig::with_models_dir(&root().join("models"));
-    config.detect.mirror_pass = std::env::var_os("BENCH_MIRROR_PASS").is_some();
-    if std::env::var_os("BENCH_CENTERFACE").is_some() {
-        config.detector = DetectorChoice::CenterFace(PathBuf::from(DEFAULT_CENTERFACE));
+    if std::env::var_os("BENCH_MIRROR_PASS").is_some() {
+        config.detect.mirror_pass = true;
+        config.detector = DetectorChoice::Haar(PathBuf::from(DEFAULT_CASCADE));
     }
     let state = serving(config, "models");
     // The pipeline before issue 15 (cascade at 3 neighbours, no mirror pass,
     // every candidate kept), measured in the same run for a fair comparison.
     let mut before = AnalyzerConfig::with_models_dir(&root().join("models"));
     before.face_verifier_model = None;
+    before.detector = DetectorChoice::Haar(PathBuf::from(DEFAULT_CASCADE));
     before.detect.min_neighbors = 3;
     before.detect.mirror_pass = false;
     before.fallback_detector = None;
@@ -136,17 +143,28 @@ fn requests(c: &mut Criterion) {
         config.face_sex_model = weights.into();
         serving(config, "BENCH_FACE_SEX_MODEL")
     });
-    // The photo without a face pays for the cascade and then CenterFace,
-    // asked where the cascade finds nothing; its answer is a 422 no_face.
-    // Against the same pipeline without CenterFace (`--detector haar`).
+    // The detectors a user can choose instead of the default CenterFace:
+    // `--detector haar-then-centerface` (the default before) and `haar`.
+    let mut haar_then_centerface = AnalyzerConfig::with_models_dir(&root().join("models"));
+    haar_then_centerface.detector = DetectorChoice::Haar(PathBuf::from(DEFAULT_CASCADE));
+    haar_then_centerface.fallback_detector = Some(DetectorChoice::CenterFace(PathBuf::from(DEFAULT_CENTERFACE)));
+    let haar_then_centerface = serving(haar_then_centerface, "models");
     let mut cascade_only = AnalyzerConfig::with_models_dir(&root().join("models"));
-    cascade_only.fallback_detector = None;
+    cascade_only.detector = DetectorChoice::Haar(PathBuf::from(DEFAULT_CASCADE));
     let cascade_only = serving(cascade_only, "models");
     let (ok, no_face) = (StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY);
     let mut inputs = vec![
         ("request/image_640x480_one_face", fixture("portrait_640x480.jpg"), &state, ok),
+        (
+            "request/image_640x480_one_face_haar_then_centerface",
+            fixture("portrait_640x480.jpg"),
+            &haar_then_centerface,
+            ok,
+        ),
+        ("request/image_640x480_one_face_cascade_only", fixture("portrait_640x480.jpg"), &cascade_only, ok),
         ("request/image_640x480_one_face_without_verifier", fixture("portrait_640x480.jpg"), &before, ok),
         ("request/image_300x200_no_face", fixture("coffee.jpg"), &state, no_face),
+        ("request/image_300x200_no_face_haar_then_centerface", fixture("coffee.jpg"), &haar_then_centerface, no_face),
         ("request/image_300x200_no_face_cascade_only", fixture("coffee.jpg"), &cascade_only, no_face),
         ("request/clip_3s_wav", wav_bytes(&speech(3)), &state, ok),
         ("request/clip_10s_wav", wav_bytes(&speech(10)), &state, ok),

@@ -8,9 +8,10 @@
 //! `haarcascade_frontalface_` and `.xml`, e.g. `default` or `alt2`; `+v`
 //! passes the candidates through the face verifier given by `--verifier`;
 //! `+c` (with `+v`) asks CenterFace where the setting finds no face, as
-//! served by default;
-//! `centerface:HEAT[:MIN_FACE_FRACTION:MIN_FACE_PIXELS][+v]` is CenterFace at
-//! that heat threshold instead of the cascade, the network from
+//! served by `--detector haar-then-centerface`;
+//! `centerface:HEAT[:MIN_FACE_FRACTION:MIN_FACE_PIXELS][@SIDE][+v]` is CenterFace at
+//! that heat threshold instead of the cascade, reading a copy whose longest
+//! side is at most SIDE (default `centerface::MAX_SIDE`, as served), the network from
 //! `--centerface`, default where the setup script installs it, its
 //! candidates verified at `centerface::VERIFIER_THRESHOLD` as served) it
 //! prints a Markdown row:
@@ -44,7 +45,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use emotion_ai::decode::{decode_image, ImageLimits};
-use emotion_ai::detect::centerface::{CenterFace, CenterFaceParams, DEFAULT_CENTERFACE, VERIFIER_THRESHOLD};
+use emotion_ai::detect::centerface::{CenterFace, CenterFaceParams, DEFAULT_CENTERFACE, MAX_SIDE, VERIFIER_THRESHOLD};
 use emotion_ai::detect::{crop_face, AnyDetector, DetectParams, FaceBox, FaceDetector};
 use emotion_ai::model::verifier::FaceVerifier;
 use emotion_ai::train::face_verifier::{race_of, synthetic_scene, utkface_files, PastedFace, SCENE_FACE_SIZES};
@@ -84,6 +85,11 @@ fn parse_setting(spec: &str) -> Result<Setting> {
         Some((rest, t)) => (rest, Some(Some(t.parse::<f32>().context("verifier threshold")?))),
         None => (spec, None),
     };
+    // `@SIDE`: the longest side of the copy the detector reads.
+    let (spec, max_side) = match spec.split_once('@') {
+        Some((rest, side)) => (rest, Some(side.parse::<u32>().context("longest side")?)),
+        None => (spec, None),
+    };
     let parts: Vec<&str> = spec.split(':').collect();
     if let ["centerface", threshold, rest @ ..] = &parts[..] {
         // `centerface:HEAT[:MIN_FACE_FRACTION:MIN_FACE_PIXELS]`
@@ -97,14 +103,20 @@ fn parse_setting(spec: &str) -> Result<Setting> {
             cascade: PathBuf::new(),
             centerface: Some(threshold.parse().context("CenterFace threshold")?),
             label: format!(
-                "CenterFace, heat {threshold} | - | - | {fraction}, {pixels} px | - | {}",
+                "CenterFace, heat {threshold}, longest side {} | - | - | {fraction}, {pixels} px | - | {}",
+                max_side.unwrap_or(MAX_SIDE),
                 match verify {
                     None => "no".to_string(),
                     Some(None) => "yes".to_string(),
                     Some(Some(t)) => format!("yes, {t}"),
                 } + if overlaps_kept { ", duplicates kept" } else { "" }
             ),
-            params: DetectParams { min_face_fraction: fraction, min_face_pixels: pixels, ..cascade },
+            params: DetectParams {
+                min_face_fraction: fraction,
+                min_face_pixels: pixels,
+                max_side: max_side.unwrap_or(MAX_SIDE),
+                ..cascade
+            },
             verify,
             overlaps_kept,
             fallback,
@@ -153,7 +165,7 @@ struct Finder<'a> {
     verifier: Option<&'a FaceVerifier>,
     overlaps_kept: bool,
     /// `+c`: CenterFace (default heat, verified at its own threshold) asked
-    /// where the setting finds no face, as served by default.
+    /// where the setting finds no face, as `--detector haar-then-centerface` serves.
     fallback: Option<CenterFace>,
 }
 
@@ -263,6 +275,7 @@ fn main() -> Result<()> {
                         threshold,
                         min_face_fraction: setting.params.min_face_fraction,
                         min_face_pixels: setting.params.min_face_pixels,
+                        max_side: setting.params.max_side,
                         ..CenterFaceParams::default()
                     },
                 )?),

@@ -1,12 +1,15 @@
-//! Face detection with OpenCV's Haar cascade, and cropping faces for the
-//! networks. [`centerface`] is the second detector (a network), which the
-//! analyser asks where the cascade finds no face; [`DetectorChoice`] names
-//! either, [`DetectorPool`] lends them to concurrent requests.
+//! Face detection, and cropping faces for the networks. Two detectors:
+//! [`centerface`], a small network and the default, and OpenCV's Haar
+//! cascade ([`FaceDetector`]), the design's first, which is asked for by
+//! name (alone, or with CenterFace where it finds no face);
+//! [`DetectorChoice`] names either, [`DetectorPool`] lends them to
+//! concurrent requests.
 //!
 //! Detection runs on a copy of the image scaled down so its longest side is at
-//! most [`DetectParams::max_side`] (cost grows with the pixel count; faces
-//! that matter stay well above the minimum size), and the boxes are mapped
-//! back to the original's coordinates. Crops come from the full-resolution
+//! most [`DetectParams::max_side`] (CenterFace: its own
+//! [`centerface::MAX_SIDE`]; cost grows with the pixel count; faces that
+//! matter stay well above the minimum size), and the boxes are mapped back
+//! to the original's coordinates. Crops come from the full-resolution
 //! original.
 
 use std::path::{Path, PathBuf};
@@ -298,18 +301,18 @@ pub fn crop_face_as(gray: &GrayImage, face: FaceBox, spec: CropSpec) -> GrayImag
 /// Which face detector finds the candidates the verifier then judges.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DetectorChoice {
-    /// OpenCV's Haar cascade at this path (the default: the fastest;
-    /// README, "Face detection").
+    /// OpenCV's Haar cascade at this path (README, "Face detection").
     Haar(PathBuf),
-    /// CenterFace, the ONNX network at this path: finds more faces and fewer
-    /// phantoms at 1.5 times the cascade's cost (README, "A second
-    /// detector: CenterFace").
+    /// CenterFace, the ONNX network at this path (the default): on a copy
+    /// at most [`centerface::MAX_SIDE`] wide it finds more faces and fewer
+    /// phantoms than the cascade, for the cascade's time (README, "Face
+    /// detection").
     CenterFace(PathBuf),
 }
 
 impl Default for DetectorChoice {
     fn default() -> Self {
-        Self::Haar(PathBuf::from(DEFAULT_CASCADE))
+        Self::CenterFace(PathBuf::from(centerface::DEFAULT_CENTERFACE))
     }
 }
 
@@ -347,14 +350,13 @@ pub enum AnyDetector {
 
 impl AnyDetector {
     /// Loads `choice`; `params` tunes the cascade (CenterFace takes the
-    /// largest side searched from it).
+    /// smallest face from it, and reads its own smaller copy).
     pub fn new(choice: &DetectorChoice, params: DetectParams) -> Result<Self> {
         Ok(match choice {
             DetectorChoice::Haar(path) => Self::Haar(FaceDetector::new(path, params)?),
             DetectorChoice::CenterFace(path) => Self::CenterFace(centerface::CenterFace::new(
                 path,
                 centerface::CenterFaceParams {
-                    max_side: params.max_side,
                     min_face_fraction: params.min_face_fraction,
                     min_face_pixels: params.min_face_pixels,
                     ..Default::default()

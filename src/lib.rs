@@ -1,5 +1,6 @@
 //! emotion-ai reads human emotion from a face photo or a voice clip. For an
-//! image, OpenCV's Haar cascade finds every face and a convolutional network
+//! image, a face detector (CenterFace, a small network run by OpenCV, or
+//! OpenCV's Haar cascade) finds every face and a convolutional network
 //! (libtorch through `tch`) gives the probabilities of the seven FER2013
 //! emotions for each, and a second one the person's sex. For a clip, a network on MFCC windows gives the
 //! probabilities of the 14 emotion x sex classes, per window and for the clip.
@@ -15,10 +16,10 @@
 //!   over the duration or the decoded-sample budget while decoding; PNGs are
 //!   decoded row by row to grey, and TIFFs the `image` crate refuses go to
 //!   OpenCV.
-//! - [`detect`]: Haar-cascade face detection on a bounded-size copy, boxes
-//!   mapped back; [`detect::centerface`], a small detector network asked
-//!   where the cascade finds no face (or alone); cropping faces to the
-//!   networks' 48x48 input.
+//! - [`detect`]: face detection on a bounded-size copy, boxes mapped back:
+//!   [`detect::centerface`], a small detector network (the default), or the
+//!   Haar cascade (alone, or with CenterFace where it finds no face);
+//!   cropping faces to the networks' 48x48 input.
 //! - [`features`]: MFCCs of a clip (rustfft + `mel_spec`'s filterbank),
 //!   checked against librosa; [`features::pitch`] tracks F0 and voicing;
 //!   [`features::voice_input`] is the voice network's input (MFCCs with each
@@ -30,8 +31,8 @@
 //!   safetensors weights and JSON model cards; [`model::voice`] is the
 //!   emotion x sex voice network, served as an ensemble of networks trained
 //!   from different seeds (the mean of their probabilities);
-//!   [`model::verifier`] tells the cascade's faces from its phantoms, so the
-//!   cascade can run at a lower threshold.
+//!   [`model::verifier`] tells the detectors' faces from their phantoms, so
+//!   they can run at a lower threshold.
 //! - [`fusion`]: face and voice emotion distributions combined into one,
 //!   each weighted by its calibration (a temperature fitted on held-out data).
 //! - [`predict`]: the [`predict::Analyzer`], which owns the loaded models and

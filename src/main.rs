@@ -62,9 +62,9 @@ struct ModelArgs {
     /// Longest audio clip accepted, in seconds.
     #[arg(long, env = "EMOTION_AI_MAX_AUDIO_SECONDS", default_value_t = 300.0)]
     max_audio_seconds: f64,
-    /// Face detector: "haar-then-centerface" (the cascade, then CenterFace only where the cascade finds no face: tight crops), "haar" (the cascade alone) or "centerface" (CenterFace alone: more faces found and fewer phantoms, 1.5 times the detection time). README, "A second detector".
-    #[arg(long, env = "EMOTION_AI_DETECTOR", value_enum, default_value_t = DetectorName::HaarThenCenterFace)]
-    detector: DetectorName,
+    /// Face detector: "centerface" (the default: more faces found and fewer phantoms than the cascade, at its cost), "haar-then-centerface" (the cascade, then CenterFace only where the cascade finds no face) or "haar" (the cascade alone, the default with --face-verifier-model none). README, "Face detection".
+    #[arg(long, env = "EMOTION_AI_DETECTOR", value_enum)]
+    detector: Option<DetectorName>,
     /// Haar cascade for face detection (with --detector haar).
     #[arg(long, env = "EMOTION_AI_CASCADE", default_value = emotion_ai::detect::DEFAULT_CASCADE)]
     cascade: PathBuf,
@@ -111,7 +111,19 @@ impl ModelArgs {
         config.max_audio_seconds = self.max_audio_seconds;
         let (haar, centerface) =
             (DetectorChoice::Haar(self.cascade.clone()), DetectorChoice::CenterFace(self.centerface.clone()));
-        (config.detector, config.fallback_detector) = match self.detector {
+        // CenterFace needs the verifier (Analyzer::load says so when asked
+        // for by name); without it the default is the cascade.
+        let detector = self.detector.unwrap_or_else(|| {
+            if config.face_verifier_model.is_some() {
+                DetectorName::CenterFace
+            } else {
+                tracing::warn!(
+                    "without the face verifier the face detector is the Haar cascade (CenterFace needs the verifier)"
+                );
+                DetectorName::Haar
+            }
+        });
+        (config.detector, config.fallback_detector) = match detector {
             DetectorName::HaarThenCenterFace => (haar, Some(centerface)),
             DetectorName::Haar => (haar, None),
             DetectorName::CenterFace => (centerface, None),

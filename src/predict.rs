@@ -45,15 +45,17 @@ pub struct AnalyzerConfig {
     pub voice_emotion_model: PathBuf,
     /// The speech check's card (weights and threshold in one JSON file).
     pub speech_check_model: PathBuf,
-    /// Face verifier weights, card beside them: it removes the cascade's
-    /// phantom faces. `None` keeps every candidate.
+    /// Face verifier weights, card beside them: it removes the detectors'
+    /// phantom faces. `None` keeps every candidate of the cascade (and
+    /// rules CenterFace out).
     pub face_verifier_model: Option<PathBuf>,
-    /// The face detector: the Haar cascade (default) or CenterFace.
+    /// The face detector: CenterFace (default) or the Haar cascade.
     pub detector: DetectorChoice,
     /// A second detector asked only when the first finds no face (after
-    /// the verifier): by default CenterFace after the cascade, which finds
-    /// the tight crops the cascade misses at no cost to images where the
-    /// cascade finds a face (README, "A second detector"). `None`: never.
+    /// the verifier): CenterFace after the cascade (`--detector
+    /// haar-then-centerface`) finds the tight crops the cascade misses at
+    /// no cost to images where the cascade finds a face. `None` (the
+    /// default): never.
     pub fallback_detector: Option<DetectorChoice>,
     pub detect: DetectParams,
     pub image_limits: ImageLimits,
@@ -77,9 +79,7 @@ impl AnalyzerConfig {
             speech_check_model: models_dir.join("speech_check.json"),
             face_verifier_model: Some(models_dir.join("face_verifier.safetensors")),
             detector: DetectorChoice::default(),
-            fallback_detector: Some(DetectorChoice::CenterFace(PathBuf::from(
-                crate::detect::centerface::DEFAULT_CENTERFACE,
-            ))),
+            fallback_detector: None,
             detect: DetectParams::default(),
             image_limits: ImageLimits::default(),
             max_faces: MAX_FACES,
@@ -142,13 +142,12 @@ pub struct FaceAnalysis {
 /// Where an image's faces come from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FaceSource {
-    /// The server's detectors find them (the default: the cascade, then
-    /// CenterFace where it finds none).
+    /// The server's detectors find them (the default: CenterFace).
     #[default]
     Detect,
-    /// CenterFace alone finds them, whatever the server's default: more of a
-    /// group's faces, for 1.5 times the detection time (the `detector` form
-    /// field's `centerface`). Needs CenterFace loaded
+    /// CenterFace alone finds them, whatever the server's detector: more of
+    /// a group's faces than the cascade (the `detector` form field's
+    /// `centerface`). Needs CenterFace loaded
     /// ([`Analyzer::has_centerface`]).
     CenterFace,
     /// The picture is one face, already cropped (a passport photo, a crop

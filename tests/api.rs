@@ -451,7 +451,9 @@ async fn the_detector_field_asks_for_centerface_alone() {
 
 #[tokio::test]
 async fn a_server_without_centerface_refuses_the_detector_field_clearly() {
+    // `--detector haar`: the cascade alone.
     let mut config = emotion_ai::predict::AnalyzerConfig::with_models_dir(&root().join("models"));
+    config.detector = emotion_ai::detect::DetectorChoice::Haar(emotion_ai::detect::DEFAULT_CASCADE.into());
     config.fallback_detector = None;
     let analyzer = std::sync::Arc::new(emotion_ai::predict::Analyzer::load(config).unwrap());
     assert!(!analyzer.has_centerface());

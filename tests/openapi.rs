@@ -113,9 +113,13 @@ async fn real_answers_validate_against_the_declared_schemas() {
     assert!(models["face_sex"]["metrics"]["heldout_adult_accuracy"].as_f64().unwrap() > 0.93);
     assert!(models["face_emotion"]["metrics"]["fer2013_private_test_accuracy"].as_f64().unwrap() > 0.6);
     assert_eq!(models["speech_check"]["classes"], json!(["speech", "not_speech"]));
-    assert_eq!(models["face_detector"]["name"], "haar", "the default detector");
-    assert!(models["face_detector"]["file"].as_str().unwrap().ends_with("haarcascade_frontalface_alt2.xml"));
-    assert_eq!(models["fallback_face_detector"]["name"], "centerface", "asked where the cascade finds no face");
+    assert_eq!(models["face_detector"]["name"], "centerface", "the default detector");
+    assert!(models["face_detector"]["file"].as_str().unwrap().ends_with("centerface.onnx"));
+    assert!(
+        models["fallback_face_detector"].is_null(),
+        "no second detector by default: {}",
+        models["fallback_face_detector"]
+    );
     assert!(models["speech_check"]["metrics"]["nonspeech_refused"].as_f64().unwrap() > 0.99);
     assert!(models["speech_check"]["metrics"]["speech_accepted"]["ravdess"]["accepted"].as_f64().unwrap() > 0.99);
     // The calibration fusion weighs by, and the ECE it was judged on.

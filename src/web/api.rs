@@ -30,10 +30,10 @@ pub struct UploadForm {
     /// `true` when the image is one face, already cropped: its central
     /// square is read as the face and no detection runs (default `false`).
     whole_image_face: Option<bool>,
-    /// `centerface` to find the faces with CenterFace alone (more of a
-    /// group's faces, for 1.5 times the detection time), `default` (the
-    /// default) for the server's detectors: the Haar cascade, then CenterFace
-    /// where it finds none. `whole_image_face=true` overrides it.
+    /// `centerface` to find the faces with CenterFace alone (the server's
+    /// default detector, unless it was started with `--detector haar` or
+    /// `haar-then-centerface`), `default` (the default) for the server's
+    /// detectors. `whole_image_face=true` overrides it.
     detector: Option<String>,
     /// With `image` and `audio`: which face of the image the fused answer
     /// uses, 1 for the largest (the default); the answer's face source says
@@ -102,7 +102,7 @@ pub struct Models {
     pub voice_emotion: ModelInfo,
     /// Speech or not, asked of every clip before the voice model.
     pub speech_check: ModelInfo,
-    /// Face or phantom, asked of every face the cascade proposes (absent
+    /// Face or phantom, asked of every face the detector proposes (absent
     /// when the server runs without it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub face_verifier: Option<ModelInfo>,

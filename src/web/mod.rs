@@ -355,7 +355,7 @@ async fn read_uploads(
             let value = field.text().await.map_err(|e| reading_error(e, "could not read a form field"))?;
             detector = FaceSource::from_detector_form_value(&value).ok_or_else(|| {
                 AppError::BadRequest(format!(
-                    "`{DETECTOR_FIELD}` is `centerface` (CenterFace alone: more of a group's faces, slower) or \
+                    "`{DETECTOR_FIELD}` is `centerface` (CenterFace alone, whatever detectors the server runs) or \
                      `default` (got `{}`)",
                     value.chars().take(40).collect::<String>()
                 ))
