@@ -69,7 +69,7 @@ fn stages(c: &mut Criterion) {
     let mut centerface = CenterFace::new(Path::new(DEFAULT_CENTERFACE), CenterFaceParams::default())
         .expect("CenterFace (scripts/setup.sh)");
     c.bench_function("detect/640x480_centerface", |b| b.iter(|| centerface.detect(&portrait.gray).expect("detect")));
-    // CenterFace reading the whole 640x480 rather than its 480x360 copy.
+    // CenterFace reading the whole 640x480 rather than its 480 px copy.
     let full = CenterFaceParams { max_side: 640, ..CenterFaceParams::default() };
     let mut centerface_full = CenterFace::new(Path::new(DEFAULT_CENTERFACE), full).expect("CenterFace");
     c.bench_function("detect/640x480_centerface_at_640", |b| {

@@ -305,8 +305,8 @@ pub enum DetectorChoice {
     Haar(PathBuf),
     /// CenterFace, the ONNX network at this path (the default): on a copy
     /// at most [`centerface::MAX_SIDE`] wide it finds more faces and fewer
-    /// phantoms than the cascade, for the cascade's time (README, "Face
-    /// detection").
+    /// phantoms than the cascade, for the cascade's time (README, "CenterFace,
+    /// the default detector").
     CenterFace(PathBuf),
 }
 

