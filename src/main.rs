@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use emotion_ai::batch;
 use emotion_ai::detect::{DetectParams, DetectorChoice};
@@ -388,9 +388,8 @@ struct TrainFaceSex {
     /// Context around the detected box, as a fraction of its side added on every side (0 to 1).
     #[arg(long, default_value_t = face_sex::DEFAULT_MARGIN)]
     margin: f64,
-    /// Haar cascade that crops the faces (the server's).
-    #[arg(long, env = "EMOTION_AI_CASCADE", default_value = emotion_ai::detect::DEFAULT_CASCADE)]
-    cascade: PathBuf,
+    #[command(flatten)]
+    finder: FaceFinderArgs,
     #[arg(long, default_value_t = face_sex::default_options().epochs)]
     epochs: usize,
     #[arg(long, default_value_t = face_sex::default_options().batch_size)]
@@ -411,8 +410,8 @@ struct EvalFaceSex {
     data: PathBuf,
     #[arg(long, default_value = "models/face_sex.safetensors")]
     weights: PathBuf,
-    #[arg(long, env = "EMOTION_AI_CASCADE", default_value = emotion_ai::detect::DEFAULT_CASCADE)]
-    cascade: PathBuf,
+    #[command(flatten)]
+    finder: FaceFinderArgs,
     /// Where the confusion matrix (JSON and PNG) is written.
     #[arg(long, default_value = "target/eval")]
     out: PathBuf,
@@ -475,6 +474,46 @@ fn speed_range(text: &str) -> Result<f64, String> {
 /// base (0) to the tuned network (1), checked before any file is read.
 fn point_on_the_line(text: &str) -> Result<f64, String> {
     number_within(text, 0.0..=1.0, "the weight must lie from 0 (the base) to 1 (the tuned network)")
+}
+
+/// How `train face-sex` and `eval face-sex` find the faces they crop: by
+/// default as the server does.
+#[derive(Args)]
+struct FaceFinderArgs {
+    /// Detector whose boxes are cropped: "centerface" (the server's default) or "haar" (the cascade; the shipped sex model until 2026-12-06 learned on its crops).
+    #[arg(long, value_enum, default_value = "centerface")]
+    detector: CropDetector,
+    /// Haar cascade (with --detector haar).
+    #[arg(long, env = "EMOTION_AI_CASCADE", default_value = emotion_ai::detect::DEFAULT_CASCADE)]
+    cascade: PathBuf,
+    /// CenterFace's ONNX network (with --detector centerface).
+    #[arg(long, env = "EMOTION_AI_CENTERFACE", default_value = emotion_ai::detect::centerface::DEFAULT_CENTERFACE)]
+    centerface: PathBuf,
+    /// Face verifier judging the detector's candidates, as the server does; "none" keeps them all (not with centerface).
+    #[arg(long, default_value = "models/face_verifier.safetensors")]
+    face_verifier_model: String,
+}
+
+impl FaceFinderArgs {
+    fn finder(&self) -> Result<emotion_ai::train::utkface::FaceFinder> {
+        let verifier = (self.face_verifier_model != "none").then(|| PathBuf::from(&self.face_verifier_model));
+        let detector = match self.detector {
+            CropDetector::Haar => DetectorChoice::Haar(self.cascade.clone()),
+            CropDetector::CenterFace if verifier.is_none() => {
+                bail!("--detector centerface needs the face verifier, which judges its candidates (drop --face-verifier-model none)")
+            }
+            CropDetector::CenterFace => DetectorChoice::CenterFace(self.centerface.clone()),
+        };
+        Ok(emotion_ai::train::utkface::FaceFinder { detector, verifier })
+    }
+}
+
+/// `--detector` of `train face-sex` and `eval face-sex`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CropDetector {
+    Haar,
+    #[value(name = "centerface")]
+    CenterFace,
 }
 
 /// `--detector`.
@@ -740,7 +779,7 @@ fn main() -> Result<()> {
             );
             let request = face_sex::FaceSexTrainRequest {
                 data: args.data,
-                cascade: args.cascade,
+                finder: args.finder.finder()?,
                 run_dir: args.run_dir,
                 resume: args.resume,
                 export: args.export,
@@ -776,11 +815,12 @@ fn main() -> Result<()> {
         }
         Command::Eval(EvalCommand::FaceSex(args)) => {
             let part = if args.part == "test" { Part::Test } else { Part::Validation };
-            let r = face_sex::run_eval(&args.data, &args.cascade, &args.weights, &args.out, part, args.write_card)?;
+            let finder = args.finder.finder()?;
+            let r = face_sex::run_eval(&args.data, &finder, &args.weights, &args.out, part, args.write_card)?;
             println!("UTKFace {} part (split seed {}): {} faces", args.part, face_sex::SPLIT_SEED, r.faces);
             println!("accuracy: {:.2}%", r.accuracy * 100.0);
             println!("adults (18+, {} faces): {:.2}%", r.adults, r.adult_accuracy * 100.0);
-            println!("faces the cascade found: {:.2}%", r.detected_accuracy * 100.0);
+            println!("faces {} found: {:.2}%", finder.describe(), r.detected_accuracy * 100.0);
             println!("recall: {}", serde_json::Value::Object(r.recall));
             println!("adults' recall: {}", serde_json::Value::Object(r.adult_recall));
             for race in &r.adults_by_race {

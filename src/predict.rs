@@ -737,13 +737,14 @@ impl Analyzer {
         gray: &image::GrayImage,
     ) -> Result<(Vec<FaceBox>, Vec<Vec<u8>>)> {
         let boxes = detectors.detect(gray)?;
-        let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
-        let Some(verifier) = &self.verifier else { return Ok((boxes, crops)) };
-        let keep = verifier.with(|v| {
+        let Some(verifier) = &self.verifier else {
+            let crops = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
+            return Ok((boxes, crops));
+        };
+        verifier.with(|v| {
             let threshold = detectors.choice().verifier_threshold().unwrap_or(v.threshold());
-            v.select_from(&boxes, &crops, threshold)
-        })??;
-        Ok(boxes.into_iter().zip(crops).zip(keep).filter(|(_, k)| *k).map(|(pair, _)| pair).unzip())
+            v.keep_faces(gray, boxes, threshold)
+        })?
     }
 }
 

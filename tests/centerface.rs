@@ -209,3 +209,42 @@ fn the_cli_without_the_verifier_uses_the_cascade_unless_centerface_is_named() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn utkface_faces_are_cropped_where_the_served_detector_finds_them() {
+    use emotion_ai::detect::CropSpec;
+    use emotion_ai::train::utkface::{load, FaceFinder};
+    // Tight face chips like UTKFace's, named as its files are: the served
+    // detector (CenterFace, judged by the verifier) finds them, the cascade
+    // does not, and its crops stand in for the median box.
+    let dir = tempfile::tempdir().unwrap();
+    let tight = image::DynamicImage::ImageLuma8(tight_face()).to_rgb8();
+    for i in 0..6 {
+        tight.save(dir.path().join(format!("3{i}_{}_0_2017010100000000{i}.jpg.chip.jpg", i % 2))).unwrap();
+    }
+    let spec = CropSpec { size: 48, margin: 0.0 };
+    let found = |finder: &FaceFinder| -> (usize, usize) {
+        let parts = load(dir.path(), finder, 2017, 2, spec).unwrap();
+        let faces: usize = parts.iter().map(|p| p.ages.len()).sum();
+        let detected = parts.iter().flat_map(|p| &p.detected).filter(|d| **d).count();
+        (faces, detected)
+    };
+    let verifier = Some(root().join("models/face_verifier.safetensors"));
+    let served = FaceFinder { detector: DetectorChoice::default(), verifier: verifier.clone() };
+    assert_eq!(served.describe(), "centerface with the face verifier");
+    assert_eq!(found(&served), (6, 6));
+    let cascade = FaceFinder { detector: haar(), verifier };
+    assert_eq!(found(&cascade), (6, 0), "every chip is kept, cropped by the stand-in box");
+}
+
+#[test]
+fn face_sex_commands_refuse_centerface_without_the_verifier_before_loading_data() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_emotion-ai"))
+        .args(["eval", "face-sex", "--data", "no-such-dir", "--detector", "centerface"])
+        .args(["--face-verifier-model", "none"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs the face verifier"), "{stderr}");
+}

@@ -8,7 +8,8 @@ use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 
 use super::{FaceNetConfig, LoadedFaceModel, ModelCard, FACE_SIZE};
-use crate::detect::{suppress_overlaps, FaceBox, DUPLICATE_IOU};
+use crate::detect::{crop_face, suppress_overlaps, FaceBox, DUPLICATE_IOU};
+use image::GrayImage;
 
 /// Candidates checked at once.
 const VERIFY_BATCH: usize = 64;
@@ -84,6 +85,19 @@ impl FaceVerifier {
         let mut keep: Vec<bool> = scores.iter().map(|&p| p >= threshold).collect();
         suppress_overlaps(boxes, &scores, &mut keep, DUPLICATE_IOU);
         Ok(keep)
+    }
+
+    /// The boxes of `boxes`, found in `gray`, that [`Self::select_from`]
+    /// keeps at `threshold`, each with its 48x48 crop; order is kept.
+    pub fn keep_faces(
+        &self,
+        gray: &GrayImage,
+        boxes: Vec<FaceBox>,
+        threshold: f32,
+    ) -> Result<(Vec<FaceBox>, Vec<Vec<u8>>)> {
+        let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
+        let keep = self.select_from(&boxes, &crops, threshold)?;
+        Ok(boxes.into_iter().zip(crops).zip(keep).filter(|(_, k)| *k).map(|(pair, _)| pair).unzip())
     }
 
     /// The same verifier keeping candidates from `threshold` on (for

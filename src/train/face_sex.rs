@@ -59,8 +59,8 @@ pub fn architecture(input_size: i64) -> Result<FaceNetConfig> {
 pub struct FaceSexTrainRequest {
     /// UTKFace (`crop_part1/` or any folder of its `[age]_[sex]_...jpg` files).
     pub data: PathBuf,
-    /// The Haar cascade the server uses, to crop the faces.
-    pub cascade: PathBuf,
+    /// How the faces are found (the server's detector and verifier).
+    pub finder: utkface::FaceFinder,
     pub run_dir: PathBuf,
     pub resume: bool,
     pub export: PathBuf,
@@ -81,7 +81,7 @@ pub fn run_train(request: &FaceSexTrainRequest) -> Result<ModelCard> {
         anyhow::bail!("--margin must be between 0 and 1 (a fraction of the face box's side; got {})", request.margin);
     }
     let architecture = architecture(request.input_size)?;
-    let [train, val, _test] = load(&request.data, &request.cascade, crop_spec(request))?;
+    let [train, val, _test] = load(&request.data, &request.finder, crop_spec(request))?;
     let task =
         ClassifierTask { name: "face-sex", classes: &SEXES, architecture, init_from: request.init_from.as_deref() };
     let state = train_face_classifier(
@@ -99,10 +99,10 @@ fn crop_spec(request: &FaceSexTrainRequest) -> CropSpec {
     CropSpec { size: request.input_size as u32, margin: request.margin }
 }
 
-fn load(data: &Path, cascade: &Path, spec: CropSpec) -> Result<[SexSet; 3]> {
+fn load(data: &Path, finder: &utkface::FaceFinder, spec: CropSpec) -> Result<[SexSet; 3]> {
     tracing::info!(data = %data.display(), size = spec.size, margin = spec.margin, "loading UTKFace");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let sets = utkface::load(data, cascade, SPLIT_SEED, threads, spec)?;
+    let sets = utkface::load(data, finder, SPLIT_SEED, threads, spec)?;
     for (name, set) in ["train", "validation", "test"].iter().zip(&sets) {
         let detected = set.detected.iter().filter(|d| **d).count();
         tracing::info!(part = name, faces = set.ages.len(), detected, "UTKFace split");
@@ -144,11 +144,12 @@ fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainR
         architecture: state.architecture.clone(),
         params: parameter_count(&vs),
         trained_on: format!(
-            "UTKFace crop_part1, train part of the split seeded {SPLIT_SEED} ({} faces, {detected} cropped by the \
-             serving Haar cascade, the rest by the median detected box); {init}; best of {} epochs on the validation \
+            "UTKFace crop_part1, train part of the split seeded {SPLIT_SEED} ({} faces, {detected} cropped where \
+             {} found them, the rest by the median detected box); {init}; best of {} epochs on the validation \
              part (epoch {}); SGD nesterov lr {} cosine, batch {}, weight decay {}, label smoothing {}; augmentation: \
              mirror, rotation, zoom, shift, contrast/brightness, random erasing",
             train.ages.len(),
+            request.finder.describe(),
             state.epochs_done,
             state.best_epoch,
             o.lr,
@@ -160,15 +161,21 @@ fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainR
         calibration: None,
         mixed: None,
         train_command: format!(
-            "emotion-ai train face-sex --data {} --epochs {} --lr {} --input-size {} --margin {} --init-from {}",
+            "emotion-ai train face-sex --data {} --detector {} --epochs {} --lr {} --input-size {} --margin {} \
+             --init-from {}",
             request.data.display(),
+            request.finder.detector.name(),
             o.epochs,
             o.lr,
             request.input_size,
             request.margin,
             request.init_from.as_ref().map_or("none".to_string(), |p| p.display().to_string())
         ),
-        eval_command: format!("emotion-ai eval face-sex --data {} --write-card", request.data.display()),
+        eval_command: format!(
+            "emotion-ai eval face-sex --data {} --detector {} --write-card",
+            request.data.display(),
+            request.finder.detector.name()
+        ),
     };
     card.save(&card_path(export))?;
     Ok(card)
@@ -193,7 +200,7 @@ pub struct FaceSexReport {
     pub accuracy: f64,
     pub adults: u64,
     pub adult_accuracy: f64,
-    /// Accuracy on the faces the cascade found (what serving sees).
+    /// Accuracy on the faces the detector found (what serving sees).
     pub detected_accuracy: f64,
     pub recall: serde_json::Map<String, serde_json::Value>,
     /// Recall of each sex among the adults.
@@ -208,12 +215,12 @@ pub struct FaceSexReport {
 }
 
 /// Evaluates `weights` on the test part (or, for choices made while
-/// developing, the validation part): overall, adults (18+), and faces the
-/// cascade found; writes the confusion matrix as JSON and PNG into `out_dir`
+/// developing, the validation part): overall, adults (18+), and faces
+/// `finder` found; writes the confusion matrix as JSON and PNG into `out_dir`
 /// and, with `write_card` (test part only), the metrics into the card.
 pub fn run_eval(
     data: &Path,
-    cascade: &Path,
+    finder: &utkface::FaceFinder,
     weights: &Path,
     out_dir: &Path,
     part: utkface::Part,
@@ -223,7 +230,7 @@ pub fn run_eval(
         anyhow::bail!("the card records test-part figures only: drop --write-card or evaluate the test part");
     }
     let model = LoadedFaceModel::load(weights)?;
-    let [_, validation, test] = load(data, cascade, model.card.input.crop())?;
+    let [_, validation, test] = load(data, finder, model.card.input.crop())?;
     let calibration = {
         let (fit, fit_truth) = super::distributions(&model.net, &validation.faces);
         let evaluated = if part == utkface::Part::Test { &test } else { &validation };
@@ -257,7 +264,8 @@ pub fn run_eval(
         "adults": matrix_json(&adults),
         "adult_recall": adult_recall,
         "adults_by_race": adults_by_race,
-        "detected_by_cascade": matrix_json(&detected),
+        "finder": finder.describe(),
+        "detected": matrix_json(&detected),
         "recall": recall,
         "calibration": calibration,
     });
@@ -271,6 +279,7 @@ pub fn run_eval(
         metrics.insert("heldout_adult_accuracy".into(), json!(round4(adults.accuracy())));
         metrics.insert("heldout_detected_accuracy".into(), json!(round4(detected.accuracy())));
         metrics.insert("heldout_faces".into(), json!(all.total()));
+        metrics.insert("heldout_cropped_by".into(), json!(finder.describe()));
         metrics.insert("heldout_adults".into(), json!(adults.total()));
         metrics.insert("heldout_recall".into(), json!(recall));
         metrics.insert("heldout_adult_recall".into(), json!(adult_recall));

@@ -3,9 +3,10 @@
 //!
 //! UTKFace's names are `[age]_[sex]_[race]_[datetime].jpg.chip.jpg` with sex
 //! 0 = male, 1 = female. Each 200x200 aligned face is decoded like an upload,
-//! and the Haar cascade the server uses crops it where it finds the face, so
-//! the network trains on the framing it will see; where the cascade misses,
-//! the median detected box of the set stands in.
+//! and a [`FaceFinder`] (by default the server's: CenterFace, its candidates
+//! judged by the face verifier) crops it where it finds the face, so the
+//! network trains on the framing it will see; where it finds none, the median
+//! detected box of the set stands in.
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +16,58 @@ use tch::Tensor;
 
 use super::fer2013::FaceSet;
 use crate::decode::{decode_image, ImageLimits};
-use crate::detect::{crop_face_as, CropSpec, DetectParams, FaceBox, FaceDetector};
+use crate::detect::{crop_face_as, AnyDetector, CropSpec, DetectParams, DetectorChoice, FaceBox};
+use crate::model::verifier::FaceVerifier;
 use crate::model::voice::SEXES;
+
+/// How the faces are found before they are cropped: a detector and, as the
+/// server does, the face verifier judging its candidates (at the detector's
+/// threshold). The shipped sex model until 2026-12-06 learned on the Haar
+/// cascade's crops without a verifier.
+#[derive(Debug, Clone)]
+pub struct FaceFinder {
+    pub detector: DetectorChoice,
+    /// Face verifier weights; `None` keeps every candidate.
+    pub verifier: Option<PathBuf>,
+}
+
+impl FaceFinder {
+    /// The detector and verifier loaded for one thread.
+    fn load(&self) -> Result<LoadedFinder> {
+        let detector = AnyDetector::new(&self.detector, DetectParams::default())?;
+        let verifier = match &self.verifier {
+            Some(path) => {
+                let verifier = FaceVerifier::load(path)?;
+                let threshold = self.detector.verifier_threshold().unwrap_or(verifier.threshold());
+                Some((verifier, threshold))
+            }
+            None => None,
+        };
+        Ok(LoadedFinder { detector, verifier })
+    }
+
+    /// What the card and logs call it.
+    pub fn describe(&self) -> String {
+        let verified = if self.verifier.is_some() { " with the face verifier" } else { "" };
+        format!("{}{verified}", self.detector.name())
+    }
+}
+
+struct LoadedFinder {
+    detector: AnyDetector,
+    verifier: Option<(FaceVerifier, f32)>,
+}
+
+impl LoadedFinder {
+    /// The faces kept in `gray`, largest first.
+    fn faces(&mut self, gray: &GrayImage) -> Result<Vec<FaceBox>> {
+        let boxes = self.detector.detect(gray)?;
+        match &self.verifier {
+            Some((verifier, threshold)) => Ok(verifier.keep_faces(gray, boxes, *threshold)?.0),
+            None => Ok(boxes),
+        }
+    }
+}
 
 /// What a UTKFace file name says about its face.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +128,7 @@ pub fn part_of(name: &str, seed: u64) -> Part {
 }
 
 /// One part of the data set: faces and sex labels, with each face's age,
-/// race field and whether the cascade found it.
+/// race field and whether the detector found it.
 pub struct SexSet {
     pub faces: FaceSet,
     pub ages: Vec<u32>,
@@ -106,7 +157,7 @@ impl SexSet {
 struct Crop {
     part: Part,
     label: UtkLabel,
-    /// The crop where the cascade found the face...
+    /// The crop where the detector found the face...
     pixels: Option<Vec<u8>>,
     /// ...and then the box as fractions of the image (x, y, width, height).
     relative_box: Option<[f64; 4]>,
@@ -136,10 +187,10 @@ pub fn list(dir: &Path) -> Result<Vec<(PathBuf, UtkLabel)>> {
     Ok(files)
 }
 
-/// Loads UTKFace from `dir`, crops every face with the serving cascade
+/// Loads UTKFace from `dir`, crops every face that `finder` finds
 /// (`threads` detectors in parallel) as `spec` says and returns the train,
 /// validation and test parts of the split seeded by `seed`.
-pub fn load(dir: &Path, cascade: &Path, seed: u64, threads: usize, spec: CropSpec) -> Result<[SexSet; 3]> {
+pub fn load(dir: &Path, finder: &FaceFinder, seed: u64, threads: usize, spec: CropSpec) -> Result<[SexSet; 3]> {
     let files = list(dir)?;
     let threads = threads.max(1);
     let chunk = files.len().div_ceil(threads);
@@ -148,8 +199,8 @@ pub fn load(dir: &Path, cascade: &Path, seed: u64, threads: usize, spec: CropSpe
             .chunks(chunk)
             .map(|files| {
                 scope.spawn(move || -> Result<Vec<Crop>> {
-                    let mut detector = FaceDetector::new(cascade, DetectParams::default())?;
-                    files.iter().map(|(path, label)| crop_file(&mut detector, path, *label, seed, spec)).collect()
+                    let mut finder = finder.load()?;
+                    files.iter().map(|(path, label)| crop_file(&mut finder, path, *label, seed, spec)).collect()
                 })
             })
             .collect();
@@ -160,11 +211,11 @@ pub fn load(dir: &Path, cascade: &Path, seed: u64, threads: usize, spec: CropSpe
         Ok(all)
     })?;
 
-    // Stand-in box for faces the cascade misses: the median detected box,
+    // Stand-in box for faces the detector misses: the median detected box,
     // relative to the (equal-sized) aligned images.
     let fallback = median_box(&crops);
     let detected = crops.iter().filter(|c| c.pixels.is_some()).count();
-    tracing::info!(files = crops.len(), detected, "UTKFace faces cropped by the Haar cascade");
+    tracing::info!(files = crops.len(), detected, finder = finder.describe(), "UTKFace faces cropped");
 
     let mut parts = [Part::Train, Part::Validation, Part::Test]
         .map(|_| (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()));
@@ -198,7 +249,7 @@ pub fn load(dir: &Path, cascade: &Path, seed: u64, threads: usize, spec: CropSpe
     }))
 }
 
-fn crop_file(detector: &mut FaceDetector, path: &Path, label: UtkLabel, seed: u64, spec: CropSpec) -> Result<Crop> {
+fn crop_file(finder: &mut LoadedFinder, path: &Path, label: UtkLabel, seed: u64, spec: CropSpec) -> Result<Crop> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let part = part_of(name, seed);
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -206,7 +257,7 @@ fn crop_file(detector: &mut FaceDetector, path: &Path, label: UtkLabel, seed: u6
         tracing::warn!(path = %path.display(), "skipping an undecodable image");
         return Ok(Crop { part, label, pixels: None, relative_box: None, gray: None });
     };
-    let boxes = detector.detect(&image.gray)?;
+    let boxes = finder.faces(&image.gray)?;
     let (w, h) = image.gray.dimensions();
     Ok(match boxes.first() {
         Some(&b) => Crop {
