@@ -480,7 +480,7 @@ fn point_on_the_line(text: &str) -> Result<f64, String> {
 /// default as the server does.
 #[derive(Args)]
 struct FaceFinderArgs {
-    /// Detector whose boxes are cropped: "centerface" (the server's default) or "haar" (the cascade; the shipped sex model until 2026-12-06 learned on its crops).
+    /// Detector whose boxes are cropped: "centerface" (the server's default) or "haar" (the cascade; the shipped sex model learned on its crops, without the verifier).
     #[arg(long, value_enum, default_value = "centerface")]
     detector: CropDetector,
     /// Haar cascade (with --detector haar).

@@ -232,6 +232,9 @@ fn utkface_faces_are_cropped_where_the_served_detector_finds_them() {
     let verifier = Some(root().join("models/face_verifier.safetensors"));
     let served = FaceFinder { detector: DetectorChoice::default(), verifier: verifier.clone() };
     assert_eq!(served.describe(), "centerface with the face verifier");
+    assert_eq!(served.options(), "--detector centerface");
+    let unverified = FaceFinder { detector: haar(), verifier: None };
+    assert_eq!(unverified.options(), "--detector haar --face-verifier-model none");
     assert_eq!(found(&served), (6, 6));
     let cascade = FaceFinder { detector: haar(), verifier };
     assert_eq!(found(&cascade), (6, 0), "every chip is kept, cropped by the stand-in box");

@@ -161,10 +161,9 @@ fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainR
         calibration: None,
         mixed: None,
         train_command: format!(
-            "emotion-ai train face-sex --data {} --detector {} --epochs {} --lr {} --input-size {} --margin {} \
-             --init-from {}",
+            "emotion-ai train face-sex --data {} {} --epochs {} --lr {} --input-size {} --margin {} --init-from {}",
             request.data.display(),
-            request.finder.detector.name(),
+            request.finder.options(),
             o.epochs,
             o.lr,
             request.input_size,
@@ -172,9 +171,9 @@ fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainR
             request.init_from.as_ref().map_or("none".to_string(), |p| p.display().to_string())
         ),
         eval_command: format!(
-            "emotion-ai eval face-sex --data {} --detector {} --write-card",
+            "emotion-ai eval face-sex --data {} {} --write-card",
             request.data.display(),
-            request.finder.detector.name()
+            request.finder.options()
         ),
     };
     card.save(&card_path(export))?;

@@ -22,8 +22,8 @@ use crate::model::voice::SEXES;
 
 /// How the faces are found before they are cropped: a detector and, as the
 /// server does, the face verifier judging its candidates (at the detector's
-/// threshold). The shipped sex model until 2026-12-06 learned on the Haar
-/// cascade's crops without a verifier.
+/// threshold). The shipped sex model learned on the Haar cascade's crops
+/// without a verifier.
 #[derive(Debug, Clone)]
 pub struct FaceFinder {
     pub detector: DetectorChoice,
@@ -44,6 +44,13 @@ impl FaceFinder {
             None => None,
         };
         Ok(LoadedFinder { detector, verifier })
+    }
+
+    /// The `train face-sex` / `eval face-sex` options that give this finder
+    /// (paths left at their defaults).
+    pub fn options(&self) -> String {
+        let verifier = if self.verifier.is_some() { "" } else { " --face-verifier-model none" };
+        format!("--detector {}{verifier}", self.detector.name())
     }
 
     /// What the card and logs call it.
