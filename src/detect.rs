@@ -334,6 +334,18 @@ impl DetectorChoice {
         }
     }
 
+    /// Refuses CenterFace without the face verifier: its low heat threshold
+    /// leaves the phantoms to the verifier (serving and the face-sex crops
+    /// alike).
+    pub fn check_verified(&self, verified: bool) -> Result<()> {
+        if !verified && matches!(self, Self::CenterFace(_)) {
+            anyhow::bail!(
+                "--detector centerface needs the face verifier, which judges its candidates (drop --face-verifier-model none)"
+            );
+        }
+        Ok(())
+    }
+
     /// The cascade or network file.
     pub fn path(&self) -> &Path {
         match self {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use emotion_ai::batch;
 use emotion_ai::detect::{DetectParams, DetectorChoice};
@@ -499,11 +499,9 @@ impl FaceFinderArgs {
         let verifier = (self.face_verifier_model != "none").then(|| PathBuf::from(&self.face_verifier_model));
         let detector = match self.detector {
             CropDetector::Haar => DetectorChoice::Haar(self.cascade.clone()),
-            CropDetector::CenterFace if verifier.is_none() => {
-                bail!("--detector centerface needs the face verifier, which judges its candidates (drop --face-verifier-model none)")
-            }
             CropDetector::CenterFace => DetectorChoice::CenterFace(self.centerface.clone()),
         };
+        detector.check_verified(verifier.is_some())?;
         Ok(emotion_ai::train::utkface::FaceFinder { detector, verifier })
     }
 }

@@ -380,11 +380,7 @@ impl Analyzer {
         // (alone, at that threshold, it puts faces on most face-free photos):
         // without the verifier it is never asked.
         let verified = config.face_verifier_model.is_some();
-        if !verified && matches!(config.detector, DetectorChoice::CenterFace(_)) {
-            anyhow::bail!(
-                "--detector centerface needs the face verifier, which judges its candidates (drop --face-verifier-model none)"
-            );
-        }
+        config.detector.check_verified(verified)?;
         let detectors = DetectorPool::new(&config.detector, config.detect, workers)?;
         let fallback_detectors = match &config.fallback_detector {
             Some(choice) if *choice != config.detector && verified => {
@@ -741,10 +737,7 @@ impl Analyzer {
             let crops = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
             return Ok((boxes, crops));
         };
-        verifier.with(|v| {
-            let threshold = detectors.choice().verifier_threshold().unwrap_or(v.threshold());
-            v.keep_faces(gray, boxes, threshold)
-        })?
+        verifier.with(|v| v.keep_faces(gray, boxes, detectors.choice()))?
     }
 }
 

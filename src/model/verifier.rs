@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 
 use super::{FaceNetConfig, LoadedFaceModel, ModelCard, FACE_SIZE};
-use crate::detect::{crop_face, suppress_overlaps, FaceBox, DUPLICATE_IOU};
+use crate::detect::{crop_face, suppress_overlaps, DetectorChoice, FaceBox, DUPLICATE_IOU};
 use image::GrayImage;
 
 /// Candidates checked at once.
@@ -87,14 +87,16 @@ impl FaceVerifier {
         Ok(keep)
     }
 
-    /// The boxes of `boxes`, found in `gray`, that [`Self::select_from`]
-    /// keeps at `threshold`, each with its 48x48 crop; order is kept.
+    /// The boxes of `boxes`, found in `gray` by `detector`, that
+    /// [`Self::select_from`] keeps at that detector's threshold (the card's
+    /// where it has none of its own), each with its 48x48 crop; order is kept.
     pub fn keep_faces(
         &self,
         gray: &GrayImage,
         boxes: Vec<FaceBox>,
-        threshold: f32,
+        detector: &DetectorChoice,
     ) -> Result<(Vec<FaceBox>, Vec<Vec<u8>>)> {
+        let threshold = detector.verifier_threshold().unwrap_or(self.threshold);
         let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
         let keep = self.select_from(&boxes, &crops, threshold)?;
         Ok(boxes.into_iter().zip(crops).zip(keep).filter(|(_, k)| *k).map(|(pair, _)| pair).unzip())

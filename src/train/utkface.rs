@@ -35,15 +35,8 @@ impl FaceFinder {
     /// The detector and verifier loaded for one thread.
     fn load(&self) -> Result<LoadedFinder> {
         let detector = AnyDetector::new(&self.detector, DetectParams::default())?;
-        let verifier = match &self.verifier {
-            Some(path) => {
-                let verifier = FaceVerifier::load(path)?;
-                let threshold = self.detector.verifier_threshold().unwrap_or(verifier.threshold());
-                Some((verifier, threshold))
-            }
-            None => None,
-        };
-        Ok(LoadedFinder { detector, verifier })
+        let verifier = self.verifier.as_deref().map(FaceVerifier::load).transpose()?;
+        Ok(LoadedFinder { choice: self.detector.clone(), detector, verifier })
     }
 
     /// The `train face-sex` / `eval face-sex` options that give this finder
@@ -61,8 +54,9 @@ impl FaceFinder {
 }
 
 struct LoadedFinder {
+    choice: DetectorChoice,
     detector: AnyDetector,
-    verifier: Option<(FaceVerifier, f32)>,
+    verifier: Option<FaceVerifier>,
 }
 
 impl LoadedFinder {
@@ -70,7 +64,7 @@ impl LoadedFinder {
     fn faces(&mut self, gray: &GrayImage) -> Result<Vec<FaceBox>> {
         let boxes = self.detector.detect(gray)?;
         match &self.verifier {
-            Some((verifier, threshold)) => Ok(verifier.keep_faces(gray, boxes, *threshold)?.0),
+            Some(verifier) => Ok(verifier.keep_faces(gray, boxes, &self.choice)?.0),
             None => Ok(boxes),
         }
     }
