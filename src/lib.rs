@@ -32,7 +32,10 @@
 //!   emotion x sex voice network, served as an ensemble of networks trained
 //!   from different seeds (the mean of their probabilities);
 //!   [`model::verifier`] tells the detectors' faces from their phantoms, so
-//!   they can run at a lower threshold.
+//!   they can run at a lower threshold; [`model::speaker`] is a pretrained
+//!   speaker encoder (Resemblyzer's, installed by the setup script) and the
+//!   voice sex head on its embedding, whose sex the server blends with the
+//!   voice network's.
 //! - [`fusion`]: face and voice emotion distributions combined into one,
 //!   each weighted by its calibration (a temperature fitted on held-out data).
 //! - [`predict`]: the [`predict::Analyzer`], which owns the loaded models and

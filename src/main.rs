@@ -1,7 +1,7 @@
 //! The `emotion-ai` command: a thin layer of argument parsing over the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,13 @@ struct ModelArgs {
     /// The speech check's card (default: MODELS/speech_check.json).
     #[arg(long, env = "EMOTION_AI_SPEECH_CHECK_MODEL")]
     speech_check_model: Option<PathBuf>,
+    /// The voice sex head, whose sex (from the speaker encoder) is blended with the voice network's
+    /// (default: MODELS/voice_sex.safetensors); "none" serves the voice network's sex alone.
+    #[arg(long, env = "EMOTION_AI_VOICE_SEX_MODEL")]
+    voice_sex_model: Option<String>,
+    /// The speaker encoder under the voice sex head (scripts/setup.sh installs it).
+    #[arg(long, env = "EMOTION_AI_SPEAKER_ENCODER", default_value = emotion_ai::model::speaker::DEFAULT_SPEAKER_ENCODER)]
+    speaker_encoder: PathBuf,
     /// Face verifier weights, which remove the cascade's phantom faces
     /// (default: MODELS/face_verifier.safetensors); "none" keeps every face the cascade finds (CenterFace, which needs the verifier, is then not asked).
     #[arg(long, env = "EMOTION_AI_FACE_VERIFIER_MODEL")]
@@ -103,6 +110,12 @@ impl ModelArgs {
         if let Some(path) = &self.speech_check_model {
             config.speech_check_model = path.clone();
         }
+        match self.voice_sex_model.as_deref() {
+            Some("none") => config.voice_sex_model = None,
+            Some(path) => config.voice_sex_model = Some(PathBuf::from(path)),
+            None => {}
+        }
+        config.speaker_encoder = self.speaker_encoder.clone();
         match self.face_verifier_model.as_deref() {
             Some("none") => config.face_verifier_model = None,
             Some(path) => config.face_verifier_model = Some(PathBuf::from(path)),
@@ -215,6 +228,8 @@ enum TrainCommand {
     FaceSex(TrainFaceSex),
     /// The speech check (speech or not), on speech corpora against generated non-speech.
     SpeechCheck(TrainSpeechCheck),
+    /// The voice sex head: a logistic regression on the speaker encoder's embedding, on RAVDESS, EmoDB and speechsex.
+    VoiceSex(TrainVoiceSex),
     /// Joins trained voice networks (e.g. seeds of one recipe) into one ensemble file that answers with their mean.
     VoiceEnsemble(TrainVoiceEnsemble),
     /// A face-emotion network between two trainings of it, weight by weight
@@ -259,6 +274,22 @@ struct TrainFaceVerifier {
     /// Intra-op threads for libtorch (default: all cores).
     #[arg(long)]
     threads: Option<i32>,
+}
+
+#[derive(Args)]
+struct TrainVoiceSex {
+    /// Speech corpus directory with sex labels (repeatable): RAVDESS, EmoDB, speechsex.
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
+    /// The speaker encoder's weights (scripts/setup.sh installs them).
+    #[arg(long, env = "EMOTION_AI_SPEAKER_ENCODER", default_value = emotion_ai::model::speaker::DEFAULT_SPEAKER_ENCODER)]
+    speaker_encoder: PathBuf,
+    /// Where to write the head's weights (its card goes beside them).
+    #[arg(long, default_value = "models/voice_sex.safetensors")]
+    export: PathBuf,
+    /// Share of the head in the served sex, 0-1 (the rest: the voice network's own sex marginal).
+    #[arg(long, default_value_t = 1.0, value_parser = head_share)]
+    head_weight: f64,
 }
 
 #[derive(Args)]
@@ -472,6 +503,10 @@ fn speed_range(text: &str) -> Result<f64, String> {
 
 /// `train face-emotion-interpolate --weight`: a point on the line from the
 /// base (0) to the tuned network (1), checked before any file is read.
+fn head_share(text: &str) -> Result<f64, String> {
+    number_within(text, 0.0..=1.0, "the head's share must lie from 0 (the network's sex alone) to 1 (the head's alone)")
+}
+
 fn point_on_the_line(text: &str) -> Result<f64, String> {
     number_within(text, 0.0..=1.0, "the weight must lie from 0 (the base) to 1 (the tuned network)")
 }
@@ -616,6 +651,12 @@ struct EvalVoiceEmotion {
     leave_out: Vec<String>,
     #[arg(long, default_value = "models/voice_emotion.safetensors")]
     weights: PathBuf,
+    /// The voice sex head whose sex the server serves (as its card blends it with the network's); "none" measures the network's own sex marginal.
+    #[arg(long, default_value = "models/voice_sex.safetensors")]
+    voice_sex_model: String,
+    /// The speaker encoder under the voice sex head (scripts/setup.sh installs it).
+    #[arg(long, env = "EMOTION_AI_SPEAKER_ENCODER", default_value = emotion_ai::model::speaker::DEFAULT_SPEAKER_ENCODER)]
+    speaker_encoder: PathBuf,
     /// Where the confusion matrices (JSON and PNG) are written.
     #[arg(long, default_value = "target/eval")]
     out: PathBuf,
@@ -748,6 +789,15 @@ fn main() -> Result<()> {
             println!("threshold {:.4}", card.threshold);
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);
         }
+        Command::Train(TrainCommand::VoiceSex(args)) => {
+            let card = emotion_ai::train::voice_sex::run_train(&emotion_ai::train::voice_sex::VoiceSexRequest {
+                data: args.data,
+                encoder: args.speaker_encoder,
+                export: args.export,
+                head_weight: args.head_weight as f32,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&card.metrics)?);
+        }
         Command::Train(TrainCommand::VoiceEnsemble(args)) => {
             let card = emotion_ai::train::voice_emotion::merge_ensemble(&args.members, &args.out)?;
             println!(
@@ -828,8 +878,22 @@ fn main() -> Result<()> {
             println!("confusion matrix: {} and {}", r.json_path.display(), r.png_path.display());
         }
         Command::Eval(EvalCommand::VoiceEmotion(args)) => {
-            let report =
-                voice_emotion::run_eval(&args.data, &args.weights, &args.leave_out, &args.out, args.write_card)?;
+            let sex_head = (args.voice_sex_model != "none")
+                .then(|| {
+                    emotion_ai::model::speaker::SpeakerSexModel::load(
+                        Path::new(&args.voice_sex_model),
+                        &args.speaker_encoder,
+                    )
+                })
+                .transpose()?;
+            let report = voice_emotion::run_eval(
+                &args.data,
+                &args.weights,
+                sex_head.as_ref(),
+                &args.leave_out,
+                &args.out,
+                args.write_card,
+            )?;
             let percent = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0));
             println!("| corpus | test clips | speakers | emotion accuracy | balanced | sex accuracy | women | men |");
             println!("|---|---|---|---|---|---|---|---|");

@@ -10,6 +10,7 @@
 //! weights file, so inference can never normalise differently from training.
 //! Networks take raw grey levels in `[0, 255]`.
 
+pub mod speaker;
 pub mod verifier;
 pub mod voice;
 

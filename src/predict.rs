@@ -27,12 +27,13 @@ use crate::decode::{decode_image, sniff, DecodedImage, ImageDecodeError, ImageLi
 use crate::detect::{crop_face, crop_face_as, CropSpec, DetectParams, DetectorChoice, DetectorPool, FaceBox};
 use crate::features::voice_input::VoiceFeatureExtractor;
 use crate::fusion::{fuse, Calibration, Evidence};
+use crate::model::speaker::{SpeakerSexCard, SpeakerSexModel};
 use crate::model::verifier::FaceVerifier;
 use crate::model::voice::{voice_class_names, LoadedVoiceModel, VoiceModelCard};
 use crate::model::{LoadedFaceModel, ModelCard};
 use crate::pool::Pool;
 use crate::speech::SpeechDetector;
-use voice::{aggregate, emotion_marginal, predict_windows, sex_marginal, window_starts, Windowing};
+use voice::{aggregate, apply_sex_head, emotion_marginal, predict_windows, sex_marginal, window_starts, Windowing};
 
 /// Where an [`Analyzer`] finds its models and how it bounds its inputs.
 #[derive(Debug, Clone)]
@@ -45,6 +46,13 @@ pub struct AnalyzerConfig {
     pub voice_emotion_model: PathBuf,
     /// The speech check's card (weights and threshold in one JSON file).
     pub speech_check_model: PathBuf,
+    /// The voice sex head's weights, card beside them: the served sex of a
+    /// voice, blended with the voice network's own as its card says. `None`
+    /// serves the network's sex marginal alone.
+    pub voice_sex_model: Option<PathBuf>,
+    /// The speaker encoder the voice sex head reads (installed by
+    /// scripts/setup.sh).
+    pub speaker_encoder: PathBuf,
     /// Face verifier weights, card beside them: it removes the detectors'
     /// phantom faces. `None` keeps every candidate of the cascade (and
     /// rules CenterFace out).
@@ -77,6 +85,8 @@ impl AnalyzerConfig {
             face_sex_model: models_dir.join("face_sex.safetensors"),
             voice_emotion_model: models_dir.join("voice_emotion.safetensors"),
             speech_check_model: models_dir.join("speech_check.json"),
+            voice_sex_model: Some(models_dir.join("voice_sex.safetensors")),
+            speaker_encoder: PathBuf::from(crate::model::speaker::DEFAULT_SPEAKER_ENCODER),
             face_verifier_model: Some(models_dir.join("face_verifier.safetensors")),
             detector: DetectorChoice::default(),
             fallback_detector: None,
@@ -353,6 +363,8 @@ pub struct Analyzer {
     face_sex_card: ModelCard,
     voice_emotion: Pool<LoadedVoiceModel>,
     voice_emotion_card: VoiceModelCard,
+    voice_sex: Option<Pool<SpeakerSexModel>>,
+    voice_sex_card: Option<SpeakerSexCard>,
     features: VoiceFeatureExtractor,
     speech: SpeechDetector,
     windowing: Windowing,
@@ -413,6 +425,17 @@ impl Analyzer {
                 .with_context(|| format!("loading voice emotion model {}", weights.display()))
         })?;
         let voice_emotion_card = voice_emotion.with(|m| m.card.clone())?;
+        let voice_sex = match &config.voice_sex_model {
+            Some(weights) => {
+                let (weights, encoder) = (weights.clone(), config.speaker_encoder.clone());
+                Some(Pool::new("voice sex head", workers, move || {
+                    SpeakerSexModel::load(&weights, &encoder)
+                        .with_context(|| format!("loading the voice sex head {}", weights.display()))
+                })?)
+            }
+            None => None,
+        };
+        let voice_sex_card = voice_sex.as_ref().map(|p| p.with(|m| m.card.clone())).transpose()?;
         let speech = SpeechDetector::load(&config.speech_check_model).context("loading the speech check")?;
         if speech.sample_rate() != voice_emotion_card.input.features.sample_rate {
             anyhow::bail!("the speech check and the voice model expect different sample rates");
@@ -439,6 +462,8 @@ impl Analyzer {
             speech,
             voice_emotion,
             voice_emotion_card,
+            voice_sex,
+            voice_sex_card,
             windowing,
             detectors,
             fallback_detectors,
@@ -556,6 +581,10 @@ impl Analyzer {
             }
             Ok(windows)
         })?;
+        let mut windows = windows;
+        if let Some(pool) = &self.voice_sex {
+            pool.with(|m| apply_sex_head(m, samples, self.windowing, &mut windows))??;
+        }
         let speech_windows: Vec<voice::WindowPrediction> =
             windows.iter().zip(&verdicts).filter(|(_, v)| v.is_speech).map(|(w, _)| w.clone()).collect();
         let prediction = voice::ClipPrediction { joint: aggregate(&speech_windows), windows };
@@ -589,6 +618,11 @@ impl Analyzer {
     /// How clips are cut into windows (from the voice model's card).
     pub fn windowing(&self) -> Windowing {
         self.windowing
+    }
+
+    /// The voice sex head's card, if the server blends its sex in.
+    pub fn voice_sex_card(&self) -> Option<&SpeakerSexCard> {
+        self.voice_sex_card.as_ref()
     }
 
     /// The face emotion model's card (classes, input, measured accuracy).

@@ -34,7 +34,12 @@ fn a_long_clip_split_in_two_halves_matches_one_sequential_pass() {
 
     let model = LoadedVoiceModel::load(&root().join("models/voice_emotion.safetensors")).expect("voice model");
     let extractor = analyzer.voice_emotion_card().input.extractor();
-    let sequential = predict_clip(&model.net, &extractor, &samples, analyzer.windowing()).expect("sequential");
+    let config = analyzer.config();
+    let head = config.voice_sex_model.as_ref().map(|weights| {
+        emotion_ai::model::speaker::SpeakerSexModel::load(weights, &config.speaker_encoder).expect("voice sex head")
+    });
+    let sequential =
+        predict_clip(&model.net, &extractor, head.as_ref(), &samples, analyzer.windowing()).expect("sequential");
 
     assert!(answer.timeline.len() >= 8, "an 11 s clip has 9 windows, got {}", answer.timeline.len());
     assert_eq!(answer.timeline.len(), sequential.windows.len());

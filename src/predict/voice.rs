@@ -13,7 +13,8 @@ use anyhow::{Context, Result};
 use tch::Tensor;
 
 use crate::features::voice_input::VoiceFeatureExtractor;
-use crate::model::voice::{split_class, VoiceClassifier, SEXES, VOICE_CLASSES};
+use crate::model::speaker::SpeakerSexModel;
+use crate::model::voice::{joint_class, split_class, VoiceClassifier, SEXES, VOICE_CLASSES};
 use crate::model::EMOTIONS;
 
 /// Windows scored by one forward pass; bounds memory for long clips.
@@ -81,17 +82,58 @@ pub struct Windowing {
     pub hop: usize,
 }
 
-/// Runs `net` on every window of `samples` and aggregates.
+/// Runs `net` on every window of `samples` (and, given one, the voice sex
+/// head; see [`apply_sex_head`]) and aggregates.
 pub fn predict_clip(
     net: &impl VoiceClassifier,
     extractor: &VoiceFeatureExtractor,
+    sex_head: Option<&SpeakerSexModel>,
     samples: &[f32],
     windowing: Windowing,
 ) -> Result<ClipPrediction> {
     let starts = window_starts(samples.len(), windowing.window, windowing.hop);
-    let windows = predict_windows(net, extractor, samples, &starts, windowing)?;
+    let mut windows = predict_windows(net, extractor, samples, &starts, windowing)?;
+    if let Some(head) = sex_head {
+        apply_sex_head(head, samples, windowing, &mut windows)?;
+    }
     let joint = aggregate(&windows);
     Ok(ClipPrediction { windows, joint })
+}
+
+/// Replaces each window's sex by the voice sex head's, blended with the
+/// network's own sex marginal as the head's card says (`head_weight`); the
+/// emotion marginal stays as the network gave it, and the joint becomes
+/// emotion x sex. The head reads the speaker encoder's embedding of each
+/// window (`crate::model::speaker`), which generalises to voices of other
+/// corpora better than the network's marginal.
+pub fn apply_sex_head(
+    head: &SpeakerSexModel,
+    samples: &[f32],
+    windowing: Windowing,
+    windows: &mut [WindowPrediction],
+) -> Result<()> {
+    let spans: Vec<(usize, usize)> = windows.iter().map(|w| (w.start, w.end)).collect();
+    let sexes = head.predict_windows(samples, &spans, windowing.window)?;
+    for (w, sex) in windows.iter_mut().zip(sexes) {
+        w.joint = blend_sex(&w.joint, sex, head.card.head_weight);
+    }
+    Ok(())
+}
+
+/// The joint distribution whose emotion marginal is `joint`'s and whose sex
+/// is `head_weight x head + (1 - head_weight) x joint's sex marginal`, the
+/// two independent.
+pub fn blend_sex(joint: &[f32], head: [f32; 2], head_weight: f32) -> Vec<f32> {
+    let emotions = emotion_marginal(joint);
+    let own = sex_marginal(joint);
+    let sex: Vec<f32> = (0..SEXES.len()).map(|s| head_weight * head[s] + (1.0 - head_weight) * own[s]).collect();
+    let mut out = vec![0.0; VOICE_CLASSES];
+    for (e, pe) in emotions.iter().enumerate() {
+        for (s, ps) in sex.iter().enumerate() {
+            out[joint_class(e, s)] = pe * ps;
+        }
+    }
+    out
 }
 
 /// Runs `net` on the windows of `samples` that begin at `starts` (from
@@ -127,11 +169,12 @@ pub fn predict_windows(
     Ok(windows)
 }
 
-/// RMS-weighted mean of the windows' joint distributions, ignoring windows
-/// more than 20 dB below the loudest (all windows count if all are silent).
+/// RMS-weighted mean of the windows' distributions (joint, or any other of
+/// one length), ignoring windows more than 20 dB below the loudest (all
+/// windows count if all are silent).
 pub fn aggregate(windows: &[WindowPrediction]) -> Vec<f32> {
     let loudest = windows.iter().map(|w| w.rms).fold(0.0f32, f32::max);
-    let mut sum = vec![0.0f32; VOICE_CLASSES];
+    let mut sum = vec![0.0f32; windows.first().map_or(VOICE_CLASSES, |w| w.joint.len())];
     let mut total = 0.0f32;
     for w in windows {
         let weight = if loudest > 0.0 {
@@ -209,6 +252,21 @@ mod tests {
         // All silent: plain mean.
         let joint = aggregate(&[window(0.0, 1), window(0.0, 2)]);
         assert_eq!((joint[1], joint[2]), (0.5, 0.5));
+    }
+
+    #[test]
+    fn the_sex_head_changes_sex_and_keeps_emotion() {
+        let joint: Vec<f32> = (0..14).map(|c| c as f32 / 91.0).collect();
+        let emotions = emotion_marginal(&joint);
+        for weight in [0.0, 0.5, 1.0] {
+            let blended = blend_sex(&joint, [0.9, 0.1], weight);
+            for (a, b) in emotion_marginal(&blended).iter().zip(&emotions) {
+                assert!((a - b).abs() < 1e-6);
+            }
+            let female = sex_marginal(&blended)[0];
+            let expected = weight * 0.9 + (1.0 - weight) * sex_marginal(&joint)[0];
+            assert!((female - expected).abs() < 1e-6, "weight {weight}: {female} vs {expected}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod utkface;
 pub mod voice_augment;
 pub mod voice_data;
 pub mod voice_emotion;
+pub mod voice_sex;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

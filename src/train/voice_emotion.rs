@@ -42,6 +42,7 @@ use super::voice_data::{class_counts, load_clips, VoiceClip, VoiceLabel};
 use super::{class_weights, export_weights, learning_rate, EpochRecord, RunState, TrainOptions};
 use crate::features::voice_input::VoiceFeatureExtractor;
 use crate::features::MfccConfig;
+use crate::model::speaker::SpeakerSexModel;
 use crate::model::voice::{
     member_prefix, voice_class_names, LoadedVoiceModel, VoiceClassifier, VoiceInputSpec, VoiceModelCard, VoiceNet,
     VoiceNetConfig, VoiceNormalisation, SEXES,
@@ -298,10 +299,11 @@ fn feature_stats(clips: &[VoiceClip], extractor: &VoiceFeatureExtractor, window:
 pub fn predict_clips(
     net: &impl VoiceClassifier,
     extractor: &VoiceFeatureExtractor,
+    sex_head: Option<&SpeakerSexModel>,
     clips: &[VoiceClip],
 ) -> Result<Vec<Vec<f32>>> {
     let windowing = windowing(extractor.mfcc_config());
-    clips.iter().map(|c| Ok(predict_clip(net, extractor, &c.samples, windowing)?.joint)).collect()
+    clips.iter().map(|c| Ok(predict_clip(net, extractor, sex_head, &c.samples, windowing)?.joint)).collect()
 }
 
 /// Index of the largest value.
@@ -716,7 +718,7 @@ pub fn train_voice(
             Some(average) => (&average.vs, &average.net),
             None => (&vs, &net),
         };
-        let (score, val_emotion, val_sex) = selection_score(&predict_clips(measured_net, &extractor, val)?, val);
+        let (score, val_emotion, val_sex) = selection_score(&predict_clips(measured_net, &extractor, None, val)?, val);
         let record = EpochRecord {
             epoch: epoch + 1,
             lr,
@@ -1092,6 +1094,7 @@ fn corpus_eval(corpus: &str, seen: bool, pairs: &[(&[f32], &VoiceLabel)]) -> (Co
 pub fn run_eval(
     data: &[PathBuf],
     weights: &Path,
+    sex_head: Option<&SpeakerSexModel>,
     leave_out: &[String],
     out_dir: &Path,
     write_card: bool,
@@ -1112,7 +1115,7 @@ pub fn run_eval(
     if split.test.is_empty() {
         bail!("no test clips under {data:?}");
     }
-    let predictions = predict_clips(&model.net, &extractor, &split.test)?;
+    let predictions = predict_clips(&model.net, &extractor, sex_head, &split.test)?;
 
     let mut reports = Vec::new();
     let mut ravdess_class14 = None;
@@ -1149,7 +1152,7 @@ pub fn run_eval(
             .unzip::<_, _, Vec<_>, Vec<_>>()
     };
     let emotion7_calibration = if split.validation.iter().any(|c| c.label.emotion.is_some()) {
-        let validation_predictions = predict_clips(&model.net, &extractor, &split.validation)?;
+        let validation_predictions = predict_clips(&model.net, &extractor, sex_head, &split.validation)?;
         let (vp, vt) = emotion_pairs(&validation_predictions, &split.validation, true);
         let (tp, tt) = emotion_pairs(&predictions, &split.test, true);
         (!tp.is_empty()).then(|| {
@@ -1164,8 +1167,16 @@ pub fn run_eval(
     };
 
     let json_path = out_dir.join("voice_emotion_eval.json");
+    let sex_from = match sex_head {
+        Some(head) => format!(
+            "the voice sex head ({}; weight {} against the network's marginal)",
+            head.card.train_command, head.card.head_weight
+        ),
+        None => "the network's sex marginal".to_string(),
+    };
     let report = json!({
         "model": weights.display().to_string(),
+        "sex_from": sex_from,
         "training_corpora": seen_corpora,
         "corpora": reports,
         "emotion7_calibration": emotion7_calibration,
@@ -1187,6 +1198,7 @@ pub fn run_eval(
             })
             .collect();
         metrics.insert("corpora".into(), json!(summary));
+        metrics.insert("sex_from".into(), json!(sex_from));
         if let Some(r) = reports.iter().find(|r| r.corpus == "ravdess" && r.seen_in_training) {
             metrics.insert("heldout_actors".into(), json!(HELDOUT_ACTORS));
             metrics.insert("heldout_clips".into(), json!(r.clips));
@@ -1237,7 +1249,7 @@ pub fn heldout_distributions(
     if clips.is_empty() {
         bail!("no clips of the RAVDESS actors to evaluate on under {data:?}");
     }
-    let predictions = predict_clips(&model.net, &extractor, &clips)?;
+    let predictions = predict_clips(&model.net, &extractor, None, &clips)?;
     Ok((
         predictions.iter().map(|j| emotion_marginal(j)).collect(),
         clips.iter().filter_map(|c| c.label.emotion).collect(),
@@ -1496,7 +1508,7 @@ mod tests {
         let model = LoadedVoiceModel::load(&request.export).unwrap();
         assert_eq!(model.card.training_corpora, vec!["t".to_string()]);
         assert!(model.card.input.cmn && model.card.input.pitch);
-        let predictions = predict_clips(&model.net, &model.card.input.extractor(), &val).unwrap();
+        let predictions = predict_clips(&model.net, &model.card.input.extractor(), None, &val).unwrap();
         let (_, _, sex) = confusion_matrices(&predictions, &val);
         assert!(sex.accuracy() > 0.9, "toy sex accuracy {}, history {:?}", sex.accuracy(), state.history);
 

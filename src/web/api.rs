@@ -102,6 +102,10 @@ pub struct Models {
     pub voice_emotion: ModelInfo,
     /// Speech or not, asked of every clip before the voice model.
     pub speech_check: ModelInfo,
+    /// The voice's sex from a speaker encoder, blended with the voice
+    /// model's (absent when the server runs without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voice_sex: Option<ModelInfo>,
     /// Face or phantom, asked of every face the detector proposes (absent
     /// when the server runs without it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,6 +141,20 @@ fn speech_check_info(card: &crate::speech::SpeechCheckCard) -> ModelInfo {
         classes: vec!["speech".into(), "not_speech".into()],
         input: serde_json::json!({ "sample_rate": card.sample_rate, "features": card.features, "threshold": card.threshold }),
         params: params as i64,
+        trained_on: card.trained_on.clone(),
+        metrics: card.metrics.clone(),
+        calibration: None,
+    }
+}
+
+/// The voice sex head's card in the shape of the others.
+fn voice_sex_info(card: &crate::model::speaker::SpeakerSexCard) -> ModelInfo {
+    ModelInfo {
+        name: card.name.clone(),
+        description: card.description.clone(),
+        classes: card.classes.clone(),
+        input: serde_json::json!({ "encoder": card.encoder, "head_weight": card.head_weight }),
+        params: crate::model::speaker::EMBEDDING_SIZE * 3 + 1,
         trained_on: card.trained_on.clone(),
         metrics: card.metrics.clone(),
         calibration: None,
@@ -179,6 +197,7 @@ pub async fn models(State(state): State<AppState>) -> Json<Models> {
         face_sex: info(analyzer.face_sex_card()),
         voice_emotion: info(analyzer.voice_emotion_card()),
         speech_check: speech_check_info(analyzer.speech_check().card()),
+        voice_sex: analyzer.voice_sex_card().map(voice_sex_info),
         face_verifier: analyzer.face_verifier_card().map(info),
         face_detector: detector_info(analyzer.detector()),
         fallback_face_detector: analyzer.fallback_detector().map(detector_info),

@@ -249,6 +249,7 @@ async fn healthz(State(state): State<AppState>) -> Json<api::Health> {
             "face_sex": { "classes": sex.classes, "metrics": sex.metrics },
             "voice_emotion": { "classes": voice.classes, "metrics": voice.metrics },
             "speech_check": { "metrics": state.analyzer.speech_check().card().metrics },
+            "voice_sex": state.analyzer.voice_sex_card().map(|c| json!({ "classes": c.classes, "metrics": c.metrics })),
             "face_verifier": state.analyzer.face_verifier_card().map(|c| json!({ "classes": c.classes, "metrics": c.metrics })),
         }),
     })

@@ -109,6 +109,7 @@ pub async fn models(State(state): State<AppState>) -> Response {
             view("Speech check", &speech.description, "", None, &speech.metrics),
         ]
         .into_iter()
+        .chain(analyzer.voice_sex_card().map(|v| view("Voice sex", &v.description, &v.trained_on, None, &v.metrics)))
         .chain(
             analyzer
                 .face_verifier_card()

@@ -193,3 +193,18 @@ pub fn flac_square(rate: u32, channels: u8, seconds: u32, declare_length: bool) 
     }
     out
 }
+
+/// The WAV espeak-ng makes of `text` in `voice` (e.g. `en+f3`): speech of a
+/// chosen sex and language without any dataset.
+pub fn espeak(voice: &str, text: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("voice.wav");
+    let status = std::process::Command::new("espeak-ng")
+        .args(["-v", voice, "-w"])
+        .arg(&path)
+        .arg(text)
+        .status()
+        .unwrap_or_else(|e| panic!("espeak-ng is needed for this test (bash scripts/setup.sh installs it): {e}"));
+    assert!(status.success(), "espeak-ng -v {voice}");
+    std::fs::read(&path).unwrap()
+}

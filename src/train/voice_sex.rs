@@ -1,0 +1,360 @@
+//! Fitting and measuring the voice sex head ([`crate::model::speaker`]): a
+//! logistic regression on the speaker encoder's embedding of each served
+//! window.
+//!
+//! The windows are the server's (3 s every 1 s, a short clip repeated to fill
+//! one), each embedded by the encoder; a clip's answer is the windows'
+//! RMS-weighted mean, pauses left out ([`crate::predict::voice::aggregate`]).
+//! The fit weighs every corpus x sex cell alike, so that neither a corpus's
+//! size nor its share of women tilts the boundary. Speakers are split as
+//! for the voice network ([`super::voice_emotion::speaker_part`]); the card
+//! records held-out speakers per corpus and, for every corpus, a fit on the
+//! others measured on all of it (a corpus never heard).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use serde_json::json;
+use tch::{Device, Kind, Tensor};
+
+use super::voice_data::{load_clips, VoiceClip};
+use super::voice_emotion::{corpora, split_by_speaker, SpeakerSplit};
+use crate::model::speaker::{SpeakerEncoder, SpeakerSexCard, SpeakerSexHead, EMBEDDING_SIZE};
+use crate::model::voice::SEXES;
+use crate::predict::voice::{aggregate, rms, window_starts, WindowPrediction, Windowing};
+
+/// The served windowing at 16 kHz: 3 s every 1 s.
+const WINDOWING: Windowing = Windowing { window: 48_000, hop: 16_000 };
+
+/// L2 penalties tried (on the mean loss), strongest first; the one with the
+/// best validation accuracy is kept, the strongest among ties.
+pub const PENALTIES: [f64; 5] = [0.3, 0.1, 0.03, 0.01, 0.003];
+
+/// What `train voice-sex` needs.
+#[derive(Debug, Clone)]
+pub struct VoiceSexRequest {
+    pub data: Vec<PathBuf>,
+    pub encoder: PathBuf,
+    /// Share of the head in the served sex (the rest: the voice network's).
+    pub head_weight: f32,
+    /// Where the head's weights go (the card beside them).
+    pub export: PathBuf,
+}
+
+/// Every served window of every clip, embedded.
+pub struct WindowEmbeddings {
+    /// `[windows, 256]`.
+    pub embeddings: Tensor,
+    /// The clip (index into the clips) of each window.
+    pub clip: Vec<usize>,
+    /// Each window's RMS level (for the clip's weighted mean).
+    pub rms: Vec<f32>,
+}
+
+/// Embeds the served windows of `clips`, as the server does
+/// ([`SpeakerEncoder::window_embeddings`]).
+pub fn embed_windows(encoder: &SpeakerEncoder, clips: &[VoiceClip]) -> Result<WindowEmbeddings> {
+    let (mut parts, mut clip_of, mut levels) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, c) in clips.iter().enumerate() {
+        let spans: Vec<(usize, usize)> = window_starts(c.samples.len(), WINDOWING.window, WINDOWING.hop)
+            .into_iter()
+            .map(|s| (s, (s + WINDOWING.window).min(c.samples.len())))
+            .collect();
+        for &(start, end) in &spans {
+            levels.push(rms(&c.samples[start..end]));
+            clip_of.push(i);
+        }
+        parts.push(encoder.window_embeddings(&c.samples, &spans, WINDOWING.window)?);
+    }
+    Ok(WindowEmbeddings { embeddings: Tensor::cat(&parts, 0), clip: clip_of, rms: levels })
+}
+
+/// A fitted head's numbers: standardisation and logistic weights.
+#[derive(Debug)]
+pub struct LogisticFit {
+    pub mean: Tensor,
+    pub std: Tensor,
+    /// `[256]` weights and the bias.
+    pub weights: Tensor,
+    pub bias: f64,
+}
+
+impl LogisticFit {
+    /// Probability of male for `[N, 256]` embeddings.
+    pub fn male_probability(&self, x: &Tensor) -> Tensor {
+        (((x - &self.mean) / &self.std).matmul(&self.weights) + self.bias).sigmoid()
+    }
+}
+
+/// Weighted L2-penalised logistic regression by Newton's method on the
+/// standardised `x` (`[N, D]`), labels 0/1, sample weights; the penalty is
+/// on the weighted mean loss and spares the bias.
+pub fn fit_logistic(x: &Tensor, y: &[f32], sample_weights: &[f32], penalty: f64) -> Result<LogisticFit> {
+    let n = x.size()[0];
+    if n == 0 || y.len() as i64 != n || sample_weights.len() as i64 != n {
+        bail!("nothing to fit, or labels and weights that do not match the windows");
+    }
+    let mean = x.mean_dim([0i64].as_slice(), false, Kind::Float);
+    let std = x.std_dim([0i64].as_slice(), false, false).clamp_min(1e-6);
+    let z = (x - &mean) / &std;
+    let d = z.size()[1];
+    let design = Tensor::cat(&[z, Tensor::ones([n, 1], (Kind::Float, Device::Cpu))], 1).to_kind(Kind::Double);
+    let y = Tensor::from_slice(y).to_kind(Kind::Double);
+    let total: f64 = sample_weights.iter().map(|&w| f64::from(w)).sum();
+    let sw = Tensor::from_slice(sample_weights).to_kind(Kind::Double) / total;
+    let mut ridge = vec![penalty; d as usize];
+    ridge.push(0.0);
+    let ridge = Tensor::from_slice(&ridge);
+    let mut beta = Tensor::zeros([d + 1], (Kind::Double, Device::Cpu));
+    for _ in 0..50 {
+        let p = design.matmul(&beta).sigmoid();
+        let gradient = design.tr().matmul(&(&sw * (&p - &y))) + &ridge * &beta;
+        let curvature: Tensor = &sw * &p * (1.0 - &p);
+        let hessian = (design.tr() * curvature.unsqueeze(0)).matmul(&design)
+            + ridge.diag(0)
+            + Tensor::eye(d + 1, (Kind::Double, Device::Cpu)) * 1e-9;
+        let step = Tensor::linalg_solve(&hessian, &gradient.unsqueeze(1), true).squeeze_dim(1);
+        beta -= &step;
+        if step.abs().max().double_value(&[]) < 1e-8 {
+            break;
+        }
+    }
+    let beta = beta.to_kind(Kind::Float);
+    Ok(LogisticFit { mean, std, weights: beta.narrow(0, 0, d), bias: beta.double_value(&[d]) })
+}
+
+/// Weights giving every corpus x sex cell the same total, for windows
+/// whose clips (indices into `clips`) are `windows`.
+fn cell_weights(windows: &[usize], clips: &[VoiceClip]) -> Vec<f32> {
+    let cell = |w: &usize| (clips[*w].label.corpus().to_string(), clips[*w].label.sex);
+    let mut counts = std::collections::HashMap::new();
+    for w in windows {
+        *counts.entry(cell(w)).or_insert(0usize) += 1;
+    }
+    windows.iter().map(|w| 1.0 / counts[&cell(w)] as f32).collect()
+}
+
+/// Clip-level `[female, male]` of the clips `of` (window indices grouped by
+/// clip, in clip order) from window probabilities of male.
+fn clip_probabilities(emb: &WindowEmbeddings, windows: &[usize], male: &[f32]) -> Vec<(usize, [f32; 2])> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < windows.len() {
+        let clip = emb.clip[windows[i]];
+        let mut group = Vec::new();
+        while i < windows.len() && emb.clip[windows[i]] == clip {
+            let w = windows[i];
+            group.push(WindowPrediction { start: 0, end: 0, rms: emb.rms[w], joint: vec![1.0 - male[i], male[i]] });
+            i += 1;
+        }
+        let p = aggregate(&group);
+        out.push((clip, [p[0], p[1]]));
+    }
+    out
+}
+
+/// Sex accuracy and the recall of each sex over clips.
+#[derive(Debug, Clone, Serialize)]
+pub struct SexScore {
+    pub clips: usize,
+    pub speakers: usize,
+    pub accuracy: f64,
+    pub female_recall: f64,
+    pub male_recall: f64,
+}
+
+fn score(clips: &[VoiceClip], predictions: &[(usize, [f32; 2])]) -> SexScore {
+    let (mut right, mut per_sex) = (0usize, [[0usize; 2]; 2]);
+    let mut speakers = std::collections::HashSet::new();
+    for (c, p) in predictions {
+        let truth = clips[*c].label.sex;
+        let guess = usize::from(p[1] > p[0]);
+        speakers.insert(&clips[*c].label.speaker);
+        per_sex[truth][1] += 1;
+        if guess == truth {
+            right += 1;
+            per_sex[truth][0] += 1;
+        }
+    }
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { (a as f64 / b as f64 * 1e4).round() / 1e4 };
+    SexScore {
+        clips: predictions.len(),
+        speakers: speakers.len(),
+        accuracy: ratio(right, predictions.len()),
+        female_recall: ratio(per_sex[0][0], per_sex[0][1]),
+        male_recall: ratio(per_sex[1][0], per_sex[1][1]),
+    }
+}
+
+/// Fits on the windows of the clips `fit_clips` (indices into `clips`).
+fn fit_and_score(
+    emb: &WindowEmbeddings,
+    clips: &[VoiceClip],
+    fit_clips: &[usize],
+    penalty: f64,
+) -> Result<LogisticFit> {
+    let fit_set: std::collections::HashSet<usize> = fit_clips.iter().copied().collect();
+    let windows: Vec<usize> = (0..emb.clip.len()).filter(|w| fit_set.contains(&emb.clip[*w])).collect();
+    let x = emb.embeddings.index_select(0, &Tensor::from_slice(&windows.iter().map(|&w| w as i64).collect::<Vec<_>>()));
+    let y: Vec<f32> = windows.iter().map(|&w| clips[emb.clip[w]].label.sex as f32).collect();
+    let owners: Vec<usize> = windows.iter().map(|&w| emb.clip[w]).collect();
+    fit_logistic(&x, &y, &cell_weights(&owners, clips), penalty)
+}
+
+/// Scores `fit` on the clips `test_clips`, per corpus.
+fn score_by_corpus(
+    fit: &LogisticFit,
+    emb: &WindowEmbeddings,
+    clips: &[VoiceClip],
+    test_clips: &[usize],
+) -> Result<Vec<(String, SexScore)>> {
+    let set: std::collections::HashSet<usize> = test_clips.iter().copied().collect();
+    let windows: Vec<usize> = (0..emb.clip.len()).filter(|w| set.contains(&emb.clip[*w])).collect();
+    if windows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let x = emb.embeddings.index_select(0, &Tensor::from_slice(&windows.iter().map(|&w| w as i64).collect::<Vec<_>>()));
+    let male = Vec::<f32>::try_from(fit.male_probability(&x))?;
+    let predictions = clip_probabilities(emb, &windows, &male);
+    let names = corpora(&test_clips.iter().map(|&c| clips[c].clone()).collect::<Vec<_>>());
+    Ok(names
+        .into_iter()
+        .map(|corpus| {
+            let mine: Vec<(usize, [f32; 2])> =
+                predictions.iter().filter(|(c, _)| clips[*c].label.corpus() == corpus).cloned().collect();
+            (corpus, score(clips, &mine))
+        })
+        .collect())
+}
+
+/// Fits the head on the training speakers of every corpus not left out,
+/// measures it (held-out speakers; each corpus never heard) and writes the
+/// weights and card.
+pub fn run_train(request: &VoiceSexRequest) -> Result<SpeakerSexCard> {
+    let encoder = SpeakerEncoder::load(&request.encoder)?;
+    let SpeakerSplit { train, validation, test } = split_by_speaker(load_clips(&request.data, 16_000)?, &[]);
+    let (n_train, n_validation) = (train.len(), validation.len());
+    let seen = corpora(&train);
+    let clips: Vec<VoiceClip> = train.into_iter().chain(validation).chain(test).collect();
+    let train_idx: Vec<usize> = (0..n_train).collect();
+    let validation_idx: Vec<usize> = (n_train..n_train + n_validation).collect();
+    let test_idx: Vec<usize> = (n_train + n_validation..clips.len()).collect();
+    if train_idx.is_empty() {
+        bail!("no training speakers under {:?}", request.data);
+    }
+    tracing::info!(clips = clips.len(), "embedding every served window with the speaker encoder");
+    let emb = embed_windows(&encoder, &clips)?;
+
+    // The penalty: the best mean validation accuracy over corpora, the
+    // strongest among ties.
+    let mut chosen = (PENALTIES[0], f64::MIN);
+    let mut validation_scores = serde_json::Map::new();
+    for &penalty in &PENALTIES {
+        let fit = fit_and_score(&emb, &clips, &train_idx, penalty)?;
+        let scores = score_by_corpus(&fit, &emb, &clips, &validation_idx)?;
+        let mean = scores.iter().map(|(_, s)| s.accuracy).sum::<f64>() / scores.len().max(1) as f64;
+        validation_scores.insert(
+            format!("{penalty}"),
+            json!(scores.iter().map(|(c, s)| (c.clone(), json!(s.accuracy))).collect::<serde_json::Map<_, _>>()),
+        );
+        if mean > chosen.1 + 1e-9 {
+            chosen = (penalty, mean);
+        }
+    }
+    let penalty = chosen.0;
+    let fit = fit_and_score(&emb, &clips, &train_idx, penalty)?;
+    let heldout = score_by_corpus(&fit, &emb, &clips, &test_idx)?;
+
+    // Each corpus never heard: fitted on the training speakers of the others.
+    let mut never_heard = serde_json::Map::new();
+    if seen.len() > 1 {
+        for corpus in &seen {
+            let others: Vec<usize> = train_idx.iter().copied().filter(|&i| clips[i].label.corpus() != corpus).collect();
+            let all: Vec<usize> = (0..clips.len()).filter(|&i| clips[i].label.corpus() == corpus).collect();
+            let fit = fit_and_score(&emb, &clips, &others, penalty)?;
+            for (c, s) in score_by_corpus(&fit, &emb, &clips, &all)? {
+                never_heard.insert(c, json!(s));
+            }
+        }
+    }
+
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let mut head = SpeakerSexHead::new(&vs.root());
+    tch::no_grad(|| {
+        head.mean.copy_(&fit.mean);
+        head.std.copy_(&fit.std);
+        head.linear.ws.copy_(&fit.weights.unsqueeze(0));
+        if let Some(b) = head.linear.bs.as_mut() {
+            b.copy_(&Tensor::from_slice(&[fit.bias as f32]));
+        }
+    });
+    if let Some(dir) = request.export.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    vs.save(&request.export)?;
+    let data = request.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>();
+    let card = SpeakerSexCard {
+        name: "voice_sex".into(),
+        description: format!(
+            "Logistic regression on the standardised {EMBEDDING_SIZE}-number embedding of Resemblyzer's speaker encoder, one per served window (3 s); a clip's answer is the windows' RMS-weighted mean"
+        ),
+        classes: SEXES.iter().map(|s| s.to_string()).collect(),
+        encoder: "Resemblyzer 0.1.4 pretrained.pt (PyPI, Apache-2.0), converted by scripts/setup.sh".into(),
+        trained_on: format!(
+            "the training speakers of {} ({} windows of {} clips); every corpus x sex cell weighted alike; L2 penalty {penalty} (of {PENALTIES:?}, by the validation speakers' mean accuracy)",
+            seen.join(", "),
+            emb.clip.iter().filter(|&&c| c < n_train).count(),
+            train_idx.len()
+        ),
+        head_weight: request.head_weight,
+        train_command: format!(
+            "emotion-ai train voice-sex {}{}",
+            data.iter().map(|d| format!("--data {d}")).collect::<Vec<_>>().join(" "),
+            if request.head_weight == 1.0 { String::new() } else { format!(" --head-weight {}", request.head_weight) }
+        ),
+        metrics: json!({
+            "penalty": penalty,
+            "validation_accuracy_by_penalty": validation_scores,
+            "heldout_speakers": heldout.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
+            "never_heard": never_heard,
+        }),
+    };
+    std::fs::write(crate::model::card_path(&request.export), serde_json::to_string_pretty(&card)? + "\n")?;
+    Ok(card)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newton_logistic_separates_and_respects_the_penalty() {
+        // Two clusters along the first axis, noise elsewhere.
+        let noise = Tensor::randn([400, 8], (Kind::Float, Device::Cpu));
+        let y: Vec<f32> = (0..400).map(|i| (i % 2) as f32).collect();
+        let shift = Tensor::from_slice(&y.iter().map(|&v| 4.0 * v - 2.0).collect::<Vec<f32>>()).view([400, 1]);
+        let x = Tensor::cat(&[noise.narrow(1, 0, 1) + shift, noise.narrow(1, 1, 7)], 1);
+        let weights = vec![1.0f32; 400];
+        let loose = fit_logistic(&x, &y, &weights, 1e-4).unwrap();
+        let tight = fit_logistic(&x, &y, &weights, 1.0).unwrap();
+        let p = Vec::<f32>::try_from(loose.male_probability(&x)).unwrap();
+        let right = p.iter().zip(&y).filter(|(p, y)| (**p > 0.5) == (**y > 0.5)).count();
+        assert!(right >= 380, "{right} of 400");
+        let w0 = |f: &LogisticFit| f.weights.double_value(&[0]);
+        assert!(w0(&loose) > 0.0 && w0(&tight).abs() < w0(&loose).abs());
+    }
+
+    #[test]
+    fn cells_weigh_alike() {
+        use crate::train::voice_data::VoiceLabel;
+        let clip = |speaker: &str, sex| VoiceClip {
+            samples: vec![],
+            label: VoiceLabel { emotion: None, sex, speaker: speaker.into() },
+            path: PathBuf::new(),
+        };
+        let clips = vec![clip("ravdess:01", 1), clip("ravdess:02", 0), clip("emodb:03", 1)];
+        let w = cell_weights(&[0, 0, 1, 2], &clips);
+        assert_eq!(w, vec![0.5, 0.5, 1.0, 1.0]);
+    }
+}

@@ -1,0 +1,113 @@
+//! The voice sex head: the speaker encoder installed by scripts/setup.sh,
+//! the shipped head, and how the server blends them into a clip's answer.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use emotion_ai::decode::audio::decode_audio;
+use emotion_ai::model::speaker::{SpeakerEncoder, SpeakerSexModel, DEFAULT_SPEAKER_ENCODER, EMBEDDING_SIZE};
+use emotion_ai::model::voice::LoadedVoiceModel;
+use emotion_ai::predict::voice::{emotion_marginal, predict_clip, sex_marginal, window_starts, Windowing};
+
+const WINDOWING: Windowing = Windowing { window: 48_000, hop: 16_000 };
+
+fn espeak_samples(voice: &str, text: &str) -> Vec<f32> {
+    decode_audio(&espeak(voice, text), 16_000, 60.0).unwrap().samples
+}
+
+fn encoder() -> SpeakerEncoder {
+    SpeakerEncoder::load(Path::new(DEFAULT_SPEAKER_ENCODER))
+        .expect("bash scripts/setup.sh installs the speaker encoder")
+}
+
+fn cosine(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    (a * b).sum(tch::Kind::Float).double_value(&[])
+}
+
+#[test]
+fn the_speaker_encoder_puts_one_voice_nearer_itself_than_another() {
+    let encoder = encoder();
+    let one = "The weather was lovely this morning, so we walked to the station together.";
+    let two = "Please bring the blue folder back to my office before the meeting starts.";
+    let clip = |voice, text| {
+        let samples = espeak_samples(voice, text);
+        encoder.window_embeddings(&samples, &[(0, samples.len().min(48_000))], 48_000).unwrap().get(0)
+    };
+    let (m1, m2, f1) = (clip("en+m3", one), clip("en+m3", two), clip("en+f3", one));
+    assert_eq!(m1.size(), [EMBEDDING_SIZE]);
+    assert!((cosine(&m1, &m1) - 1.0).abs() < 1e-4, "unit length");
+    let (same, other) = (cosine(&m1, &m2), cosine(&m1, &f1));
+    assert!(same > other + 0.05, "same voice {same:.3}, another voice saying the same words {other:.3}");
+}
+
+/// scripts/speaker_reference.py computes the embedding of the speech fixture
+/// (repeated to fill a 3 s window) as Resemblyzer does, in librosa and numpy.
+#[test]
+fn the_embedding_matches_the_python_reference() {
+    let reference: serde_json::Value = serde_json::from_slice(&fixture("speaker_embedding_reference.json")).unwrap();
+    let expected: Vec<f32> = serde_json::from_value(reference["embedding"].clone()).unwrap();
+    let samples = decode_audio(&fixture("speech.wav"), 16_000, 60.0).unwrap().samples;
+    let ours = encoder().window_embeddings(&samples, &[(0, samples.len())], 48_000).unwrap().get(0);
+    let ours = Vec::<f32>::try_from(ours).unwrap();
+    let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "largest difference {worst}");
+}
+
+#[test]
+fn long_clips_share_partials_between_windows_and_short_ones_repeat() {
+    let encoder = encoder();
+    let samples = repeated_speech(7);
+    let spans: Vec<(usize, usize)> = window_starts(samples.len(), WINDOWING.window, WINDOWING.hop)
+        .into_iter()
+        .map(|s| (s, (s + WINDOWING.window).min(samples.len())))
+        .collect();
+    let embeddings = encoder.window_embeddings(&samples, &spans, WINDOWING.window).unwrap();
+    assert_eq!(embeddings.size(), [spans.len() as i64, EMBEDDING_SIZE]);
+    // Neighbouring windows of one speaker are near each other.
+    for i in 1..spans.len() {
+        let c = cosine(&embeddings.get(i as i64 - 1), &embeddings.get(i as i64));
+        assert!(c > 0.8, "windows {} and {i}: {c:.3}", i - 1);
+    }
+    // A clip shorter than a window is one window, the clip repeated.
+    let short = &samples[..20_000];
+    let once = encoder.window_embeddings(short, &[(0, short.len())], WINDOWING.window).unwrap();
+    let filled: Vec<f32> = (0..WINDOWING.window).map(|i| short[i % short.len()]).collect();
+    let by_hand = encoder.window_embeddings(&filled, &[(0, filled.len())], WINDOWING.window).unwrap();
+    assert!((cosine(&once.get(0), &by_hand.get(0)) - 1.0).abs() < 1e-4);
+}
+
+#[test]
+fn the_shipped_head_changes_the_sex_and_leaves_the_emotion() {
+    let head = SpeakerSexModel::load(&root().join("models/voice_sex.safetensors"), Path::new(DEFAULT_SPEAKER_ENCODER))
+        .expect("the shipped voice sex head");
+    assert_eq!(head.card.classes, ["female", "male"]);
+    assert!((0.0..=1.0).contains(&head.card.head_weight));
+    let voice = LoadedVoiceModel::load(&root().join("models/voice_emotion.safetensors")).unwrap();
+    let extractor = voice.card.input.extractor();
+    let samples = speech_samples();
+    let alone = predict_clip(&voice.net, &extractor, None, &samples, WINDOWING).unwrap();
+    let blended = predict_clip(&voice.net, &extractor, Some(&head), &samples, WINDOWING).unwrap();
+    for (a, b) in emotion_marginal(&alone.joint).iter().zip(emotion_marginal(&blended.joint)) {
+        assert!((a - b).abs() < 1e-5, "emotion unchanged: {a} vs {b}");
+    }
+    let sexes = head.predict_windows(&samples, &[(0, samples.len().min(48_000))], 48_000).unwrap();
+    let expected = head.card.head_weight * sexes[0][0] + (1.0 - head.card.head_weight) * sex_marginal(&alone.joint)[0];
+    assert!(
+        (sex_marginal(&blended.joint)[0] - expected).abs() < 1e-4,
+        "{:?} vs {expected}",
+        sex_marginal(&blended.joint)
+    );
+}
+
+#[tokio::test]
+async fn the_server_lists_the_voice_sex_head() {
+    let response = send(axum::http::Request::get("/api/v1/models").body(axum::body::Body::empty()).unwrap()).await;
+    let models = json_of(response).await;
+    assert_eq!(models["voice_sex"]["classes"], serde_json::json!(["female", "male"]), "{}", models["voice_sex"]);
+    let heldout = &models["voice_sex"]["metrics"]["heldout_speakers"];
+    for corpus in ["ravdess", "emodb", "speechsex"] {
+        assert!(heldout[corpus]["accuracy"].as_f64().unwrap() > 0.85, "{corpus}: {}", heldout[corpus]);
+    }
+}
