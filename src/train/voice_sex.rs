@@ -297,7 +297,7 @@ pub fn run_train(request: &VoiceSexRequest) -> Result<SpeakerSexCard> {
     let card = SpeakerSexCard {
         name: "voice_sex".into(),
         description: format!(
-            "Logistic regression on the standardised {EMBEDDING_SIZE}-number embedding of Resemblyzer's speaker encoder, one per served window (3 s); a clip's answer is the windows' RMS-weighted mean"
+            "Logistic regression on the standardised {EMBEDDING_SIZE}-number embedding of Resemblyzer's speaker encoder, one per served window (3 s); a clip's answer is the windows' RMS-weighted mean. The metrics here are the head's alone; the served sex (head_weight of the head, the rest the voice networks' own) is measured in voice_emotion.json"
         ),
         classes: SEXES.iter().map(|s| s.to_string()).collect(),
         encoder: "Resemblyzer 0.1.4 pretrained.pt (PyPI, Apache-2.0), converted by scripts/setup.sh".into(),
