@@ -202,8 +202,11 @@ impl SpeakerEncoder {
         if spans.is_empty() {
             return Ok(Tensor::zeros([0, EMBEDDING_SIZE], (Kind::Float, Device::Cpu)));
         }
+        if samples.is_empty() {
+            bail!("an empty clip has no speaker");
+        }
         if samples.len() <= window {
-            let filled: Vec<f32> = (0..window).map(|i| samples[i % samples.len().max(1)]).collect();
+            let filled: Vec<f32> = (0..window).map(|i| samples[i % samples.len()]).collect();
             let mean = unit(&self.partial_embeddings(&filled)?.mean_dim([0i64].as_slice(), true, Kind::Float));
             return Ok(mean.expand([spans.len() as i64, EMBEDDING_SIZE], true).contiguous());
         }
@@ -336,6 +339,17 @@ mod tests {
         assert_eq!(partial_starts(32_000, 160), vec![0, 77]);
         // 2.6 s: a third would be 66% audio: dropped.
         assert_eq!(partial_starts(41_600, 160), vec![0, 77]);
+    }
+
+    #[test]
+    fn an_empty_clip_is_an_error_not_a_panic() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = SpeakerEncoderNet::new(&vs.root());
+        let encoder = SpeakerEncoder { net, mel: MfccExtractor::new(encoder_mel_config()), _vs: vs };
+        assert!(encoder.window_embeddings(&[], &[(0, 0)], 48_000).is_err());
+        assert!(encoder.partial_embeddings(&[]).is_err());
+        // A one-sample clip is a (meaningless but harmless) embedding.
+        assert_eq!(encoder.window_embeddings(&[0.1], &[(0, 1)], 48_000).unwrap().size(), [1, EMBEDDING_SIZE]);
     }
 
     #[test]
