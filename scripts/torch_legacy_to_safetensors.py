@@ -22,7 +22,7 @@ import struct
 import sys
 
 MAGIC = 0x1950A86A20F9469CFC6C
-ELEMENT = {"FloatStorage": ("F32", 4, "f")}
+ELEMENT = {"FloatStorage": ("F32", 4)}  # storage type: safetensors dtype, bytes
 
 
 class Storage:
@@ -69,7 +69,7 @@ class Unpickler(pickle.Unpickler):
 
 def contiguous(t):
     """The tensor's elements in row-major order, as bytes."""
-    fmt, width = ELEMENT[t.storage.kind][2], ELEMENT[t.storage.kind][1]
+    width = ELEMENT[t.storage.kind][1]
     expected, acc = [], 1
     for dim in reversed(t.size):
         expected.insert(0, acc)
@@ -88,7 +88,6 @@ def contiguous(t):
             if index[d] < t.size[d]:
                 break
             index[d] = 0
-    del fmt
     return bytes(out)
 
 
