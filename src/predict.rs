@@ -33,7 +33,7 @@ use crate::model::voice::{voice_class_names, LoadedVoiceModel, VoiceModelCard};
 use crate::model::{LoadedFaceModel, ModelCard};
 use crate::pool::Pool;
 use crate::speech::SpeechDetector;
-use voice::{aggregate, apply_sex_head, emotion_marginal, predict_windows, sex_marginal, window_starts, Windowing};
+use voice::{aggregate, apply_sex_head, emotion_marginal, predict_windows, sex_marginal, window_spans, Windowing};
 
 /// Where an [`Analyzer`] finds its models and how it bounds its inputs.
 #[derive(Debug, Clone)]
@@ -562,9 +562,8 @@ impl Analyzer {
             return Err(AnalyzeError::NoSpeech);
         }
         let samples = &audio.samples;
-        let starts = window_starts(samples.len(), self.windowing.window, self.windowing.hop);
-        let spans: Vec<(usize, usize)> =
-            starts.iter().map(|&s| (s, (s + self.windowing.window).min(samples.len()))).collect();
+        let spans = window_spans(samples.len(), self.windowing);
+        let starts: Vec<usize> = spans.iter().map(|&(start, _)| start).collect();
         let verdicts = self.speech.check_windows(samples, &spans);
         if !verdicts.iter().any(|v| v.is_speech) {
             return Err(AnalyzeError::NotSpeech { seconds: audio.duration() as f32 });

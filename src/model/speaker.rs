@@ -166,9 +166,9 @@ impl SpeakerEncoder {
         power
     }
 
-    /// The unit-length embeddings of the partial utterances of `samples`
-    /// (see [`partial_starts`]), `[partials, 256]`.
-    pub fn partial_embeddings(&self, samples: &[f32]) -> Result<Tensor> {
+    /// The first frames of the partial utterances of `samples` (see
+    /// [`partial_starts`]) and their unit-length embeddings, `[partials, 256]`.
+    pub fn partial_embeddings(&self, samples: &[f32]) -> Result<(Vec<usize>, Tensor)> {
         if samples.is_empty() {
             bail!("an empty clip has no speaker");
         }
@@ -188,7 +188,7 @@ impl SpeakerEncoder {
                 self.net.forward(&all.narrow(0, from as i64, len))
             })
             .collect();
-        Ok(Tensor::cat(&parts, 0))
+        Ok((starts, Tensor::cat(&parts, 0)))
     }
 
     /// One unit-length embedding per window of a clip, `[spans.len(), 256]`,
@@ -207,13 +207,13 @@ impl SpeakerEncoder {
         }
         if samples.len() <= window {
             let filled: Vec<f32> = (0..window).map(|i| samples[i % samples.len()]).collect();
-            let mean = unit(&self.partial_embeddings(&filled)?.mean_dim([0i64].as_slice(), true, Kind::Float));
+            let (_, partials) = self.partial_embeddings(&filled)?;
+            let mean = unit(&partials.mean_dim([0i64].as_slice(), true, Kind::Float));
             return Ok(mean.expand([spans.len() as i64, EMBEDDING_SIZE], true).contiguous());
         }
         let hop = encoder_mel_config().hop_length;
-        let partials = self.partial_embeddings(samples)?;
-        let middles: Vec<usize> =
-            partial_starts(samples.len(), hop).iter().map(|s| (s + PARTIAL_FRAMES / 2) * hop).collect();
+        let (starts, partials) = self.partial_embeddings(samples)?;
+        let middles: Vec<usize> = starts.iter().map(|s| (s + PARTIAL_FRAMES / 2) * hop).collect();
         let rows: Vec<Tensor> = spans
             .iter()
             .map(|&(start, end)| {

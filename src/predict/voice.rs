@@ -36,6 +36,15 @@ pub fn window_starts(len: usize, window: usize, hop: usize) -> Vec<usize> {
     starts
 }
 
+/// `(start, end)` of every analysis window of a clip of `len` samples (see
+/// [`window_starts`]), the end clipped to the clip.
+pub fn window_spans(len: usize, windowing: Windowing) -> Vec<(usize, usize)> {
+    window_starts(len, windowing.window, windowing.hop)
+        .into_iter()
+        .map(|s| (s, (s + windowing.window).min(len)))
+        .collect()
+}
+
 /// `window` samples from `start`; past the clip's end the clip repeats from
 /// its beginning. Only a clip shorter than the window reaches its end (see
 /// [`window_starts`]): repeating it keeps the window full of speech, as every

@@ -11,6 +11,7 @@
 //! records held-out speakers per corpus and, for every corpus, a fit on the
 //! others measured on all of it (a corpus never heard).
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -18,14 +19,12 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
+use super::metrics::{round4, ConfusionMatrix};
 use super::voice_data::{load_clips, VoiceClip};
-use super::voice_emotion::{corpora, split_by_speaker, SpeakerSplit};
-use crate::model::speaker::{SpeakerEncoder, SpeakerSexCard, SpeakerSexHead, EMBEDDING_SIZE};
+use super::voice_emotion::{corpora, split_by_speaker, windowing, SpeakerSplit};
+use crate::model::speaker::{encoder_mel_config, SpeakerEncoder, SpeakerSexCard, SpeakerSexHead, EMBEDDING_SIZE};
 use crate::model::voice::SEXES;
-use crate::predict::voice::{aggregate, rms, window_starts, WindowPrediction, Windowing};
-
-/// The served windowing at 16 kHz: 3 s every 1 s.
-const WINDOWING: Windowing = Windowing { window: 48_000, hop: 16_000 };
+use crate::predict::voice::{aggregate, rms, window_spans, WindowPrediction};
 
 /// L2 penalties tried (on the mean loss), strongest first; the one with the
 /// best validation accuracy is kept, the strongest among ties.
@@ -55,17 +54,16 @@ pub struct WindowEmbeddings {
 /// Embeds the served windows of `clips`, as the server does
 /// ([`SpeakerEncoder::window_embeddings`]).
 pub fn embed_windows(encoder: &SpeakerEncoder, clips: &[VoiceClip]) -> Result<WindowEmbeddings> {
+    // The served windowing (3 s every 1 s) at the encoder's rate.
+    let served = windowing(&encoder_mel_config());
     let (mut parts, mut clip_of, mut levels) = (Vec::new(), Vec::new(), Vec::new());
     for (i, c) in clips.iter().enumerate() {
-        let spans: Vec<(usize, usize)> = window_starts(c.samples.len(), WINDOWING.window, WINDOWING.hop)
-            .into_iter()
-            .map(|s| (s, (s + WINDOWING.window).min(c.samples.len())))
-            .collect();
+        let spans = window_spans(c.samples.len(), served);
         for &(start, end) in &spans {
             levels.push(rms(&c.samples[start..end]));
             clip_of.push(i);
         }
-        parts.push(encoder.window_embeddings(&c.samples, &spans, WINDOWING.window)?);
+        parts.push(encoder.window_embeddings(&c.samples, &spans, served.window)?);
     }
     Ok(WindowEmbeddings { embeddings: Tensor::cat(&parts, 0), clip: clip_of, rms: levels })
 }
@@ -128,15 +126,15 @@ pub fn fit_logistic(x: &Tensor, y: &[f32], sample_weights: &[f32], penalty: f64)
 /// whose clips (indices into `clips`) are `windows`.
 fn cell_weights(windows: &[usize], clips: &[VoiceClip]) -> Vec<f32> {
     let cell = |w: &usize| (clips[*w].label.corpus().to_string(), clips[*w].label.sex);
-    let mut counts = std::collections::HashMap::new();
+    let mut counts = HashMap::new();
     for w in windows {
         *counts.entry(cell(w)).or_insert(0usize) += 1;
     }
     windows.iter().map(|w| 1.0 / counts[&cell(w)] as f32).collect()
 }
 
-/// Clip-level `[female, male]` of the clips `of` (window indices grouped by
-/// clip, in clip order) from window probabilities of male.
+/// Clip-level `[female, male]` of each clip whose windows are `windows`
+/// (grouped by clip, in clip order), from the windows' probabilities of male.
 fn clip_probabilities(emb: &WindowEmbeddings, windows: &[usize], male: &[f32]) -> Vec<(usize, [f32; 2])> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -165,40 +163,35 @@ pub struct SexScore {
 }
 
 fn score(clips: &[VoiceClip], predictions: &[(usize, [f32; 2])]) -> SexScore {
-    let (mut right, mut per_sex) = (0usize, [[0usize; 2]; 2]);
-    let mut speakers = std::collections::HashSet::new();
-    for (c, p) in predictions {
-        let truth = clips[*c].label.sex;
-        let guess = usize::from(p[1] > p[0]);
-        speakers.insert(&clips[*c].label.speaker);
-        per_sex[truth][1] += 1;
-        if guess == truth {
-            right += 1;
-            per_sex[truth][0] += 1;
-        }
-    }
-    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { (a as f64 / b as f64 * 1e4).round() / 1e4 };
+    let probabilities: Vec<Vec<f32>> = predictions.iter().map(|(_, p)| p.to_vec()).collect();
+    let truth: Vec<usize> = predictions.iter().map(|(c, _)| clips[*c].label.sex).collect();
+    let matrix = ConfusionMatrix::from_distributions(&SEXES, &probabilities, &truth);
+    let recall = matrix.recall();
+    let speakers: HashSet<&str> = predictions.iter().map(|(c, _)| clips[*c].label.speaker.as_str()).collect();
     SexScore {
         clips: predictions.len(),
         speakers: speakers.len(),
-        accuracy: ratio(right, predictions.len()),
-        female_recall: ratio(per_sex[0][0], per_sex[0][1]),
-        male_recall: ratio(per_sex[1][0], per_sex[1][1]),
+        accuracy: round4(matrix.accuracy()),
+        female_recall: round4(recall[0]),
+        male_recall: round4(recall[1]),
     }
 }
 
+/// The windows (indices, in order) of the clips `of` (indices into the
+/// clips) and their embeddings.
+fn windows_of(emb: &WindowEmbeddings, of: &[usize]) -> (Vec<usize>, Tensor) {
+    let set: HashSet<usize> = of.iter().copied().collect();
+    let windows: Vec<usize> = (0..emb.clip.len()).filter(|w| set.contains(&emb.clip[*w])).collect();
+    let index: Vec<i64> = windows.iter().map(|&w| w as i64).collect();
+    let x = emb.embeddings.index_select(0, &Tensor::from_slice(&index));
+    (windows, x)
+}
+
 /// Fits on the windows of the clips `fit_clips` (indices into `clips`).
-fn fit_and_score(
-    emb: &WindowEmbeddings,
-    clips: &[VoiceClip],
-    fit_clips: &[usize],
-    penalty: f64,
-) -> Result<LogisticFit> {
-    let fit_set: std::collections::HashSet<usize> = fit_clips.iter().copied().collect();
-    let windows: Vec<usize> = (0..emb.clip.len()).filter(|w| fit_set.contains(&emb.clip[*w])).collect();
-    let x = emb.embeddings.index_select(0, &Tensor::from_slice(&windows.iter().map(|&w| w as i64).collect::<Vec<_>>()));
-    let y: Vec<f32> = windows.iter().map(|&w| clips[emb.clip[w]].label.sex as f32).collect();
+fn fit_on(emb: &WindowEmbeddings, clips: &[VoiceClip], fit_clips: &[usize], penalty: f64) -> Result<LogisticFit> {
+    let (windows, x) = windows_of(emb, fit_clips);
     let owners: Vec<usize> = windows.iter().map(|&w| emb.clip[w]).collect();
+    let y: Vec<f32> = owners.iter().map(|&c| clips[c].label.sex as f32).collect();
     fit_logistic(&x, &y, &cell_weights(&owners, clips), penalty)
 }
 
@@ -209,21 +202,21 @@ fn score_by_corpus(
     clips: &[VoiceClip],
     test_clips: &[usize],
 ) -> Result<Vec<(String, SexScore)>> {
-    let set: std::collections::HashSet<usize> = test_clips.iter().copied().collect();
-    let windows: Vec<usize> = (0..emb.clip.len()).filter(|w| set.contains(&emb.clip[*w])).collect();
+    let (windows, x) = windows_of(emb, test_clips);
     if windows.is_empty() {
         return Ok(Vec::new());
     }
-    let x = emb.embeddings.index_select(0, &Tensor::from_slice(&windows.iter().map(|&w| w as i64).collect::<Vec<_>>()));
     let male = Vec::<f32>::try_from(fit.male_probability(&x))?;
     let predictions = clip_probabilities(emb, &windows, &male);
-    let names = corpora(&test_clips.iter().map(|&c| clips[c].clone()).collect::<Vec<_>>());
+    let mut names: Vec<&str> = test_clips.iter().map(|&c| clips[c].label.corpus()).collect();
+    names.sort_unstable();
+    names.dedup();
     Ok(names
         .into_iter()
         .map(|corpus| {
             let mine: Vec<(usize, [f32; 2])> =
                 predictions.iter().filter(|(c, _)| clips[*c].label.corpus() == corpus).cloned().collect();
-            (corpus, score(clips, &mine))
+            (corpus.to_string(), score(clips, &mine))
         })
         .collect())
 }
@@ -248,22 +241,21 @@ pub fn run_train(request: &VoiceSexRequest) -> Result<SpeakerSexCard> {
 
     // The penalty: the best mean validation accuracy over corpora, the
     // strongest among ties.
-    let mut chosen = (PENALTIES[0], f64::MIN);
+    let mut chosen: Option<(f64, f64, LogisticFit)> = None;
     let mut validation_scores = serde_json::Map::new();
     for &penalty in &PENALTIES {
-        let fit = fit_and_score(&emb, &clips, &train_idx, penalty)?;
+        let fit = fit_on(&emb, &clips, &train_idx, penalty)?;
         let scores = score_by_corpus(&fit, &emb, &clips, &validation_idx)?;
         let mean = scores.iter().map(|(_, s)| s.accuracy).sum::<f64>() / scores.len().max(1) as f64;
         validation_scores.insert(
             format!("{penalty}"),
             json!(scores.iter().map(|(c, s)| (c.clone(), json!(s.accuracy))).collect::<serde_json::Map<_, _>>()),
         );
-        if mean > chosen.1 + 1e-9 {
-            chosen = (penalty, mean);
+        if chosen.as_ref().is_none_or(|(_, best, _)| mean > best + 1e-9) {
+            chosen = Some((penalty, mean, fit));
         }
     }
-    let penalty = chosen.0;
-    let fit = fit_and_score(&emb, &clips, &train_idx, penalty)?;
+    let Some((penalty, _, fit)) = chosen else { bail!("no penalty to try") };
     let heldout = score_by_corpus(&fit, &emb, &clips, &test_idx)?;
 
     // Each corpus never heard: fitted on the training speakers of the others.
@@ -272,7 +264,7 @@ pub fn run_train(request: &VoiceSexRequest) -> Result<SpeakerSexCard> {
         for corpus in &seen {
             let others: Vec<usize> = train_idx.iter().copied().filter(|&i| clips[i].label.corpus() != corpus).collect();
             let all: Vec<usize> = (0..clips.len()).filter(|&i| clips[i].label.corpus() == corpus).collect();
-            let fit = fit_and_score(&emb, &clips, &others, penalty)?;
+            let fit = fit_on(&emb, &clips, &others, penalty)?;
             for (c, s) in score_by_corpus(&fit, &emb, &clips, &all)? {
                 never_heard.insert(c, json!(s));
             }
