@@ -456,9 +456,37 @@ fn ln(x: f32) -> f32 {
     exponent * std::f32::consts::LN_2 + 2.0 * s * series
 }
 
+/// `window` samples from `start`; past the clip's end the clip repeats from
+/// its beginning. Only a clip shorter than the window reaches its end (see
+/// [`crate::predict::voice::window_starts`]): repeating it keeps the window
+/// full of speech, as every training window is, where zero padding would show
+/// the network long stretches of digital silence it never trained on. The
+/// voice network and the speaker encoder both read windows this way.
+pub fn window_samples(samples: &[f32], start: usize, window: usize) -> Vec<f32> {
+    if samples.is_empty() {
+        return vec![0.0; window];
+    }
+    (start..start + window).map(|i| samples[i % samples.len()]).collect()
+}
+
+/// Root-mean-square level of the samples.
+pub fn rms(samples: &[f32]) -> f32 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len() as f32).sqrt()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_clips_repeat_to_fill_the_window() {
+        assert_eq!(window_samples(&[1.0, 2.0, 3.0], 0, 7), vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0]);
+        assert_eq!(window_samples(&[1.0, 2.0, 3.0, 4.0], 1, 2), vec![2.0, 3.0]);
+        assert_eq!(window_samples(&[], 0, 2), vec![0.0, 0.0]);
+    }
 
     fn sine(freq: f64, seconds: f64, rate: u32) -> Vec<f32> {
         let n = (seconds * f64::from(rate)) as usize;

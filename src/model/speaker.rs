@@ -30,7 +30,7 @@ use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 
 use super::card_path;
-use crate::features::{MfccConfig, MfccExtractor};
+use crate::features::{rms, window_samples, MfccConfig, MfccExtractor};
 
 /// Where the setup script installs the converted encoder weights.
 pub const DEFAULT_SPEAKER_ENCODER: &str = "/opt/emotion-ai/models/speaker_encoder.safetensors";
@@ -148,8 +148,8 @@ impl SpeakerEncoder {
     /// that starts at `starts` is whole.
     fn mel_power(&self, samples: &[f32], starts: &[usize]) -> Vec<f32> {
         let hop = encoder_mel_config().hop_length;
-        let rms = (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt();
-        let gain = if rms > 0.0 { 10f32.powf((TARGET_DBFS - 20.0 * rms.log10()) / 20.0).max(1.0) } else { 1.0 };
+        let level = rms(samples);
+        let gain = if level > 0.0 { 10f32.powf((TARGET_DBFS - 20.0 * level.log10()) / 20.0).max(1.0) } else { 1.0 };
         let needed = (starts.last().copied().unwrap_or(0) + PARTIAL_FRAMES) * hop;
         let mut audio: Vec<f32> = samples.iter().map(|s| s * gain).collect();
         if audio.len() < needed {
@@ -206,7 +206,7 @@ impl SpeakerEncoder {
             bail!("an empty clip has no speaker");
         }
         if samples.len() <= window {
-            let filled: Vec<f32> = (0..window).map(|i| samples[i % samples.len()]).collect();
+            let filled = window_samples(samples, 0, window);
             let (_, partials) = self.partial_embeddings(&filled)?;
             let mean = unit(&partials.mean_dim([0i64].as_slice(), true, Kind::Float));
             return Ok(mean.expand([spans.len() as i64, EMBEDDING_SIZE], true).contiguous());

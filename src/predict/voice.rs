@@ -45,25 +45,10 @@ pub fn window_spans(len: usize, windowing: Windowing) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// `window` samples from `start`; past the clip's end the clip repeats from
-/// its beginning. Only a clip shorter than the window reaches its end (see
-/// [`window_starts`]): repeating it keeps the window full of speech, as every
-/// training window is, where zero padding would show the network long
-/// stretches of digital silence it never trained on.
-pub fn window_samples(samples: &[f32], start: usize, window: usize) -> Vec<f32> {
-    if samples.is_empty() {
-        return vec![0.0; window];
-    }
-    (start..start + window).map(|i| samples[i % samples.len()]).collect()
-}
-
-/// Root-mean-square level of the samples.
-pub fn rms(samples: &[f32]) -> f32 {
-    if samples.is_empty() {
-        return 0.0;
-    }
-    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len() as f32).sqrt()
-}
+// The window's samples and level are the features layer's, so that the
+// speaker encoder (`crate::model::speaker`) reads a window exactly as the
+// voice network does without depending on this module.
+pub use crate::features::{rms, window_samples};
 
 /// One analysed window.
 #[derive(Debug, Clone)]
@@ -236,13 +221,6 @@ mod tests {
         assert_eq!(window_starts(96, 48, 16), vec![0, 16, 32, 48]);
         // 60 s at 16 kHz, 3 s windows every 1 s: 58 windows.
         assert_eq!(window_starts(960_000, 48_000, 16_000).len(), 58);
-    }
-
-    #[test]
-    fn short_clips_repeat_to_fill_the_window() {
-        assert_eq!(window_samples(&[1.0, 2.0, 3.0], 0, 7), vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0]);
-        assert_eq!(window_samples(&[1.0, 2.0, 3.0, 4.0], 1, 2), vec![2.0, 3.0]);
-        assert_eq!(window_samples(&[], 0, 2), vec![0.0, 0.0]);
     }
 
     fn window(rms: f32, hot: usize) -> WindowPrediction {
