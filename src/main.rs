@@ -1,7 +1,7 @@
 //! The `emotion-ai` command: a thin layer of argument parsing over the library.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,16 +110,12 @@ impl ModelArgs {
         if let Some(path) = &self.speech_check_model {
             config.speech_check_model = path.clone();
         }
-        match self.voice_sex_model.as_deref() {
-            Some("none") => config.voice_sex_model = None,
-            Some(path) => config.voice_sex_model = Some(PathBuf::from(path)),
-            None => {}
+        if let Some(arg) = &self.voice_sex_model {
+            config.voice_sex_model = model_or_none(arg);
         }
         config.speaker_encoder = self.speaker_encoder.clone();
-        match self.face_verifier_model.as_deref() {
-            Some("none") => config.face_verifier_model = None,
-            Some(path) => config.face_verifier_model = Some(PathBuf::from(path)),
-            None => {}
+        if let Some(arg) = &self.face_verifier_model {
+            config.face_verifier_model = model_or_none(arg);
         }
         config.max_audio_seconds = self.max_audio_seconds;
         let (haar, centerface) =
@@ -496,17 +492,23 @@ fn mixup_alpha(text: &str) -> Result<f32, String> {
     number_within(text, 0.0..=1.0, "mixup's alpha must lie between 0 (off) and 1 (e.g. 0.2)")
 }
 
+/// A model path argument where "none" means running without that model.
+fn model_or_none(arg: &str) -> Option<PathBuf> {
+    (arg != "none").then(|| PathBuf::from(arg))
+}
+
 /// `train voice-emotion --speed`: a relative speed change from 0 to 0.5.
 fn speed_range(text: &str) -> Result<f64, String> {
     number_within(text, 0.0..=0.5, "the speed change must lie between 0 and 0.5 (e.g. 0.15 for 0.85-1.15)")
 }
 
-/// `train face-emotion-interpolate --weight`: a point on the line from the
-/// base (0) to the tuned network (1), checked before any file is read.
+/// `train voice-sex --head-weight`: the head's share of the served sex.
 fn head_share(text: &str) -> Result<f64, String> {
     number_within(text, 0.0..=1.0, "the head's share must lie from 0 (the network's sex alone) to 1 (the head's alone)")
 }
 
+/// `train face-emotion-interpolate --weight`: a point on the line from the
+/// base (0) to the tuned network (1), checked before any file is read.
 fn point_on_the_line(text: &str) -> Result<f64, String> {
     number_within(text, 0.0..=1.0, "the weight must lie from 0 (the base) to 1 (the tuned network)")
 }
@@ -531,7 +533,7 @@ struct FaceFinderArgs {
 
 impl FaceFinderArgs {
     fn finder(&self) -> Result<emotion_ai::train::utkface::FaceFinder> {
-        let verifier = (self.face_verifier_model != "none").then(|| PathBuf::from(&self.face_verifier_model));
+        let verifier = model_or_none(&self.face_verifier_model);
         let detector = match self.detector {
             CropDetector::Haar => DetectorChoice::Haar(self.cascade.clone()),
             CropDetector::CenterFace => DetectorChoice::CenterFace(self.centerface.clone()),
@@ -831,7 +833,7 @@ fn main() -> Result<()> {
                 run_dir: args.run_dir,
                 resume: args.resume,
                 export: args.export,
-                init_from: (args.init_from != "none").then(|| PathBuf::from(args.init_from)),
+                init_from: model_or_none(&args.init_from),
                 input_size: args.input_size,
                 margin: args.margin,
                 options,
@@ -878,13 +880,8 @@ fn main() -> Result<()> {
             println!("confusion matrix: {} and {}", r.json_path.display(), r.png_path.display());
         }
         Command::Eval(EvalCommand::VoiceEmotion(args)) => {
-            let sex_head = (args.voice_sex_model != "none")
-                .then(|| {
-                    emotion_ai::model::speaker::SpeakerSexModel::load(
-                        Path::new(&args.voice_sex_model),
-                        &args.speaker_encoder,
-                    )
-                })
+            let sex_head = model_or_none(&args.voice_sex_model)
+                .map(|weights| emotion_ai::model::speaker::SpeakerSexModel::load(&weights, &args.speaker_encoder))
                 .transpose()?;
             let report = voice_emotion::run_eval(
                 &args.data,

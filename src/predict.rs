@@ -572,7 +572,7 @@ impl Analyzer {
         let run = |starts: &[usize]| {
             self.voice_emotion.with(|m| predict_windows(&m.net, &self.features, samples, starts, self.windowing))?
         };
-        let windows = std::thread::scope(|scope| -> Result<_> {
+        let mut windows = std::thread::scope(|scope| -> Result<_> {
             let second = (!second.is_empty()).then(|| scope.spawn(|| run(second)));
             let mut windows = run(first)?;
             if let Some(second) = second {
@@ -580,7 +580,6 @@ impl Analyzer {
             }
             Ok(windows)
         })?;
-        let mut windows = windows;
         if let Some(pool) = &self.voice_sex {
             pool.with(|m| apply_sex_head(m, samples, self.windowing, &mut windows))??;
         }
