@@ -12,6 +12,7 @@ use emotion_ai::decode::{decode_image, ImageLimits};
 use emotion_ai::detect::centerface::{CenterFace, CenterFaceParams, DEFAULT_CENTERFACE};
 use emotion_ai::detect::{DetectParams, DetectorChoice, FaceDetector, DEFAULT_CASCADE};
 use emotion_ai::features::{MfccConfig, MfccExtractor};
+use emotion_ai::model::face_embedder::{FaceSexHeadModel, DEFAULT_FACE_EMBEDDER};
 use emotion_ai::model::verifier::FaceVerifier;
 use emotion_ai::model::voice::{LoadedVoiceModel, VoiceClassifier};
 use emotion_ai::model::LoadedFaceModel;
@@ -91,6 +92,10 @@ fn stages(c: &mut Criterion) {
     c.bench_function("forward/face_sex", |b| b.iter(|| sex.net.predict_proba(&sex_face)));
     let verifier = FaceVerifier::load(&models.join("face_verifier.safetensors")).expect("face verifier");
     c.bench_function("forward/face_verifier", |b| b.iter(|| verifier.face_probabilities(&one_face).expect("verify")));
+    let head = FaceSexHeadModel::load(&models.join("face_sex_head.safetensors"), Path::new(DEFAULT_FACE_EMBEDDER))
+        .expect("face sex head (scripts/setup.sh installs the embedder)");
+    let head_crop = vec![image::GrayImage::from_pixel(150, 150, image::Luma([128]))];
+    c.bench_function("forward/face_sex_head", |b| b.iter(|| head.male_probabilities(&head_crop).expect("head")));
     // The served input: the card's spectral rows (log-mel bands) and pitch
     // rows of one 3 s window, then the networks on a map of that shape.
     let served_input = voice.card.input.extractor();
@@ -156,6 +161,10 @@ fn requests(c: &mut Criterion) {
     let mut without_sex_head = AnalyzerConfig::with_models_dir(&root().join("models"));
     without_sex_head.voice_sex_model = None;
     let without_sex_head = serving(without_sex_head, "models");
+    // Faces without the face sex head (the network's own sex, as before it).
+    let mut without_face_sex_head = AnalyzerConfig::with_models_dir(&root().join("models"));
+    without_face_sex_head.face_sex_head_model = None;
+    let without_face_sex_head = serving(without_face_sex_head, "models");
     let (ok, no_face) = (StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY);
     let mut inputs = vec![
         ("request/image_640x480_one_face", fixture("portrait_640x480.jpg"), &state, ok),
@@ -166,6 +175,12 @@ fn requests(c: &mut Criterion) {
             ok,
         ),
         ("request/image_640x480_one_face_cascade_only", fixture("portrait_640x480.jpg"), &cascade_only, ok),
+        (
+            "request/image_640x480_one_face_without_face_sex_head",
+            fixture("portrait_640x480.jpg"),
+            &without_face_sex_head,
+            ok,
+        ),
         ("request/image_640x480_one_face_without_verifier", fixture("portrait_640x480.jpg"), &before, ok),
         ("request/image_300x200_no_face", fixture("coffee.jpg"), &state, no_face),
         ("request/image_300x200_no_face_haar_then_centerface", fixture("coffee.jpg"), &haar_then_centerface, no_face),

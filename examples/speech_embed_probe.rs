@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use emotion_ai::model::speaker::{encoder_mel_config, SpeakerEncoder, DEFAULT_SPEAKER_ENCODER};
 use emotion_ai::predict::voice::window_spans;
 use emotion_ai::speech::SpeechDetector;
+use emotion_ai::train::logistic::fit_logistic;
 use emotion_ai::train::speech_check::{negatives, trains_the_check};
 use emotion_ai::train::voice_data::load_clips;
 use emotion_ai::train::voice_emotion::windowing;
-use emotion_ai::train::voice_sex::fit_logistic;
 use tch::Tensor;
 
 struct Scored {

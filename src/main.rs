@@ -62,6 +62,13 @@ struct ModelArgs {
     /// The speaker encoder under the voice sex head (scripts/setup.sh installs it).
     #[arg(long, env = "EMOTION_AI_SPEAKER_ENCODER", default_value = emotion_ai::model::speaker::DEFAULT_SPEAKER_ENCODER)]
     speaker_encoder: PathBuf,
+    /// The face sex head, whose sex (from the face embedder) is blended with the face sex network's
+    /// (default: MODELS/face_sex_head.safetensors); "none" serves the network's sex alone.
+    #[arg(long, env = "EMOTION_AI_FACE_SEX_HEAD_MODEL")]
+    face_sex_head_model: Option<String>,
+    /// The face embedder under the face sex head: its TensorFlow.js manifest (scripts/setup.sh installs it).
+    #[arg(long, env = "EMOTION_AI_FACE_EMBEDDER", default_value = emotion_ai::model::face_embedder::DEFAULT_FACE_EMBEDDER)]
+    face_embedder: PathBuf,
     /// Face verifier weights, which remove the cascade's phantom faces
     /// (default: MODELS/face_verifier.safetensors); "none" keeps every face the cascade finds (CenterFace, which needs the verifier, is then not asked).
     #[arg(long, env = "EMOTION_AI_FACE_VERIFIER_MODEL")]
@@ -114,6 +121,10 @@ impl ModelArgs {
             config.voice_sex_model = model_or_none(arg);
         }
         config.speaker_encoder = self.speaker_encoder.clone();
+        if let Some(arg) = &self.face_sex_head_model {
+            config.face_sex_head_model = model_or_none(arg);
+        }
+        config.face_embedder = self.face_embedder.clone();
         if let Some(arg) = &self.face_verifier_model {
             config.face_verifier_model = model_or_none(arg);
         }
@@ -226,6 +237,8 @@ enum TrainCommand {
     SpeechCheck(TrainSpeechCheck),
     /// The voice sex head: a logistic regression on the speaker encoder's embedding, on RAVDESS, EmoDB and speechsex.
     VoiceSex(TrainVoiceSex),
+    /// The face sex head: a logistic regression on the face embedder's descriptor, on UTKFace.
+    FaceSexHead(TrainFaceSexHead),
     /// Joins trained voice networks (e.g. seeds of one recipe) into one ensemble file that answers with their mean.
     VoiceEnsemble(TrainVoiceEnsemble),
     /// A face-emotion network between two trainings of it, weight by weight
@@ -270,6 +283,33 @@ struct TrainFaceVerifier {
     /// Intra-op threads for libtorch (default: all cores).
     #[arg(long)]
     threads: Option<i32>,
+}
+
+#[derive(Args)]
+struct TrainFaceSexHead {
+    /// UTKFace: a folder of its `[age]_[sex]_[race]_[datetime].jpg.chip.jpg` files (searched recursively).
+    #[arg(long, env = "EMOTION_AI_UTKFACE")]
+    data: PathBuf,
+    /// The face sex network the head is blended with.
+    #[arg(long, default_value = "models/face_sex.safetensors")]
+    network: PathBuf,
+    /// The face embedder's TensorFlow.js manifest (scripts/setup.sh installs it).
+    #[arg(long, env = "EMOTION_AI_FACE_EMBEDDER", default_value = emotion_ai::model::face_embedder::DEFAULT_FACE_EMBEDDER)]
+    face_embedder: PathBuf,
+    /// Context around the detected box of the embedder's crop, as a fraction of its side (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    margin: f64,
+    /// Share of the head in the served sex, 0-1 (the rest: the face sex network's).
+    #[arg(long, default_value_t = 0.5, value_parser = head_share)]
+    head_weight: f64,
+    /// Describe each face with its mirror image too (two passes of the embedder: dearer).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    mirror: bool,
+    #[command(flatten)]
+    finder: FaceFinderArgs,
+    /// Where to write the head's weights (its card goes beside them).
+    #[arg(long, default_value = "models/face_sex_head.safetensors")]
+    export: PathBuf,
 }
 
 #[derive(Args)]
@@ -437,6 +477,12 @@ struct EvalFaceSex {
     data: PathBuf,
     #[arg(long, default_value = "models/face_sex.safetensors")]
     weights: PathBuf,
+    /// The face sex head blended with the network, as served; "none" measures the network alone.
+    #[arg(long, default_value = "models/face_sex_head.safetensors")]
+    face_sex_head_model: String,
+    /// The face embedder's TensorFlow.js manifest (scripts/setup.sh installs it).
+    #[arg(long, env = "EMOTION_AI_FACE_EMBEDDER", default_value = emotion_ai::model::face_embedder::DEFAULT_FACE_EMBEDDER)]
+    face_embedder: PathBuf,
     #[command(flatten)]
     finder: FaceFinderArgs,
     /// Where the confusion matrix (JSON and PNG) is written.
@@ -800,6 +846,20 @@ fn main() -> Result<()> {
             })?;
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);
         }
+        Command::Train(TrainCommand::FaceSexHead(args)) => {
+            let request = emotion_ai::train::face_sex_head::FaceSexHeadRequest {
+                data: args.data,
+                finder: args.finder.finder()?,
+                network: args.network,
+                embedder: args.face_embedder,
+                margin: args.margin,
+                head_weight: args.head_weight as f32,
+                mirror: args.mirror,
+                export: args.export,
+            };
+            let card = emotion_ai::train::face_sex_head::run_train(&request)?;
+            println!("{}", serde_json::to_string_pretty(&card.metrics)?);
+        }
         Command::Train(TrainCommand::VoiceEnsemble(args)) => {
             let card = emotion_ai::train::voice_emotion::merge_ensemble(&args.members, &args.out)?;
             println!(
@@ -866,7 +926,18 @@ fn main() -> Result<()> {
         Command::Eval(EvalCommand::FaceSex(args)) => {
             let part = if args.part == "test" { Part::Test } else { Part::Validation };
             let finder = args.finder.finder()?;
-            let r = face_sex::run_eval(&args.data, &finder, &args.weights, &args.out, part, args.write_card)?;
+            let head = model_or_none(&args.face_sex_head_model)
+                .map(|weights| emotion_ai::model::face_embedder::FaceSexHeadModel::load(&weights, &args.face_embedder))
+                .transpose()?;
+            let r = face_sex::run_eval(
+                &args.data,
+                &finder,
+                &args.weights,
+                head.as_ref(),
+                &args.out,
+                part,
+                args.write_card,
+            )?;
             println!("UTKFace {} part (split seed {}): {} faces", args.part, face_sex::SPLIT_SEED, r.faces);
             println!("accuracy: {:.2}%", r.accuracy * 100.0);
             println!("adults (18+, {} faces): {:.2}%", r.adults, r.adult_accuracy * 100.0);

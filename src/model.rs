@@ -10,6 +10,7 @@
 //! weights file, so inference can never normalise differently from training.
 //! Networks take raw grey levels in `[0, 255]`.
 
+pub mod face_embedder;
 pub mod speaker;
 pub mod verifier;
 pub mod voice;
@@ -341,6 +342,33 @@ impl LoadedFaceModel {
     /// input scaling), for tools that combine trained networks.
     pub fn variables(&self) -> std::collections::HashMap<String, Tensor> {
         self._vs.variables()
+    }
+}
+
+/// Logistic regression on a standardised embedding, `p(male) = sigmoid(w .
+/// (x - mean) / std + b)`: the sex heads on the speaker encoder and the face
+/// embedder. The standardisation is the training embeddings', stored in the
+/// weights beside `w` and `b`.
+#[derive(Debug)]
+pub struct LogisticHead {
+    pub mean: Tensor,
+    pub std: Tensor,
+    pub linear: nn::Linear,
+}
+
+impl LogisticHead {
+    /// A head for `dim`-number embeddings.
+    pub fn new(vs: &nn::Path, dim: i64) -> Self {
+        Self {
+            mean: vs.zeros_no_train("input_mean", &[dim]),
+            std: vs.ones_no_train("input_std", &[dim]),
+            linear: nn::linear(vs / "linear", dim, 1, Default::default()),
+        }
+    }
+
+    /// `[N, dim]` embeddings to `[N]` logits of male.
+    pub fn forward(&self, embeddings: &Tensor) -> Tensor {
+        nn::Module::forward(&self.linear, &((embeddings - &self.mean) / &self.std)).squeeze_dim(1)
     }
 }
 

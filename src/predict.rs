@@ -27,6 +27,7 @@ use crate::decode::{decode_image, sniff, DecodedImage, ImageDecodeError, ImageLi
 use crate::detect::{crop_face, crop_face_as, CropSpec, DetectParams, DetectorChoice, DetectorPool, FaceBox};
 use crate::features::voice_input::VoiceFeatureExtractor;
 use crate::fusion::{fuse, Calibration, Evidence};
+use crate::model::face_embedder::{blend_sex, FaceSexHeadCard, FaceSexHeadModel};
 use crate::model::speaker::{SpeakerSexCard, SpeakerSexModel};
 use crate::model::verifier::FaceVerifier;
 use crate::model::voice::{voice_class_names, LoadedVoiceModel, VoiceModelCard};
@@ -53,6 +54,13 @@ pub struct AnalyzerConfig {
     /// The speaker encoder the voice sex head reads (installed by
     /// scripts/setup.sh).
     pub speaker_encoder: PathBuf,
+    /// The face sex head's weights, card beside them: the served sex of a
+    /// face, blended with the face sex network's as its card says. `None`
+    /// serves the network's sex alone.
+    pub face_sex_head_model: Option<PathBuf>,
+    /// The face embedder the face sex head reads (its TensorFlow.js
+    /// manifest, installed by scripts/setup.sh).
+    pub face_embedder: PathBuf,
     /// Face verifier weights, card beside them: it removes the detectors'
     /// phantom faces. `None` keeps every candidate of the cascade (and
     /// rules CenterFace out).
@@ -87,6 +95,8 @@ impl AnalyzerConfig {
             speech_check_model: models_dir.join("speech_check.json"),
             voice_sex_model: Some(models_dir.join("voice_sex.safetensors")),
             speaker_encoder: PathBuf::from(crate::model::speaker::DEFAULT_SPEAKER_ENCODER),
+            face_sex_head_model: Some(models_dir.join("face_sex_head.safetensors")),
+            face_embedder: PathBuf::from(crate::model::face_embedder::DEFAULT_FACE_EMBEDDER),
             face_verifier_model: Some(models_dir.join("face_verifier.safetensors")),
             detector: DetectorChoice::default(),
             fallback_detector: None,
@@ -361,6 +371,8 @@ pub struct Analyzer {
     face_emotion_card: ModelCard,
     face_sex: Pool<LoadedFaceModel>,
     face_sex_card: ModelCard,
+    face_sex_head: Option<Pool<FaceSexHeadModel>>,
+    face_sex_head_card: Option<FaceSexHeadCard>,
     voice_emotion: Pool<LoadedVoiceModel>,
     voice_emotion_card: VoiceModelCard,
     voice_sex: Option<Pool<SpeakerSexModel>>,
@@ -409,6 +421,20 @@ impl Analyzer {
         };
         let face_sex = face_model_pool("face sex", &config.face_sex_model, workers)?;
         let face_sex_card = face_sex.with(|m| m.card.clone())?;
+        let face_sex_head = match &config.face_sex_head_model {
+            Some(weights) => {
+                if face_sex_card.classes != ["female", "male"] {
+                    anyhow::bail!("the face sex head needs a face sex network of classes [female, male]");
+                }
+                let (weights, embedder) = (weights.clone(), config.face_embedder.clone());
+                Some(Pool::new("face sex head", workers, move || {
+                    FaceSexHeadModel::load(&weights, &embedder)
+                        .with_context(|| format!("loading the face sex head {}", weights.display()))
+                })?)
+            }
+            None => None,
+        };
+        let face_sex_head_card = face_sex_head.as_ref().map(|p| p.with(|m| m.card.clone())).transpose()?;
         let verifier = match &config.face_verifier_model {
             Some(weights) => {
                 let weights = weights.clone();
@@ -458,6 +484,8 @@ impl Analyzer {
             face_emotion_card,
             face_sex,
             face_sex_card,
+            face_sex_head,
+            face_sex_head_card,
             features: voice_emotion_card.input.extractor(),
             speech,
             voice_emotion,
@@ -693,23 +721,54 @@ impl Analyzer {
             Vec::new()
         };
         let sex_source = if own_sex_crops { &sex_crops } else { &crops };
+        // The face sex head reads its own, larger crop of each box.
+        let head_crops: Vec<image::GrayImage> = match &self.face_sex_head_card {
+            Some(card) => {
+                let spec = match faces {
+                    FaceSource::Detect | FaceSource::CenterFace => card.crop(),
+                    FaceSource::WholeImage => CropSpec { margin: 0.0, ..card.crop() },
+                };
+                boxes.iter().map(|&b| crop_face_as(&image.gray, b, spec)).collect()
+            }
+            None => Vec::new(),
+        };
         let (mut emotions, mut sexes) = (Vec::with_capacity(boxes.len()), Vec::with_capacity(boxes.len()));
-        for (part_crops, part_sex_crops) in crops.chunks(FACE_BATCH).zip(sex_source.chunks(FACE_BATCH)) {
+        for (chunk, (part_crops, part_sex_crops)) in
+            crops.chunks(FACE_BATCH).zip(sex_source.chunks(FACE_BATCH)).enumerate()
+        {
             let batch = face_batch(part_crops, CropSpec::FACE.size);
             let sex_batch =
                 if own_sex_crops { face_batch(part_sex_crops, sex_spec.size) } else { batch.shallow_clone() };
-            // The two networks are independent, and each worker runs libtorch
-            // on one thread: side by side they use the second core when a
-            // request runs alone (under load the other workers use it anyway).
-            let (part_emotions, part_sexes) = std::thread::scope(|scope| {
-                // Tensors are Send but not Sync: the thread gets its own tensor.
-                let sexes = scope.spawn(move || classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes));
+            let part_head_crops = head_crops.chunks(FACE_BATCH).nth(chunk).unwrap_or_default();
+            // The networks are independent, and each worker runs libtorch on
+            // one thread: the head (the dearest) beside the two face networks
+            // uses the second core when a request runs alone (under load the
+            // other workers use it anyway).
+            let (part_emotions, part_sexes, part_head) = std::thread::scope(|scope| {
+                let head = self
+                    .face_sex_head
+                    .as_ref()
+                    .map(|pool| scope.spawn(move || pool.with(|m| m.male_probabilities(part_head_crops))?));
                 let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes);
-                let sexes = sexes.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex network panicked")));
-                (emotions, sexes)
+                let sexes = classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes);
+                let head = head
+                    .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex head panicked"))))
+                    .transpose();
+                (emotions, sexes, head)
             });
             emotions.extend(part_emotions?);
-            sexes.extend(part_sexes?);
+            let part_sexes = part_sexes?;
+            match (part_head?, &self.face_sex_head_card) {
+                (Some(male), Some(card)) => {
+                    sexes.extend(part_sexes.iter().zip(male).map(|(network, head_male)| {
+                        // [female, male], checked when the head was loaded.
+                        let p = |i: usize| network.probabilities.get(i).map_or(0.0, |c| c.probability);
+                        let served = blend_sex([p(0), p(1)], head_male, card.head_weight);
+                        Distribution::new(&self.face_sex_card.classes, &served)
+                    }))
+                }
+                _ => sexes.extend(part_sexes),
+            }
         }
         let faces = boxes
             .into_iter()
@@ -723,6 +782,11 @@ impl Analyzer {
     /// The face sex model's card.
     pub fn face_sex_card(&self) -> &ModelCard {
         &self.face_sex_card
+    }
+
+    /// The face sex head's card, when one is loaded.
+    pub fn face_sex_head_card(&self) -> Option<&FaceSexHeadCard> {
+        self.face_sex_head_card.as_ref()
     }
 
     /// The face detector in use (`--detector`).

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 
-use super::card_path;
+use super::{card_path, LogisticHead};
 use crate::features::{rms, window_samples, MfccConfig, MfccExtractor};
 
 /// Where the setup script installs the converted encoder weights.
@@ -262,30 +262,8 @@ fn whole() -> f32 {
     1.0
 }
 
-/// Logistic regression on the standardised embedding: `p(male) =
-/// sigmoid(w . (x - mean) / std + b)`. The standardisation is the training
-/// embeddings', stored in the weights.
-#[derive(Debug)]
-pub struct SpeakerSexHead {
-    pub mean: Tensor,
-    pub std: Tensor,
-    pub linear: nn::Linear,
-}
-
-impl SpeakerSexHead {
-    pub fn new(vs: &nn::Path) -> Self {
-        Self {
-            mean: vs.zeros_no_train("input_mean", &[EMBEDDING_SIZE]),
-            std: vs.ones_no_train("input_std", &[EMBEDDING_SIZE]),
-            linear: nn::linear(vs / "linear", EMBEDDING_SIZE, 1, Default::default()),
-        }
-    }
-
-    /// `[N, 256]` embeddings to `[N]` logits of male.
-    pub fn forward(&self, embeddings: &Tensor) -> Tensor {
-        self.linear.forward(&((embeddings - &self.mean) / &self.std)).squeeze_dim(1)
-    }
-}
+/// The voice sex head: a [`LogisticHead`] on the speaker embedding.
+pub type SpeakerSexHead = LogisticHead;
 
 /// The speaker encoder and the sex head, loaded once per worker.
 pub struct SpeakerSexModel {
@@ -307,7 +285,7 @@ impl SpeakerSexModel {
             bail!("{} is not a voice sex head (classes {:?})", weights.display(), card.classes);
         }
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let head = SpeakerSexHead::new(&vs.root());
+        let head = SpeakerSexHead::new(&vs.root(), EMBEDDING_SIZE);
         vs.load(weights).with_context(|| format!("loading the voice sex head {}", weights.display()))?;
         vs.freeze();
         Ok(Self { encoder: SpeakerEncoder::load(encoder)?, head, card, _vs: vs })

@@ -18,8 +18,9 @@ use tch::nn;
 
 use super::metrics::{round4, CalibrationSummary, ConfusionMatrix};
 use super::utkface::{self, SexSet};
-use super::{evaluate, export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
+use super::{export_weights, train_face_classifier, ClassifierTask, RunState, TrainOptions};
 use crate::detect::CropSpec;
+use crate::model::face_embedder::FaceSexHeadModel;
 use crate::model::voice::SEXES;
 use crate::model::{card_path, parameter_count, FaceNet, FaceNetConfig, InputSpec, LoadedFaceModel, ModelCard};
 
@@ -99,7 +100,7 @@ fn crop_spec(request: &FaceSexTrainRequest) -> CropSpec {
     CropSpec { size: request.input_size as u32, margin: request.margin }
 }
 
-fn load(data: &Path, finder: &utkface::FaceFinder, spec: CropSpec) -> Result<[SexSet; 3]> {
+pub(crate) fn load(data: &Path, finder: &utkface::FaceFinder, spec: CropSpec) -> Result<[SexSet; 3]> {
     tracing::info!(data = %data.display(), size = spec.size, margin = spec.margin, "loading UTKFace");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let sets = utkface::load(data, finder, SPLIT_SEED, threads, spec)?;
@@ -221,6 +222,7 @@ pub fn run_eval(
     data: &Path,
     finder: &utkface::FaceFinder,
     weights: &Path,
+    head: Option<&FaceSexHeadModel>,
     out_dir: &Path,
     part: utkface::Part,
     write_card: bool,
@@ -230,27 +232,48 @@ pub fn run_eval(
     }
     let model = LoadedFaceModel::load(weights)?;
     let [_, validation, test] = load(data, finder, model.card.input.crop())?;
-    let calibration = {
-        let (fit, fit_truth) = super::distributions(&model.net, &validation.faces);
-        let evaluated = if part == utkface::Part::Test { &test } else { &validation };
-        let (p, truth) = super::distributions(&model.net, &evaluated.faces);
-        CalibrationSummary::fit((&fit, &fit_truth), (&p, &truth), "UTKFace validation part")
+    let head_sets = head.map(|h| load(data, finder, h.card.crop())).transpose()?;
+    // The served distribution: the network's, blended with the head's.
+    let served = |set: &SexSet, head_set: Option<&SexSet>| -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
+        let (p, truth) = super::distributions(&model.net, &set.faces);
+        match (head, head_set) {
+            (Some(h), Some(faces)) => Ok((super::face_sex_head::served_probabilities(&p, faces, h)?, truth)),
+            _ => Ok((p, truth)),
+        }
     };
+    let evaluated_slot = if part == utkface::Part::Test { 2 } else { 1 };
+    let (fit, fit_truth) = served(&validation, head_sets.as_ref().map(|s| &s[1]))?;
     let test = if part == utkface::Part::Test { test } else { validation };
-    let all = evaluate(&model.net, &test.faces, &SEXES);
-    let adults = evaluate(&model.net, &test.select(&test.adult_indices()), &SEXES);
+    let (p, truth) = served(&test, head_sets.as_ref().map(|s| &s[evaluated_slot]))?;
+    let calibration = CalibrationSummary::fit((&fit, &fit_truth), (&p, &truth), "UTKFace validation part");
+    let matrix = |indices: &[i64]| {
+        let (t, predicted): (Vec<i64>, Vec<i64>) = indices
+            .iter()
+            .map(|&i| {
+                let row = &p[i as usize];
+                (truth[i as usize] as i64, i64::from(row[1] > row[0]))
+            })
+            .unzip();
+        ConfusionMatrix::new(&SEXES, &t, &predicted)
+    };
+    let everyone: Vec<i64> = (0..p.len() as i64).collect();
+    let all = matrix(&everyone);
+    let adults = matrix(&test.adult_indices());
     let adult_recall = recall_by_sex(&adults);
     let adults_by_race: Vec<RaceAccuracy> = utkface::RACES
         .iter()
         .enumerate()
         .map(|(race, name)| {
-            let m = evaluate(&model.net, &test.select(&test.adult_indices_of_race(race as u32)), &SEXES);
+            let m = matrix(&test.adult_indices_of_race(race as u32));
             RaceAccuracy { race: name.to_string(), faces: m.total(), accuracy: round4(m.accuracy()) }
         })
         .collect();
     let detected: Vec<i64> = (0..test.detected.len() as i64).filter(|&i| test.detected[i as usize]).collect();
-    let detected = evaluate(&model.net, &test.select(&detected), &SEXES);
+    let detected = matrix(&detected);
     let recall = recall_by_sex(&all);
+    let served_by = head.map_or("the network alone".to_string(), |h| {
+        format!("the network moved {} of the way to the face sex head (face_sex_head.json)", h.card.head_weight)
+    });
 
     std::fs::create_dir_all(out_dir)?;
     let json_path = out_dir.join("face_sex_confusion.json");
@@ -264,6 +287,7 @@ pub fn run_eval(
         "adult_recall": adult_recall,
         "adults_by_race": adults_by_race,
         "finder": finder.describe(),
+        "served_by": served_by,
         "detected": matrix_json(&detected),
         "recall": recall,
         "calibration": calibration,
@@ -279,6 +303,7 @@ pub fn run_eval(
         metrics.insert("heldout_detected_accuracy".into(), json!(round4(detected.accuracy())));
         metrics.insert("heldout_faces".into(), json!(all.total()));
         metrics.insert("heldout_cropped_by".into(), json!(finder.describe()));
+        metrics.insert("heldout_served_by".into(), json!(served_by));
         metrics.insert("heldout_adults".into(), json!(adults.total()));
         metrics.insert("heldout_recall".into(), json!(recall));
         metrics.insert("heldout_adult_recall".into(), json!(adult_recall));

@@ -10,10 +10,12 @@
 pub mod augment;
 pub mod face_emotion;
 pub mod face_sex;
+pub mod face_sex_head;
 pub mod face_verifier;
 pub mod fer2013;
 pub mod ferplus;
 pub mod fusion_eval;
+pub mod logistic;
 pub mod metrics;
 pub mod mixed_eval;
 pub mod nonspeech;

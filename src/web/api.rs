@@ -106,6 +106,10 @@ pub struct Models {
     /// model's (absent when the server runs without it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub voice_sex: Option<ModelInfo>,
+    /// The face's sex from a face embedder, blended with the face sex
+    /// model's (absent when the server runs without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_sex_head: Option<ModelInfo>,
     /// Face or phantom, asked of every face the detector proposes (absent
     /// when the server runs without it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,6 +165,21 @@ fn voice_sex_info(card: &crate::model::speaker::SpeakerSexCard) -> ModelInfo {
     }
 }
 
+/// The face sex head's card in the shape of the others.
+fn face_sex_head_info(card: &crate::model::face_embedder::FaceSexHeadCard) -> ModelInfo {
+    ModelInfo {
+        name: card.name.clone(),
+        description: card.description.clone(),
+        classes: card.classes.clone(),
+        input: serde_json::json!({ "embedder": card.embedder, "crop": crate::model::face_embedder::EMBEDDER_INPUT,
+            "margin": card.margin, "head_weight": card.head_weight }),
+        params: crate::model::face_embedder::DESCRIPTOR_SIZE * 3 + 1,
+        trained_on: card.trained_on.clone(),
+        metrics: card.metrics.clone(),
+        calibration: None,
+    }
+}
+
 /// Health and the models' classes and metrics.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -198,6 +217,7 @@ pub async fn models(State(state): State<AppState>) -> Json<Models> {
         voice_emotion: info(analyzer.voice_emotion_card()),
         speech_check: speech_check_info(analyzer.speech_check().card()),
         voice_sex: analyzer.voice_sex_card().map(voice_sex_info),
+        face_sex_head: analyzer.face_sex_head_card().map(face_sex_head_info),
         face_verifier: analyzer.face_verifier_card().map(info),
         face_detector: detector_info(analyzer.detector()),
         fallback_face_detector: analyzer.fallback_detector().map(detector_info),

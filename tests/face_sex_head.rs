@@ -1,0 +1,111 @@
+//! The face sex head: the face embedder installed by scripts/setup.sh, the
+//! shipped head, and how the server blends them into a face's answer.
+
+mod common;
+
+use std::path::Path;
+
+use common::{fixture, root};
+use emotion_ai::decode::{decode_image, ImageLimits};
+use emotion_ai::detect::crop_face_as;
+use emotion_ai::model::face_embedder::{
+    blend_sex, FaceEmbedder, FaceSexHeadModel, DEFAULT_FACE_EMBEDDER, DESCRIPTOR_SIZE, EMBEDDER_INPUT,
+};
+use emotion_ai::predict::{Analyzer, AnalyzerConfig};
+use tch::Tensor;
+
+fn embedder() -> FaceEmbedder {
+    FaceEmbedder::load(Path::new(DEFAULT_FACE_EMBEDDER)).expect("bash scripts/setup.sh installs the face embedder")
+}
+
+fn head() -> FaceSexHeadModel {
+    FaceSexHeadModel::load(&root().join("models/face_sex_head.safetensors"), Path::new(DEFAULT_FACE_EMBEDDER))
+        .expect("the shipped face sex head and the installed embedder")
+}
+
+fn distance(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).norm().double_value(&[])
+}
+
+/// scripts/face_embedding_reference.py computes the descriptor of a fixed
+/// grey pattern as face-api.js does, in numpy with TensorFlow's layouts.
+#[test]
+fn the_descriptor_matches_the_numpy_reference() {
+    let reference: serde_json::Value =
+        serde_json::from_slice(&fixture("face_embedding_reference.json")).expect("the reference fixture");
+    let expected: Vec<f32> = serde_json::from_value(reference["descriptor"].clone()).unwrap();
+    assert_eq!(expected.len() as i64, DESCRIPTOR_SIZE);
+    let side = EMBEDDER_INPUT as usize;
+    let pattern: Vec<u8> =
+        (0..side * side).map(|i| ((i % side) * 3 + (i / side) * 5 + ((i % side) * (i / side)) % 17) as u8).collect();
+    let grey = Tensor::from_slice(&pattern).view([1, 1, EMBEDDER_INPUT, EMBEDDER_INPUT]);
+    let ours = tch::no_grad(|| embedder().forward(&grey.expand([1, 3, EMBEDDER_INPUT, EMBEDDER_INPUT], false)));
+    let ours = Vec::<f32>::try_from(ours.get(0)).unwrap();
+    let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "largest difference {worst}");
+}
+
+#[test]
+fn one_face_at_three_sizes_is_one_person_and_a_coffee_cup_is_not() {
+    // group.jpg holds the same portrait at three sizes, one mirrored.
+    let analyzer = common::analyzer();
+    let bytes = fixture("group.jpg");
+    let image = decode_image(&bytes, ImageLimits::default()).unwrap();
+    let faces = analyzer.analyze_image_bytes(&bytes).unwrap().faces;
+    assert_eq!(faces.len(), 3);
+    let spec = head().card.crop();
+    let crops: Vec<Vec<u8>> = faces.iter().map(|f| crop_face_as(&image.gray, f.bbox, spec).into_raw()).collect();
+    let coffee = decode_image(&fixture("coffee.jpg"), ImageLimits::default()).unwrap();
+    let whole = emotion_ai::detect::FaceBox { x: 50, y: 0, width: 200, height: 200 };
+    let mut all = crops.clone();
+    all.push(crop_face_as(&coffee.gray, whole, spec).into_raw());
+    let d = embedder().describe_gray(&all, true).unwrap();
+    // dlib's rule: one person's faces lie within 0.6 of each other.
+    for (i, j) in [(0, 1), (0, 2), (1, 2)] {
+        let near = distance(&d.get(i), &d.get(j));
+        assert!(near < 0.6, "faces {i} and {j}: {near:.3}");
+    }
+    for i in 0..3 {
+        let far = distance(&d.get(i), &d.get(3));
+        assert!(far > 0.6, "face {i} and the coffee cup: {far:.3}");
+    }
+}
+
+#[test]
+fn the_served_sex_is_the_network_moved_toward_the_head() {
+    let with_head = common::analyzer();
+    let mut config = AnalyzerConfig::with_models_dir(&root().join("models"));
+    config.face_sex_head_model = None;
+    let network_alone = Analyzer::load(config).unwrap();
+    let head = head();
+    assert_eq!(with_head.face_sex_head_card().map(|c| c.head_weight), Some(head.card.head_weight));
+    assert!(network_alone.face_sex_head_card().is_none());
+
+    for name in ["astronaut.jpg", "group.jpg", "portrait_640x480.jpg"] {
+        let bytes = fixture(name);
+        let image = decode_image(&bytes, ImageLimits::default()).unwrap();
+        let served = with_head.analyze_image_bytes(&bytes).unwrap().faces;
+        let alone = network_alone.analyze_image_bytes(&bytes).unwrap().faces;
+        assert_eq!(served.len(), alone.len());
+        let crops: Vec<_> = served.iter().map(|f| crop_face_as(&image.gray, f.bbox, head.card.crop())).collect();
+        let head_male = head.male_probabilities(&crops).unwrap();
+        for ((s, a), h) in served.iter().zip(&alone).zip(head_male) {
+            assert_eq!(s.emotion, a.emotion, "{name}: the head leaves the emotion alone");
+            let network = [a.sex.probabilities[0].probability, a.sex.probabilities[1].probability];
+            let expected = blend_sex(network, h, head.card.head_weight);
+            let got = [s.sex.probabilities[0].probability, s.sex.probabilities[1].probability];
+            assert!(
+                (got[0] - expected[0]).abs() < 1e-5 && (got[1] - expected[1]).abs() < 1e-5,
+                "{name}: {got:?} {expected:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_embedder_stops_the_server_at_start_with_its_path() {
+    let mut config = AnalyzerConfig::with_models_dir(&root().join("models"));
+    config.face_embedder = Path::new("/nonexistent/face_recognition_model-weights_manifest.json").to_path_buf();
+    let error = format!("{:#}", Analyzer::load(config).err().expect("no embedder, no server"));
+    assert!(error.contains("/nonexistent/face_recognition_model-weights_manifest.json"), "{error}");
+}
