@@ -335,13 +335,14 @@ async fn answer_pages_work_in_headless_chromium() {
     );
     browser.find(Locator::Css("p.accuracy a")).await.unwrap().click().await.unwrap();
     wait_for(&browser, "article.model").await;
-    // Face emotion, face sex, voice, speech check, voice sex and face verifier.
-    assert_eq!(count(&browser, "article.model").await, 6);
+    // Face emotion, face sex, voice, speech check, voice sex, face sex head and face verifier.
+    assert_eq!(count(&browser, "article.model").await, 7);
     let names =
         js(&browser, "return [...document.querySelectorAll('article.model h2')].map(h => h.textContent).join('|')")
             .await;
     assert!(names.as_str().unwrap_or("").contains("Face verifier"), "{names}");
     assert!(names.as_str().unwrap_or("").contains("Voice sex"), "{names}");
+    assert!(names.as_str().unwrap_or("").contains("Face sex head"), "{names}");
     let figures = js(&browser, "return document.querySelector('article.model table').textContent").await;
     assert!(figures.as_str().unwrap().contains(&format!("{:.2}%", 100.0 * accuracy)), "{figures}");
 
