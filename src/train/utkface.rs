@@ -33,7 +33,7 @@ pub struct FaceFinder {
 
 impl FaceFinder {
     /// The detector and verifier loaded for one thread.
-    fn load(&self) -> Result<LoadedFinder> {
+    pub fn load(&self) -> Result<LoadedFinder> {
         let detector = AnyDetector::new(&self.detector, DetectParams::default())?;
         let verifier = self.verifier.as_deref().map(FaceVerifier::load).transpose()?;
         Ok(LoadedFinder { choice: self.detector.clone(), detector, verifier })
@@ -53,7 +53,8 @@ impl FaceFinder {
     }
 }
 
-struct LoadedFinder {
+/// A [`FaceFinder`] loaded for one thread.
+pub struct LoadedFinder {
     choice: DetectorChoice,
     detector: AnyDetector,
     verifier: Option<FaceVerifier>,
@@ -61,7 +62,7 @@ struct LoadedFinder {
 
 impl LoadedFinder {
     /// The faces kept in `gray`, largest first.
-    fn faces(&mut self, gray: &GrayImage) -> Result<Vec<FaceBox>> {
+    pub fn faces(&mut self, gray: &GrayImage) -> Result<Vec<FaceBox>> {
         let boxes = self.detector.detect(gray)?;
         match &self.verifier {
             Some(verifier) => Ok(verifier.keep_faces(gray, boxes, &self.choice)?.0),
