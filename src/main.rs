@@ -302,8 +302,8 @@ struct TrainFaceSexHead {
     /// Share of the head in the served sex, 0-1 (the rest: the face sex network's).
     #[arg(long, default_value_t = 0.5, value_parser = head_share)]
     head_weight: f64,
-    /// Describe each face with its mirror image too: two passes of the embedder, 5-8 ms more a
-    /// request (the served head describes the face alone).
+    /// Describe each face with its mirror image too: two passes of the embedder, far dearer
+    /// (BENCHMARKS.md); the served head describes the face alone.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     mirror: bool,
     #[command(flatten)]

@@ -741,16 +741,17 @@ impl Analyzer {
                 if own_sex_crops { face_batch(part_sex_crops, sex_spec.size) } else { batch.shallow_clone() };
             let part_head_crops = head_crops.chunks(FACE_BATCH).nth(chunk).unwrap_or_default();
             // The networks are independent, and each worker runs libtorch on
-            // one thread: the head (the dearest) beside the two face networks
-            // uses the second core when a request runs alone (under load the
-            // other workers use it anyway).
+            // one thread: side by side they use the second core when a
+            // request runs alone (under load the other workers use it anyway).
             let (part_emotions, part_sexes, part_head) = std::thread::scope(|scope| {
+                // Tensors are Send but not Sync: the thread gets its own tensor.
+                let sexes = scope.spawn(move || classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes));
                 let head = self
                     .face_sex_head
                     .as_ref()
                     .map(|pool| scope.spawn(move || pool.with(|m| m.male_probabilities(part_head_crops))?));
                 let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes);
-                let sexes = classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes);
+                let sexes = sexes.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex network panicked")));
                 let head = head
                     .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex head panicked"))))
                     .transpose();
