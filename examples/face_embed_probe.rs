@@ -8,25 +8,11 @@ use std::path::{Path, PathBuf};
 use emotion_ai::detect::CropSpec;
 use emotion_ai::model::face_embedder::{FaceEmbedder, DEFAULT_FACE_EMBEDDER, EMBEDDER_INPUT};
 use emotion_ai::model::LoadedFaceModel;
+use emotion_ai::train::face_sex_head::describe_set;
 use emotion_ai::train::logistic::fit_logistic;
 use emotion_ai::train::utkface::{load, FaceFinder, SexSet};
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
-
-fn embed(embedder: &FaceEmbedder, set: &SexSet, mirror: bool) -> anyhow::Result<Tensor> {
-    let n = set.faces.images.size()[0];
-    let mut parts = Vec::new();
-    for start in (0..n).step_by(64) {
-        let len = (n - start).min(64);
-        let mut batch = set.faces.images.narrow(0, start, len).to_kind(Kind::Float);
-        if mirror {
-            batch = batch.flip([3]);
-        }
-        let batch = batch.expand([-1, 3, EMBEDDER_INPUT, EMBEDDER_INPUT], false);
-        parts.push(tch::no_grad(|| embedder.forward(&batch)));
-    }
-    Ok(Tensor::cat(&parts, 0))
-}
 
 fn male_of_network(model: &LoadedFaceModel, set: &SexSet) -> Tensor {
     let x = set.faces.images.to_kind(Kind::Float);
@@ -61,8 +47,8 @@ fn main() -> anyhow::Result<()> {
     for margin in margins {
         let [train, val, _] = load(&data, &finder, 2017, 2, CropSpec { size: EMBEDDER_INPUT as u32, margin })?;
         let started = std::time::Instant::now();
-        let train_x = (embed(&embedder, &train, false)? + embed(&embedder, &train, true)?) / 2.0;
-        let val_x = (embed(&embedder, &val, false)? + embed(&embedder, &val, true)?) / 2.0;
+        let train_x = describe_set(&embedder, &train, true);
+        let val_x = describe_set(&embedder, &val, true);
         eprintln!("margin {margin}: embedded in {:.0} s", started.elapsed().as_secs_f64());
         let y: Vec<f32> = Vec::<i64>::try_from(&train.faces.labels)?.iter().map(|&l| l as f32).collect();
         let males = y.iter().filter(|&&v| v > 0.5).count() as f32;

@@ -722,24 +722,20 @@ impl Analyzer {
         };
         let sex_source = if own_sex_crops { &sex_crops } else { &crops };
         // The face sex head reads its own, larger crop of each box.
-        let head_crops: Vec<image::GrayImage> = match &self.face_sex_head_card {
-            Some(card) => {
-                let spec = match faces {
-                    FaceSource::Detect | FaceSource::CenterFace => card.crop(),
-                    FaceSource::WholeImage => CropSpec { margin: 0.0, ..card.crop() },
-                };
-                boxes.iter().map(|&b| crop_face_as(&image.gray, b, spec)).collect()
-            }
-            None => Vec::new(),
-        };
+        let head_spec = self.face_sex_head_card.as_ref().map(|card| match faces {
+            FaceSource::Detect | FaceSource::CenterFace => card.crop(),
+            FaceSource::WholeImage => CropSpec { margin: 0.0, ..card.crop() },
+        });
         let (mut emotions, mut sexes) = (Vec::with_capacity(boxes.len()), Vec::with_capacity(boxes.len()));
-        for (chunk, (part_crops, part_sex_crops)) in
-            crops.chunks(FACE_BATCH).zip(sex_source.chunks(FACE_BATCH)).enumerate()
+        for ((part_crops, part_sex_crops), part_boxes) in
+            crops.chunks(FACE_BATCH).zip(sex_source.chunks(FACE_BATCH)).zip(boxes.chunks(FACE_BATCH))
         {
             let batch = face_batch(part_crops, CropSpec::FACE.size);
             let sex_batch =
                 if own_sex_crops { face_batch(part_sex_crops, sex_spec.size) } else { batch.shallow_clone() };
-            let part_head_crops = head_crops.chunks(FACE_BATCH).nth(chunk).unwrap_or_default();
+            let head_crops: Vec<image::GrayImage> = head_spec
+                .map(|spec| part_boxes.iter().map(|&b| crop_face_as(&image.gray, b, spec)).collect())
+                .unwrap_or_default();
             // The networks are independent, and each worker runs libtorch on
             // one thread: side by side they use the second core when a
             // request runs alone (under load the other workers use it anyway).
@@ -749,7 +745,7 @@ impl Analyzer {
                 let head = self
                     .face_sex_head
                     .as_ref()
-                    .map(|pool| scope.spawn(move || pool.with(|m| m.male_probabilities(part_head_crops))?));
+                    .map(|pool| scope.spawn(|| pool.with(|m| m.male_probabilities(&head_crops))?));
                 let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes);
                 let sexes = sexes.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex network panicked")));
                 let head = head

@@ -54,11 +54,11 @@ fn one_face_at_three_sizes_is_one_person_and_a_coffee_cup_is_not() {
     let faces = analyzer.analyze_image_bytes(&bytes).unwrap().faces;
     assert_eq!(faces.len(), 3);
     let spec = head().card.crop();
-    let crops: Vec<Vec<u8>> = faces.iter().map(|f| crop_face_as(&image.gray, f.bbox, spec).into_raw()).collect();
+    let crops: Vec<_> = faces.iter().map(|f| crop_face_as(&image.gray, f.bbox, spec)).collect();
     let coffee = decode_image(&fixture("coffee.jpg"), ImageLimits::default()).unwrap();
     let whole = emotion_ai::detect::FaceBox { x: 50, y: 0, width: 200, height: 200 };
     let mut all = crops.clone();
-    all.push(crop_face_as(&coffee.gray, whole, spec).into_raw());
+    all.push(crop_face_as(&coffee.gray, whole, spec));
     let d = embedder().describe_gray(&all, true).unwrap();
     // dlib's rule: one person's faces lie within 0.6 of each other.
     for (i, j) in [(0, 1), (0, 2), (1, 2)] {

@@ -235,18 +235,19 @@ impl FaceEmbedder {
         x.mean_dim([2i64, 3].as_slice(), false, Kind::Float).matmul(&self.fc)
     }
 
-    /// Descriptors of [`EMBEDDER_INPUT`]-sided grey crops (row-major), each
-    /// given as three equal channels; with `mirror`, the mean of the face's
-    /// and its mirror image's.
-    pub fn describe_gray(&self, crops: &[Vec<u8>], mirror: bool) -> Result<Tensor> {
-        let side = EMBEDDER_INPUT;
-        if crops.iter().any(|c| c.len() as i64 != side * side) {
+    /// Descriptors of [`EMBEDDER_INPUT`]-sided grey crops, each given as
+    /// three equal channels; with `mirror`, the mean of the face's and its
+    /// mirror image's.
+    pub fn describe_gray(&self, crops: &[GrayImage], mirror: bool) -> Result<Tensor> {
+        let side = EMBEDDER_INPUT as u32;
+        if crops.iter().any(|c| c.dimensions() != (side, side)) {
             bail!("the face embedder reads {side}x{side} crops");
         }
         if crops.is_empty() {
             return Ok(Tensor::zeros([0, DESCRIPTOR_SIZE], (Kind::Float, Device::Cpu)));
         }
-        let flat: Vec<u8> = crops.concat();
+        let side = EMBEDDER_INPUT;
+        let flat: Vec<u8> = crops.iter().flat_map(|c| c.as_raw().iter().copied()).collect();
         let faces = Tensor::from_slice(&flat).view([crops.len() as i64, 1, side, side]);
         Ok(tch::no_grad(|| self.describe(&faces, mirror)))
     }
@@ -330,8 +331,7 @@ impl FaceSexHeadModel {
     /// Probability of male for each crop (cut by [`FaceSexHeadCard::crop`]),
     /// from its descriptor (with the mirror image's, if the card says so).
     pub fn male_probabilities(&self, crops: &[GrayImage]) -> Result<Vec<f32>> {
-        let raw: Vec<Vec<u8>> = crops.iter().map(|c| c.as_raw().clone()).collect();
-        let descriptors = self.embedder.describe_gray(&raw, self.card.mirror)?;
+        let descriptors = self.embedder.describe_gray(crops, self.card.mirror)?;
         Ok(Vec::<f32>::try_from(tch::no_grad(|| self.head.forward(&descriptors).sigmoid()))?)
     }
 }
@@ -438,11 +438,12 @@ mod tests {
         assert_eq!(d.size(), [2, DESCRIPTOR_SIZE]);
         assert!(bool::try_from(d.isfinite().all()).unwrap());
         // Grey crops: three equal channels, face and mirror averaged.
-        let crops = vec![vec![128u8; (EMBEDDER_INPUT * EMBEDDER_INPUT) as usize]; 3];
+        let side = EMBEDDER_INPUT as u32;
+        let crops = vec![GrayImage::from_pixel(side, side, image::Luma([128])); 3];
         for mirror in [true, false] {
             assert_eq!(embedder.describe_gray(&crops, mirror).unwrap().size(), [3, DESCRIPTOR_SIZE]);
         }
-        assert!(embedder.describe_gray(&[vec![0u8; 48 * 48]], false).is_err(), "a crop of the wrong size");
+        assert!(embedder.describe_gray(&[GrayImage::new(48, 48)], false).is_err(), "a crop of the wrong size");
     }
 
     #[test]

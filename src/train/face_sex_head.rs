@@ -114,8 +114,7 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
     for penalty in PENALTIES {
         let fit = fit_logistic(&train_x, &y, &weights, penalty)?;
         let head = Vec::<f32>::try_from(tch::no_grad(|| fit.male_probability(&validation_x)))?;
-        let served: Vec<f32> =
-            head.iter().zip(&network_p).map(|(&h, n)| blend_sex([n[0], n[1]], h, request.head_weight)[1]).collect();
+        let served: Vec<f32> = blend_rows(&network_p, &head, request.head_weight).iter().map(|p| p[1]).collect();
         let (served_acc, head_acc) =
             (accuracy_of(&served, &validation_y, &adults), accuracy_of(&head, &validation_y, &adults));
         tracing::info!(penalty, served = served_acc, head = head_acc, "validation adults");
@@ -182,7 +181,13 @@ pub fn served_probabilities(
     if male.len() != network_p.len() {
         bail!("the head's faces ({}) and the network's ({}) differ", male.len(), network_p.len());
     }
-    Ok(network_p.iter().zip(male).map(|(n, m)| blend_sex([n[0], n[1]], m, head.card.head_weight).to_vec()).collect())
+    Ok(blend_rows(network_p, &male, head.card.head_weight).iter().map(|p| p.to_vec()).collect())
+}
+
+/// Each face's served `[female, male]`: its network row blended with its
+/// head probability of male ([`blend_sex`]).
+fn blend_rows(network_p: &[Vec<f32>], head_male: &[f32], head_weight: f32) -> Vec<[f32; 2]> {
+    network_p.iter().zip(head_male).map(|(n, &m)| blend_sex([n[0], n[1]], m, head_weight)).collect()
 }
 
 #[cfg(test)]
