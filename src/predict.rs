@@ -601,7 +601,7 @@ impl Analyzer {
             self.voice_emotion.with(|m| predict_windows(&m.net, &self.features, samples, starts, self.windowing))?
         };
         let mut windows = std::thread::scope(|scope| -> Result<_> {
-            let second = (!second.is_empty()).then(|| scope.spawn(|| run(second)));
+            let second = (!second.is_empty()).then(|| spawn_like_caller(scope, || run(second)));
             let mut windows = run(first)?;
             if let Some(second) = second {
                 windows.extend(second.join().map_err(|_| anyhow::anyhow!("voice network panicked"))??);
@@ -741,11 +741,12 @@ impl Analyzer {
             // request runs alone (under load the other workers use it anyway).
             let (part_emotions, part_sexes, part_head) = std::thread::scope(|scope| {
                 // Tensors are Send but not Sync: the thread gets its own tensor.
-                let sexes = scope.spawn(move || classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes));
+                let sexes =
+                    spawn_like_caller(scope, move || classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes));
                 let head = self
                     .face_sex_head
                     .as_ref()
-                    .map(|pool| scope.spawn(|| pool.with(|m| m.male_probabilities(&head_crops))?));
+                    .map(|pool| spawn_like_caller(scope, || pool.with(|m| m.male_probabilities(&head_crops))?));
                 let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes);
                 let sexes = sexes.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex network panicked")));
                 let head = head
@@ -830,8 +831,52 @@ impl Analyzer {
             let crops = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
             return Ok((boxes, crops));
         };
-        verifier.with(|v| v.keep_faces(gray, boxes, detectors.choice()))?
+        let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
+        // The candidates are scored in two halves side by side: detection
+        // leaves the second core idle, and a photo has several candidates
+        // (four on the one-face benchmark portrait).
+        let (first, second) = crops.split_at(crops.len().div_ceil(2));
+        let scores = std::thread::scope(|scope| -> Result<Vec<f32>> {
+            let second =
+                (!second.is_empty()).then(|| spawn_like_caller(scope, || verifier.with(|v| v.scores(second))?));
+            let mut scores = verifier.with(|v| v.scores(first))??;
+            if let Some(second) = second {
+                scores.extend(second.join().map_err(|_| anyhow::anyhow!("face verifier panicked"))??);
+            }
+            Ok(scores)
+        })?;
+        let threshold = verifier.with(|v| v.threshold_for(detectors.choice()))?;
+        Ok(FaceVerifier::keep_scored(boxes, crops, &scores, threshold))
     }
+}
+
+/// Gives the calling thread the process's libtorch thread count
+/// (`tch::set_num_threads`, which `serve` and `predict` set to one).
+///
+/// libtorch applies that count to a thread only once the thread reaches
+/// one of its own parallel loops, which small tensors never do; until then
+/// the convolutions of a new thread start OpenMP teams as wide as the
+/// machine, whose workers then spin on the cores the other parts of the
+/// request need. Threads that run networks call this first.
+pub fn use_process_libtorch_threads() {
+    // Reading the count is what applies it to this thread.
+    let threads = tch::get_num_threads();
+    tch::set_num_threads(threads);
+}
+
+/// Runs `work` on a scoped thread that uses the caller's libtorch thread
+/// count ([`use_process_libtorch_threads`]): without it, the two face
+/// networks and the head beside them cost a one-face request 10 ms more
+/// (BENCHMARKS.md, "Threads").
+pub fn spawn_like_caller<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    work: impl FnOnce() -> T + Send + 'scope,
+) -> std::thread::ScopedJoinHandle<'scope, T> {
+    let threads = tch::get_num_threads();
+    scope.spawn(move || {
+        tch::set_num_threads(threads);
+        work()
+    })
 }
 
 /// `side` x `side` grey crops as one `[N, 1, side, side]` batch.

@@ -39,10 +39,15 @@ fn the_descriptor_matches_the_numpy_reference() {
     let pattern: Vec<u8> =
         (0..side * side).map(|i| ((i % side) * 3 + (i / side) * 5 + ((i % side) * (i / side)) % 17) as u8).collect();
     let grey = Tensor::from_slice(&pattern).view([1, 1, EMBEDDER_INPUT, EMBEDDER_INPUT]);
-    let ours = tch::no_grad(|| embedder().forward(&grey.expand([1, 3, EMBEDDER_INPUT, EMBEDDER_INPUT], false)));
-    let ours = Vec::<f32>::try_from(ours.get(0)).unwrap();
-    let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    assert!(worst < 1e-4, "largest difference {worst}");
+    let embedder = embedder();
+    // The three-channel input, and the grey path the server takes.
+    let three = tch::no_grad(|| embedder.forward(&grey.expand([1, 3, EMBEDDER_INPUT, EMBEDDER_INPUT], false)));
+    let served = embedder.describe_gray(&[image::GrayImage::from_raw(150, 150, pattern).unwrap()], false).unwrap();
+    for (path, ours) in [("three channels", three), ("grey", served)] {
+        let ours = Vec::<f32>::try_from(ours.get(0)).unwrap();
+        let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{path}: largest difference {worst}");
+    }
 }
 
 #[test]

@@ -96,10 +96,30 @@ impl FaceVerifier {
         boxes: Vec<FaceBox>,
         detector: &DetectorChoice,
     ) -> Result<(Vec<FaceBox>, Vec<Vec<u8>>)> {
-        let threshold = detector.verifier_threshold().unwrap_or(self.threshold);
         let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
-        let keep = self.select_from(&boxes, &crops, threshold)?;
-        Ok(boxes.into_iter().zip(crops).zip(keep).filter(|(_, k)| *k).map(|(pair, _)| pair).unzip())
+        let scores = self.scores(&crops)?;
+        Ok(Self::keep_scored(boxes, crops, &scores, self.threshold_for(detector)))
+    }
+
+    /// The threshold `detector`'s candidates are judged at: its own, or the
+    /// card's.
+    pub fn threshold_for(&self, detector: &DetectorChoice) -> f32 {
+        detector.verifier_threshold().unwrap_or(self.threshold)
+    }
+
+    /// [`Self::keep_faces`] once the candidates are scored ([`Self::scores`],
+    /// which callers may split between threads): those at least `threshold`,
+    /// one box a face.
+    pub fn keep_scored(
+        boxes: Vec<FaceBox>,
+        crops: Vec<Vec<u8>>,
+        scores: &[f32],
+        threshold: f32,
+    ) -> (Vec<FaceBox>, Vec<Vec<u8>>) {
+        let mut keep: Vec<bool> = scores.iter().map(|&p| p >= threshold).collect();
+        keep.resize(boxes.len(), false);
+        suppress_overlaps(&boxes, scores, &mut keep, DUPLICATE_IOU);
+        boxes.into_iter().zip(crops).zip(keep).filter(|(_, k)| *k).map(|(pair, _)| pair).unzip()
     }
 
     /// The same verifier keeping candidates from `threshold` on (for

@@ -456,6 +456,9 @@ async fn run_bounded<T: Send + 'static>(
     let analyzer = state.analyzer.clone();
     tokio::task::spawn_blocking(move || {
         let _running = running;
+        // Blocking threads come and go; each must run libtorch as the process
+        // says (one thread a call) from its first network on.
+        crate::predict::use_process_libtorch_threads();
         work(&analyzer)
     })
     .await
