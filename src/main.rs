@@ -306,6 +306,10 @@ struct TrainFaceSexHead {
     /// (BENCHMARKS.md); the served head describes the face alone.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     mirror: bool,
+    /// Whether the face sex network beside the head reads the face's mirror image too (its
+    /// own test-time augmentation); without it, half the network's work (BENCHMARKS.md).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    network_mirror: bool,
     #[command(flatten)]
     finder: FaceFinderArgs,
     /// Where to write the head's weights (its card goes beside them).
@@ -856,6 +860,7 @@ fn main() -> Result<()> {
                 margin: args.margin,
                 head_weight: args.head_weight as f32,
                 mirror: args.mirror,
+                network_mirror: args.network_mirror,
                 export: args.export,
             };
             let card = emotion_ai::train::face_sex_head::run_train(&request)?;

@@ -174,7 +174,17 @@ impl FaceNet {
     /// averaged over each face and its mirror image (test-time augmentation,
     /// used identically by evaluation and serving).
     pub fn predict_proba(&self, faces: &Tensor) -> Tensor {
+        self.predict_proba_with(faces, true)
+    }
+
+    /// [`Self::predict_proba`], with the mirror images only when `mirror`
+    /// (half the work without: the face sex network beside the face sex head
+    /// reads the face alone, as the head's card says).
+    pub fn predict_proba_with(&self, faces: &Tensor, mirror: bool) -> Tensor {
         tch::no_grad(|| {
+            if !mirror {
+                return self.forward_t(faces, false).softmax(-1, Kind::Float);
+            }
             // Faces and mirror images in one batch: one pass costs less than
             // two (batch norm is frozen in evaluation, so rows stay independent).
             let n = faces.size()[0];
@@ -451,6 +461,10 @@ mod tests {
         assert_eq!(got.size(), [3, 7]);
         let gap = (got - expected).abs().max().double_value(&[]);
         assert!(gap < 1e-5, "batched mirror pass differs by {gap}");
+        // Without the mirror: the face's own distribution.
+        let once = tch::no_grad(|| net.forward_t(&faces, false).softmax(-1, Kind::Float));
+        let gap = (net.predict_proba_with(&faces, false) - once).abs().max().double_value(&[]);
+        assert!(gap < 1e-6, "the face alone differs by {gap}");
     }
 
     #[test]

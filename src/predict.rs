@@ -726,6 +726,9 @@ impl Analyzer {
             FaceSource::Detect | FaceSource::CenterFace => card.crop(),
             FaceSource::WholeImage => CropSpec { margin: 0.0, ..card.crop() },
         });
+        // Beside the head, the sex network reads the face alone if the head's
+        // card says so.
+        let sex_network_mirror = self.face_sex_head_card.as_ref().is_none_or(|card| card.network_mirror);
         let (mut emotions, mut sexes) = (Vec::with_capacity(boxes.len()), Vec::with_capacity(boxes.len()));
         for ((part_crops, part_sex_crops), part_boxes) in
             crops.chunks(FACE_BATCH).zip(sex_source.chunks(FACE_BATCH)).zip(boxes.chunks(FACE_BATCH))
@@ -741,13 +744,14 @@ impl Analyzer {
             // request runs alone (under load the other workers use it anyway).
             let (part_emotions, part_sexes, part_head) = std::thread::scope(|scope| {
                 // Tensors are Send but not Sync: the thread gets its own tensor.
-                let sexes =
-                    spawn_like_caller(scope, move || classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes));
+                let sexes = spawn_like_caller(scope, move || {
+                    classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes, sex_network_mirror)
+                });
                 let head = self
                     .face_sex_head
                     .as_ref()
                     .map(|pool| spawn_like_caller(scope, || pool.with(|m| m.male_probabilities(&head_crops))?));
-                let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes);
+                let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes, true);
                 let sexes = sexes.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex network panicked")));
                 let head = head
                     .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex head panicked"))))
@@ -894,9 +898,15 @@ fn face_model_pool(what: &'static str, weights: &Path, workers: usize) -> Result
     })
 }
 
-/// One distribution per face of `batch` from a face model.
-fn classify(model: &Pool<LoadedFaceModel>, batch: &Tensor, classes: &[String]) -> Result<Vec<Distribution>> {
-    let proba = model.with(|m| m.net.predict_proba(batch))?;
+/// One distribution per face of `batch` from a face model, averaged with
+/// the mirror images' when `mirror`.
+fn classify(
+    model: &Pool<LoadedFaceModel>,
+    batch: &Tensor,
+    classes: &[String],
+    mirror: bool,
+) -> Result<Vec<Distribution>> {
+    let proba = model.with(|m| m.net.predict_proba_with(batch, mirror))?;
     (0..batch.size()[0])
         .map(|i| {
             let row = Vec::<f32>::try_from(proba.get(i)).context("reading probabilities")?;

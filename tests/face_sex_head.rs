@@ -11,6 +11,7 @@ use emotion_ai::detect::crop_face_as;
 use emotion_ai::model::face_embedder::{
     blend_sex, FaceEmbedder, FaceSexHeadModel, DEFAULT_FACE_EMBEDDER, DESCRIPTOR_SIZE, EMBEDDER_INPUT,
 };
+use emotion_ai::model::LoadedFaceModel;
 use emotion_ai::predict::{Analyzer, AnalyzerConfig};
 use tch::Tensor;
 
@@ -83,6 +84,7 @@ fn the_served_sex_is_the_network_moved_toward_the_head() {
     config.face_sex_head_model = None;
     let network_alone = Analyzer::load(config).unwrap();
     let head = head();
+    let network = LoadedFaceModel::load(&root().join("models/face_sex.safetensors")).unwrap();
     assert_eq!(with_head.face_sex_head_card().map(|c| c.head_weight), Some(head.card.head_weight));
     assert!(network_alone.face_sex_head_card().is_none());
 
@@ -96,8 +98,14 @@ fn the_served_sex_is_the_network_moved_toward_the_head() {
         let head_male = head.male_probabilities(&crops).unwrap();
         for ((s, a), h) in served.iter().zip(&alone).zip(head_male) {
             assert_eq!(s.emotion, a.emotion, "{name}: the head leaves the emotion alone");
-            let network = [a.sex.probabilities[0].probability, a.sex.probabilities[1].probability];
-            let expected = blend_sex(network, h, head.card.head_weight);
+            // The network as the head's card says it is read beside the head:
+            // the face alone, or with its mirror image.
+            let crop = crop_face_as(&image.gray, s.bbox, network.card.input.crop());
+            let side = i64::from(crop.width());
+            let batch = Tensor::from_slice(crop.as_raw()).view([1, 1, side, side]).to_kind(tch::Kind::Float);
+            let p =
+                Vec::<f32>::try_from(network.net.predict_proba_with(&batch, head.card.network_mirror).get(0)).unwrap();
+            let expected = blend_sex([p[0], p[1]], h, head.card.head_weight);
             let got = [s.sex.probabilities[0].probability, s.sex.probabilities[1].probability];
             assert!(
                 (got[0] - expected[0]).abs() < 1e-5 && (got[1] - expected[1]).abs() < 1e-5,

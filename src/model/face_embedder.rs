@@ -325,6 +325,11 @@ pub struct FaceSexHeadCard {
     /// image's (two passes of the embedder) or the face's alone.
     #[serde(default = "mirrored")]
     pub mirror: bool,
+    /// Whether the face sex network blended with the head reads the face's
+    /// mirror image too (its own test-time augmentation) or the face alone
+    /// (half its work; cards before this field: with the mirror).
+    #[serde(default = "mirrored")]
+    pub network_mirror: bool,
     pub trained_on: String,
     pub train_command: String,
     #[serde(default)]

@@ -235,7 +235,8 @@ pub fn run_eval(
     let head_sets = head.map(|h| load(data, finder, h.card.crop())).transpose()?;
     // The served distribution: the network's, blended with the head's.
     let served = |set: &SexSet, head_set: Option<&SexSet>| -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
-        let (p, truth) = super::distributions(&model.net, &set.faces);
+        let network_mirror = head.is_none_or(|h| h.card.network_mirror);
+        let (p, truth) = super::distributions_with(&model.net, &set.faces, network_mirror);
         match (head, head_set) {
             (Some(h), Some(faces)) => Ok((super::face_sex_head::served_probabilities(&p, faces, h)?, truth)),
             _ => Ok((p, truth)),

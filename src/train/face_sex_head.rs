@@ -42,6 +42,9 @@ pub struct FaceSexHeadRequest {
     pub head_weight: f32,
     /// Describe each face with its mirror image too (two embedder passes).
     pub mirror: bool,
+    /// Whether the face sex network reads the face's mirror image too when
+    /// blended with the head.
+    pub network_mirror: bool,
     /// Where the head's weights go (the card beside them).
     pub export: PathBuf,
 }
@@ -106,7 +109,7 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
 
     let (y, weights) = labels_and_weights(&train)?;
     let (validation_y, _) = labels_and_weights(&validation)?;
-    let (network_p, _) = super::distributions(&network.net, &validation_net.faces);
+    let (network_p, _) = super::distributions_with(&network.net, &validation_net.faces, request.network_mirror);
     let adults = validation.adult_indices();
     let network_alone: Vec<f32> = network_p.iter().map(|p| p[1]).collect();
     let mut best: Option<(f64, f64, LogisticFit)> = None;
@@ -135,26 +138,29 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
     let card = FaceSexHeadCard {
         name: "face_sex_head".into(),
         description: format!(
-            "Logistic regression on the standardised {DESCRIPTOR_SIZE}-number descriptor of dlib's face recognition ResNet ({}), read from a {EMBEDDER_INPUT}x{EMBEDDER_INPUT} grey crop given as three equal channels. The served sex is the face sex network's moved head_weight of the way to this head's; the served figures on the test part are in face_sex.json",
-            if request.mirror { "the mean of the face's and its mirror image's" } else { "of the face alone, no mirror image" }
+            "Logistic regression on the standardised {DESCRIPTOR_SIZE}-number descriptor of dlib's face recognition ResNet ({}), read from a {EMBEDDER_INPUT}x{EMBEDDER_INPUT} grey crop given as three equal channels. The served sex is the face sex network's ({}) moved head_weight of the way to this head's; the served figures on the test part are in face_sex.json",
+            if request.mirror { "the mean of the face's and its mirror image's" } else { "of the face alone, no mirror image" },
+            if request.network_mirror { "face and mirror image averaged" } else { "of the face alone, no mirror image" }
         ),
         classes: SEXES.iter().map(|s| s.to_string()).collect(),
         embedder: "dlib_face_recognition_resnet_model_v1 (public domain) as npm's @vladmandic/face-api 1.7.15 ships it (MIT), installed by scripts/setup.sh".into(),
         margin: request.margin,
         head_weight: request.head_weight,
         mirror: request.mirror,
+        network_mirror: request.network_mirror,
         trained_on: format!(
             "the UTKFace train part ({} faces, all ages, split seed {SPLIT_SEED}), cropped by {}; the two sexes weighted alike; L2 penalty {penalty} (of {PENALTIES:?}, by the validation part's adults ({ADULT_AGE}+) as served)",
             train.ages.len(),
             request.finder.describe()
         ),
         train_command: format!(
-            "emotion-ai train face-sex-head --data {} {} --margin {} --head-weight {} --mirror {}",
+            "emotion-ai train face-sex-head --data {} {} --margin {} --head-weight {} --mirror {} --network-mirror {}",
             request.data.display(),
             request.finder.options(),
             request.margin,
             request.head_weight,
-            request.mirror
+            request.mirror,
+            request.network_mirror
         ),
         metrics: json!({
             "penalty": penalty,

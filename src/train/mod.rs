@@ -239,12 +239,17 @@ fn pixel_stats(set: &FaceSet) -> (f64, f64) {
 /// Predicted probabilities for a whole set, batch by batch (with the
 /// mirror-image averaging that serving uses).
 pub fn predict_set(net: &FaceNet, set: &FaceSet) -> Tensor {
+    predict_set_with(net, set, true)
+}
+
+/// [`predict_set`], with the mirror images only when `mirror`.
+pub fn predict_set_with(net: &FaceNet, set: &FaceSet, mirror: bool) -> Tensor {
     let n = set.len() as i64;
     let mut parts = Vec::new();
     let mut start = 0;
     while start < n {
         let len = (n - start).min(512);
-        parts.push(net.predict_proba(&set.images.narrow(0, start, len).to_kind(Kind::Float)));
+        parts.push(net.predict_proba_with(&set.images.narrow(0, start, len).to_kind(Kind::Float), mirror));
         start += len;
     }
     Tensor::cat(&parts, 0)
@@ -252,8 +257,13 @@ pub fn predict_set(net: &FaceNet, set: &FaceSet) -> Tensor {
 
 /// A network's distribution for every face of a set, and the true classes.
 pub fn distributions(net: &FaceNet, set: &FaceSet) -> (Vec<Vec<f32>>, Vec<usize>) {
+    distributions_with(net, set, true)
+}
+
+/// [`distributions`], with the mirror images only when `mirror`.
+pub fn distributions_with(net: &FaceNet, set: &FaceSet, mirror: bool) -> (Vec<Vec<f32>>, Vec<usize>) {
     let truth = Vec::<i64>::try_from(&set.labels).unwrap_or_default();
-    (metrics::tensor_rows(&predict_set(net, set)), truth.into_iter().map(|t| t as usize).collect())
+    (metrics::tensor_rows(&predict_set_with(net, set, mirror)), truth.into_iter().map(|t| t as usize).collect())
 }
 
 /// Confusion matrix of a network's top-1 predictions on a set.
