@@ -736,9 +736,6 @@ impl Analyzer {
             let batch = face_batch(part_crops, CropSpec::FACE.size);
             let sex_batch =
                 if own_sex_crops { face_batch(part_sex_crops, sex_spec.size) } else { batch.shallow_clone() };
-            let head_crops: Vec<image::GrayImage> = head_spec
-                .map(|spec| part_boxes.iter().map(|&b| crop_face_as(&image.gray, b, spec)).collect())
-                .unwrap_or_default();
             // The networks are independent, and each worker runs libtorch on
             // one thread: side by side they use the second core when a
             // request runs alone (under load the other workers use it anyway).
@@ -747,10 +744,14 @@ impl Analyzer {
                 let sexes = spawn_like_caller(scope, move || {
                     classify(&self.face_sex, &sex_batch, &self.face_sex_card.classes, sex_network_mirror)
                 });
-                let head = self
-                    .face_sex_head
-                    .as_ref()
-                    .map(|pool| spawn_like_caller(scope, || pool.with(|m| m.male_probabilities(&head_crops))?));
+                let head = self.face_sex_head.as_ref().zip(head_spec).map(|(pool, spec)| {
+                    spawn_like_caller(scope, move || {
+                        // Cut in this thread, beside the other networks' work.
+                        let crops: Vec<image::GrayImage> =
+                            part_boxes.iter().map(|&b| crop_face_as(&image.gray, b, spec)).collect();
+                        pool.with(|m| m.male_probabilities(&crops))?
+                    })
+                });
                 let emotions = classify(&self.face_emotion, &batch, &self.face_emotion_card.classes, true);
                 let sexes = sexes.join().unwrap_or_else(|_| Err(anyhow::anyhow!("face sex network panicked")));
                 let head = head
