@@ -310,6 +310,10 @@ struct TrainFaceSexHead {
     /// own test-time augmentation); without it, half the network's work (BENCHMARKS.md).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     network_mirror: bool,
+    /// Side of the embedder's square crop: 150 is the network's own; smaller is less work
+    /// (64 at least; the network is fully convolutional).
+    #[arg(long, default_value_t = emotion_ai::model::face_embedder::EMBEDDER_INPUT as u32)]
+    input_size: u32,
     #[command(flatten)]
     finder: FaceFinderArgs,
     /// Where to write the head's weights (its card goes beside them).
@@ -861,6 +865,7 @@ fn main() -> Result<()> {
                 head_weight: args.head_weight as f32,
                 mirror: args.mirror,
                 network_mirror: args.network_mirror,
+                input_size: args.input_size,
                 export: args.export,
             };
             let card = emotion_ai::train::face_sex_head::run_train(&request)?;

@@ -41,6 +41,8 @@ pub const DEFAULT_FACE_EMBEDDER: &str = "/opt/emotion-ai/models/face_recognition
 
 /// Side of the square face the embedder reads.
 pub const EMBEDDER_INPUT: i64 = 150;
+/// Smallest crop the embedder reads: its five halvings leave 2x2.
+pub const MIN_INPUT: u32 = 64;
 /// Length of a descriptor.
 pub const DESCRIPTOR_SIZE: i64 = 128;
 /// Per-channel means (RGB) the network subtracts before dividing by 255.
@@ -272,18 +274,19 @@ impl FaceEmbedder {
         x.mean_dim([2i64, 3].as_slice(), false, Kind::Float).matmul(&self.fc)
     }
 
-    /// Descriptors of [`EMBEDDER_INPUT`]-sided grey crops, each given as
-    /// three equal channels; with `mirror`, the mean of the face's and its
-    /// mirror image's.
+    /// Descriptors of square grey crops of one size (the network's own is
+    /// [`EMBEDDER_INPUT`]; it is fully convolutional, so smaller ones cost
+    /// less), each given as three equal channels; with `mirror`, the mean of
+    /// the face's and its mirror image's.
     pub fn describe_gray(&self, crops: &[GrayImage], mirror: bool) -> Result<Tensor> {
-        let side = EMBEDDER_INPUT as u32;
-        if crops.iter().any(|c| c.dimensions() != (side, side)) {
-            bail!("the face embedder reads {side}x{side} crops");
-        }
-        if crops.is_empty() {
+        let Some(first) = crops.first() else {
             return Ok(Tensor::zeros([0, DESCRIPTOR_SIZE], (Kind::Float, Device::Cpu)));
+        };
+        let side = first.width();
+        if side < MIN_INPUT || crops.iter().any(|c| c.dimensions() != (side, side)) {
+            bail!("the face embedder reads square crops of one size, at least {MIN_INPUT} pixels");
         }
-        let side = EMBEDDER_INPUT;
+        let side = i64::from(side);
         let flat: Vec<u8> = crops.iter().flat_map(|c| c.as_raw().iter().copied()).collect();
         let faces = Tensor::from_slice(&flat).view([crops.len() as i64, 1, side, side]);
         Ok(tch::no_grad(|| self.describe(&faces, mirror)))
@@ -325,6 +328,10 @@ pub struct FaceSexHeadCard {
     /// image's (two passes of the embedder) or the face's alone.
     #[serde(default = "mirrored")]
     pub mirror: bool,
+    /// Side of the square crop the embedder reads (cards before this field:
+    /// [`EMBEDDER_INPUT`]).
+    #[serde(default = "embedder_input")]
+    pub input_size: u32,
     /// Whether the face sex network blended with the head reads the face's
     /// mirror image too (its own test-time augmentation) or the face alone
     /// (half its work; cards before this field: with the mirror).
@@ -340,10 +347,14 @@ fn mirrored() -> bool {
     true
 }
 
+fn embedder_input() -> u32 {
+    EMBEDDER_INPUT as u32
+}
+
 impl FaceSexHeadCard {
     /// How to cut the embedder's input out of a detected face box.
     pub fn crop(&self) -> CropSpec {
-        CropSpec { size: EMBEDDER_INPUT as u32, margin: self.margin }
+        CropSpec { size: self.input_size, margin: self.margin }
     }
 }
 
@@ -486,7 +497,11 @@ mod tests {
         for mirror in [true, false] {
             assert_eq!(embedder.describe_gray(&crops, mirror).unwrap().size(), [3, DESCRIPTOR_SIZE]);
         }
-        assert!(embedder.describe_gray(&[GrayImage::new(48, 48)], false).is_err(), "a crop of the wrong size");
+        assert!(embedder.describe_gray(&[GrayImage::new(48, 48)], false).is_err(), "a crop too small");
+        let mixed = [GrayImage::new(128, 128), GrayImage::new(150, 150)];
+        assert!(embedder.describe_gray(&mixed, false).is_err(), "crops of two sizes");
+        let smaller = vec![GrayImage::from_pixel(128, 128, image::Luma([90])); 2];
+        assert_eq!(embedder.describe_gray(&smaller, false).unwrap().size(), [2, DESCRIPTOR_SIZE]);
     }
 
     #[test]
@@ -503,6 +518,18 @@ mod tests {
         let largest = f64::try_from((&three - &one).abs().max()).unwrap();
         let size = f64::try_from(three.abs().max()).unwrap();
         assert!(largest <= 1e-4 * size.max(1.0), "grey path differs by {largest} (descriptor up to {size})");
+    }
+
+    #[test]
+    fn a_card_from_before_the_newer_fields_reads_as_it_was_served() {
+        let card: FaceSexHeadCard = serde_json::from_value(json!({
+            "name": "face_sex_head", "description": "", "classes": ["female", "male"], "embedder": "dlib",
+            "margin": 0.0, "head_weight": 0.5, "trained_on": "", "train_command": ""
+        }))
+        .unwrap();
+        // Then: both mirror passes, the network's own 150 px crop.
+        assert!(card.mirror && card.network_mirror);
+        assert_eq!(card.crop(), CropSpec { size: 150, margin: 0.0 });
     }
 
     #[test]

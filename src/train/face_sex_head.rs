@@ -18,7 +18,9 @@ use super::logistic::{fit_logistic, LogisticFit};
 use super::metrics::round4;
 use super::utkface::{FaceFinder, SexSet};
 use crate::detect::CropSpec;
-use crate::model::face_embedder::{blend_sex, FaceEmbedder, FaceSexHeadCard, DESCRIPTOR_SIZE, EMBEDDER_INPUT};
+use crate::model::face_embedder::{
+    blend_sex, FaceEmbedder, FaceSexHeadCard, DESCRIPTOR_SIZE, EMBEDDER_INPUT, MIN_INPUT,
+};
 use crate::model::voice::SEXES;
 use crate::model::{card_path, LoadedFaceModel, LogisticHead};
 
@@ -42,6 +44,9 @@ pub struct FaceSexHeadRequest {
     pub head_weight: f32,
     /// Describe each face with its mirror image too (two embedder passes).
     pub mirror: bool,
+    /// Side of the embedder's square crop ([`EMBEDDER_INPUT`], the
+    /// network's own, or smaller for less work).
+    pub input_size: u32,
     /// Whether the face sex network reads the face's mirror image too when
     /// blended with the head.
     pub network_mirror: bool,
@@ -96,7 +101,10 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
     let network = LoadedFaceModel::load(&request.network)?;
     let embedder = FaceEmbedder::load(&request.embedder)?;
     let [_, validation_net, _] = load(&request.data, &request.finder, network.card.input.crop())?;
-    let spec = CropSpec { size: EMBEDDER_INPUT as u32, margin: request.margin };
+    if !(MIN_INPUT..=EMBEDDER_INPUT as u32).contains(&request.input_size) {
+        bail!("--input-size must be between {MIN_INPUT} and {EMBEDDER_INPUT} (got {})", request.input_size);
+    }
+    let spec = CropSpec { size: request.input_size, margin: request.margin };
     let [train, validation, _] = load(&request.data, &request.finder, spec)?;
     let started = std::time::Instant::now();
     let train_x = describe_set(&embedder, &train, request.mirror);
@@ -135,10 +143,11 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
         std::fs::create_dir_all(dir)?;
     }
     vs.save(&request.export)?;
+    let side = request.input_size;
     let card = FaceSexHeadCard {
         name: "face_sex_head".into(),
         description: format!(
-            "Logistic regression on the standardised {DESCRIPTOR_SIZE}-number descriptor of dlib's face recognition ResNet ({}), read from a {EMBEDDER_INPUT}x{EMBEDDER_INPUT} grey crop given as three equal channels. The served sex is the face sex network's ({}) moved head_weight of the way to this head's; the served figures on the test part are in face_sex.json",
+            "Logistic regression on the standardised {DESCRIPTOR_SIZE}-number descriptor of dlib's face recognition ResNet ({}), read from a {side}x{side} grey crop given as three equal channels. The served sex is the face sex network's ({}) moved head_weight of the way to this head's; the served figures on the test part are in face_sex.json",
             if request.mirror { "the mean of the face's and its mirror image's" } else { "of the face alone, no mirror image" },
             if request.network_mirror { "face and mirror image averaged" } else { "of the face alone, no mirror image" }
         ),
@@ -147,6 +156,7 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
         margin: request.margin,
         head_weight: request.head_weight,
         mirror: request.mirror,
+        input_size: request.input_size,
         network_mirror: request.network_mirror,
         trained_on: format!(
             "the UTKFace train part ({} faces, all ages, split seed {SPLIT_SEED}), cropped by {}; the two sexes weighted alike; L2 penalty {penalty} (of {PENALTIES:?}, by the validation part's adults ({ADULT_AGE}+) as served)",
@@ -154,13 +164,14 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
             request.finder.describe()
         ),
         train_command: format!(
-            "emotion-ai train face-sex-head --data {} {} --margin {} --head-weight {} --mirror {} --network-mirror {}",
+            "emotion-ai train face-sex-head --data {} {} --margin {} --head-weight {} --mirror {} --network-mirror {} --input-size {}",
             request.data.display(),
             request.finder.options(),
             request.margin,
             request.head_weight,
             request.mirror,
-            request.network_mirror
+            request.network_mirror,
+            request.input_size
         ),
         metrics: json!({
             "penalty": penalty,

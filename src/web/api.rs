@@ -171,7 +171,7 @@ fn face_sex_head_info(card: &crate::model::face_embedder::FaceSexHeadCard) -> Mo
         name: card.name.clone(),
         description: card.description.clone(),
         classes: card.classes.clone(),
-        input: serde_json::json!({ "embedder": card.embedder, "crop": crate::model::face_embedder::EMBEDDER_INPUT,
+        input: serde_json::json!({ "embedder": card.embedder, "crop": card.input_size,
             "margin": card.margin, "head_weight": card.head_weight }),
         params: crate::model::face_embedder::DESCRIPTOR_SIZE * 3 + 1,
         trained_on: card.trained_on.clone(),
