@@ -122,3 +122,16 @@ fn a_missing_embedder_stops_the_server_at_start_with_its_path() {
     let error = format!("{:#}", Analyzer::load(config).err().expect("no embedder, no server"));
     assert!(error.contains("/nonexistent/face_recognition_model-weights_manifest.json"), "{error}");
 }
+
+#[test]
+fn a_head_card_asking_for_a_crop_too_small_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("face_sex_head.safetensors");
+    std::fs::copy(root().join("models/face_sex_head.safetensors"), &weights).unwrap();
+    let mut card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root().join("models/face_sex_head.json")).unwrap()).unwrap();
+    card["input_size"] = serde_json::json!(32);
+    std::fs::write(dir.path().join("face_sex_head.json"), card.to_string()).unwrap();
+    let error = FaceSexHeadModel::load(&weights, Path::new(DEFAULT_FACE_EMBEDDER)).err().expect("refused").to_string();
+    assert!(error.contains("input_size 32"), "{error}");
+}

@@ -374,6 +374,9 @@ impl FaceSexHeadModel {
         if card.classes != ["female", "male"] {
             bail!("{} is not a face sex head (classes {:?})", weights.display(), card.classes);
         }
+        if card.input_size < MIN_INPUT {
+            bail!("{}: input_size {} is under the embedder's {MIN_INPUT}", weights.display(), card.input_size);
+        }
         let mut vs = nn::VarStore::new(Device::Cpu);
         let head = LogisticHead::new(&vs.root(), DESCRIPTOR_SIZE);
         vs.load(weights).with_context(|| format!("loading the face sex head {}", weights.display()))?;
