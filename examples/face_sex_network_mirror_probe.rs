@@ -8,20 +8,11 @@ use emotion_ai::model::face_embedder::{blend_sex, FaceSexHeadModel, DEFAULT_FACE
 use emotion_ai::model::LoadedFaceModel;
 use emotion_ai::train::face_sex_head::describe_set;
 use emotion_ai::train::utkface::{load, FaceFinder, SexSet};
-use tch::nn::ModuleT;
 use tch::Kind;
 
 /// The network's probability of male, with or without the mirror image.
 fn network_male(model: &LoadedFaceModel, set: &SexSet, mirror: bool) -> anyhow::Result<Vec<f32>> {
-    let x = set.faces.images.to_kind(Kind::Float);
-    let p = tch::no_grad(|| {
-        let once = model.net.forward_t(&x, false).softmax(-1, Kind::Float);
-        if mirror {
-            (once + model.net.forward_t(&x.flip([3]), false).softmax(-1, Kind::Float)) / 2.0
-        } else {
-            once
-        }
-    });
+    let p = model.net.predict_proba_with(&set.faces.images.to_kind(Kind::Float), mirror);
     Ok(Vec::<f32>::try_from(p.select(1, 1))?)
 }
 

@@ -596,17 +596,8 @@ impl Analyzer {
         if !verdicts.iter().any(|v| v.is_speech) {
             return Err(AnalyzeError::NotSpeech { seconds: audio.duration() as f32 });
         }
-        let (first, second) = starts.split_at(starts.len().div_ceil(2));
-        let run = |starts: &[usize]| {
+        let mut windows = in_two_halves("voice network", &starts, |starts| {
             self.voice_emotion.with(|m| predict_windows(&m.net, &self.features, samples, starts, self.windowing))?
-        };
-        let mut windows = std::thread::scope(|scope| -> Result<_> {
-            let second = (!second.is_empty()).then(|| spawn_like_caller(scope, || run(second)));
-            let mut windows = run(first)?;
-            if let Some(second) = second {
-                windows.extend(second.join().map_err(|_| anyhow::anyhow!("voice network panicked"))??);
-            }
-            Ok(windows)
         })?;
         if let Some(pool) = &self.voice_sex {
             pool.with(|m| apply_sex_head(m, samples, self.windowing, &mut windows))??;
@@ -837,19 +828,9 @@ impl Analyzer {
             return Ok((boxes, crops));
         };
         let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
-        // The candidates are scored in two halves side by side: detection
-        // leaves the second core idle, and a photo has several candidates
-        // (four on the one-face benchmark portrait).
-        let (first, second) = crops.split_at(crops.len().div_ceil(2));
-        let scores = std::thread::scope(|scope| -> Result<Vec<f32>> {
-            let second =
-                (!second.is_empty()).then(|| spawn_like_caller(scope, || verifier.with(|v| v.scores(second))?));
-            let mut scores = verifier.with(|v| v.scores(first))??;
-            if let Some(second) = second {
-                scores.extend(second.join().map_err(|_| anyhow::anyhow!("face verifier panicked"))??);
-            }
-            Ok(scores)
-        })?;
+        // Detection leaves the second core idle, and a photo has several
+        // candidates (four on the one-face benchmark portrait).
+        let scores = in_two_halves("face verifier", &crops, |part| verifier.with(|v| v.scores(part))?)?;
         let threshold = verifier.with(|v| v.threshold_for(detectors.choice()))?;
         Ok(FaceVerifier::keep_scored(boxes, crops, &scores, threshold))
     }
@@ -881,6 +862,26 @@ pub fn spawn_like_caller<'scope, T: Send + 'scope>(
     scope.spawn(move || {
         tch::set_num_threads(threads);
         work()
+    })
+}
+
+/// `work` on the first half of `items` here and on the second half in a
+/// thread beside it ([`spawn_like_caller`]), the results in order: a clip's
+/// windows, a photo's face candidates. `what` names the work if that thread
+/// panics.
+fn in_two_halves<I: Sync, T: Send>(
+    what: &str,
+    items: &[I],
+    work: impl Fn(&[I]) -> Result<Vec<T>> + Sync,
+) -> Result<Vec<T>> {
+    let (first, second) = items.split_at(items.len().div_ceil(2));
+    std::thread::scope(|scope| {
+        let second = (!second.is_empty()).then(|| spawn_like_caller(scope, || work(second)));
+        let mut out = work(first)?;
+        if let Some(second) = second {
+            out.extend(second.join().map_err(|_| anyhow::anyhow!("{what} panicked"))??);
+        }
+        Ok(out)
     })
 }
 

@@ -81,10 +81,7 @@ impl FaceVerifier {
     /// [`Self::select`] from another threshold than this verifier's (each
     /// detector's candidates have their own: `centerface::VERIFIER_THRESHOLD`).
     pub fn select_from(&self, boxes: &[FaceBox], crops: &[Vec<u8>], threshold: f32) -> Result<Vec<bool>> {
-        let scores = self.scores(crops)?;
-        let mut keep: Vec<bool> = scores.iter().map(|&p| p >= threshold).collect();
-        suppress_overlaps(boxes, &scores, &mut keep, DUPLICATE_IOU);
-        Ok(keep)
+        Ok(keep_mask(boxes, &self.scores(crops)?, threshold))
     }
 
     /// The boxes of `boxes`, found in `gray` by `detector`, that
@@ -116,9 +113,7 @@ impl FaceVerifier {
         scores: &[f32],
         threshold: f32,
     ) -> (Vec<FaceBox>, Vec<Vec<u8>>) {
-        let mut keep: Vec<bool> = scores.iter().map(|&p| p >= threshold).collect();
-        keep.resize(boxes.len(), false);
-        suppress_overlaps(&boxes, scores, &mut keep, DUPLICATE_IOU);
+        let keep = keep_mask(&boxes, scores, threshold);
         boxes.into_iter().zip(crops).zip(keep).filter(|(_, k)| *k).map(|(pair, _)| pair).unzip()
     }
 
@@ -138,6 +133,15 @@ impl FaceVerifier {
     pub fn card(&self) -> &ModelCard {
         &self.model.card
     }
+}
+
+/// Which of `boxes` (scored `scores`) are kept: at least `threshold`, one box
+/// a face ([`FaceVerifier::select`]).
+fn keep_mask(boxes: &[FaceBox], scores: &[f32], threshold: f32) -> Vec<bool> {
+    let mut keep: Vec<bool> = scores.iter().map(|&p| p >= threshold).collect();
+    keep.resize(boxes.len(), false);
+    suppress_overlaps(boxes, scores, &mut keep, DUPLICATE_IOU);
+    keep
 }
 
 #[cfg(test)]

@@ -234,8 +234,9 @@ pub fn run_eval(
     let [_, validation, test] = load(data, finder, model.card.input.crop())?;
     let head_sets = head.map(|h| load(data, finder, h.card.crop())).transpose()?;
     // The served distribution: the network's, blended with the head's.
+    // Beside the head, the network is read as the head's card says.
+    let network_mirror = head.is_none_or(|h| h.card.network_mirror);
     let served = |set: &SexSet, head_set: Option<&SexSet>| -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
-        let network_mirror = head.is_none_or(|h| h.card.network_mirror);
         let (p, truth) = super::distributions_with(&model.net, &set.faces, network_mirror);
         match (head, head_set) {
             (Some(h), Some(faces)) => Ok((super::face_sex_head::served_probabilities(&p, faces, h)?, truth)),
