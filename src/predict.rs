@@ -830,8 +830,9 @@ impl Analyzer {
         let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
         // Detection leaves the second core idle, and a photo has several
         // candidates (four on the one-face benchmark portrait).
-        let scores = in_two_halves("face verifier", &crops, |part| verifier.with(|v| v.scores(part))?)?;
         let threshold = verifier.with(|v| v.threshold_for(detectors.choice()))?;
+        let scores =
+            in_two_halves("face verifier", &crops, |part| verifier.with(|v| v.scores_against(part, threshold))?)?;
         Ok(FaceVerifier::keep_scored(boxes, crops, &scores, threshold))
     }
 }
