@@ -823,11 +823,10 @@ impl Analyzer {
         gray: &image::GrayImage,
     ) -> Result<(Vec<FaceBox>, Vec<Vec<u8>>)> {
         let boxes = detectors.detect(gray)?;
+        let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
         let Some(verifier) = &self.verifier else {
-            let crops = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
             return Ok((boxes, crops));
         };
-        let crops: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(gray, b).into_raw()).collect();
         // Detection leaves the second core idle, and a photo has several
         // candidates (four on the one-face benchmark portrait).
         let threshold = verifier.with(|v| v.threshold_for(detectors.choice()))?;

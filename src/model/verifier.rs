@@ -45,10 +45,16 @@ impl FaceVerifier {
 
     /// The face probability of each `[N, 1, 48, 48]` crop.
     pub fn face_probabilities(&self, crops: &Tensor) -> Result<Vec<f32>> {
+        self.face_probabilities_with(crops, true)
+    }
+
+    /// [`Self::face_probabilities`], averaged with the mirror images' only
+    /// when `mirror`.
+    fn face_probabilities_with(&self, crops: &Tensor, mirror: bool) -> Result<Vec<f32>> {
         if crops.size()[0] == 0 {
             return Ok(Vec::new());
         }
-        let p = self.model.net.predict_proba(&crops.to_kind(Kind::Float)).select(1, 1).contiguous();
+        let p = self.model.net.predict_proba_with(&crops.to_kind(Kind::Float), mirror).select(1, 1).contiguous();
         Ok(Vec::<f32>::try_from(p)?)
     }
 
@@ -71,11 +77,11 @@ impl FaceVerifier {
     /// candidates are phantoms far below it: three of the four on the
     /// one-face benchmark portrait).
     pub fn scores_against(&self, crops: &[Vec<u8>], threshold: f32) -> Result<Vec<f32>> {
+        // With room for rounding: the mean is then surely under the threshold.
+        let hopeless = |p: f32| p < 2.0 * threshold - 1.0 - 1e-5;
         let mut scores = Vec::with_capacity(crops.len());
         for part in crops.chunks(VERIFY_BATCH) {
             let alone = self.probabilities_of(part, false)?;
-            // With room for rounding: the mean is then surely under the threshold.
-            let hopeless = |p: f32| p < 2.0 * threshold - 1.0 - 1e-5;
             let open: Vec<Vec<u8>> =
                 part.iter().zip(&alone).filter(|(_, &p)| !hopeless(p)).map(|(crop, _)| crop.clone()).collect();
             let mut judged = self.probabilities_of(&open, true)?.into_iter();
@@ -89,13 +95,9 @@ impl FaceVerifier {
     /// The face probability of each crop of `crops` (48x48 grey, at most a
     /// batch), with or without its mirror image.
     fn probabilities_of(&self, crops: &[Vec<u8>], mirror: bool) -> Result<Vec<f32>> {
-        if crops.is_empty() {
-            return Ok(Vec::new());
-        }
         let pixels: Vec<u8> = crops.concat();
         let batch = Tensor::from_slice(&pixels).view([crops.len() as i64, 1, FACE_SIZE, FACE_SIZE]);
-        let p = self.model.net.predict_proba_with(&batch.to_kind(Kind::Float), mirror).select(1, 1).contiguous();
-        Ok(Vec::<f32>::try_from(p)?)
+        self.face_probabilities_with(&batch, mirror)
     }
 
     /// Which of `crops` are faces: at least the threshold.
