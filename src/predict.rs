@@ -31,7 +31,7 @@ use crate::model::face_embedder::{blend_sex, FaceSexHeadCard, FaceSexHeadModel};
 use crate::model::speaker::{SpeakerSexCard, SpeakerSexModel};
 use crate::model::verifier::FaceVerifier;
 use crate::model::voice::{voice_class_names, LoadedVoiceModel, VoiceModelCard};
-use crate::model::{LoadedFaceModel, ModelCard};
+use crate::model::{FaceClassifier, LoadedFaceModel, ModelCard};
 use crate::pool::Pool;
 use crate::speech::SpeechDetector;
 use voice::{aggregate, apply_sex_head, emotion_marginal, predict_windows, sex_marginal, window_spans, Windowing};
@@ -908,7 +908,7 @@ fn classify(
     classes: &[String],
     mirror: bool,
 ) -> Result<Vec<Distribution>> {
-    let proba = model.with(|m| m.net.predict_proba_with(batch, mirror))?;
+    let proba = model.with(|m| m.frozen.predict_proba_with(batch, mirror))?;
     (0..batch.size()[0])
         .map(|i| {
             let row = Vec::<f32>::try_from(proba.get(i)).context("reading probabilities")?;

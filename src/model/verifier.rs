@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 
-use super::{FaceNetConfig, LoadedFaceModel, ModelCard, FACE_SIZE};
+use super::{FaceClassifier, FaceNetConfig, LoadedFaceModel, ModelCard, FACE_SIZE};
 use crate::detect::{crop_face, suppress_overlaps, DetectorChoice, FaceBox, DUPLICATE_IOU};
 use image::GrayImage;
 
@@ -54,7 +54,7 @@ impl FaceVerifier {
         if crops.size()[0] == 0 {
             return Ok(Vec::new());
         }
-        let p = self.model.net.predict_proba_with(&crops.to_kind(Kind::Float), mirror).select(1, 1).contiguous();
+        let p = self.model.frozen.predict_proba_with(&crops.to_kind(Kind::Float), mirror).select(1, 1).contiguous();
         Ok(Vec::<f32>::try_from(p)?)
     }
 

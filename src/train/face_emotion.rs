@@ -231,14 +231,14 @@ pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -
     let sets = fer2013::load(data)?;
     // One pass over PrivateTest serves both the confusion matrix and the ECE.
     let private = split(&sets, Split::PrivateTest, data)?;
-    let (test, test_truth) = distributions(&model.net, private);
+    let (test, test_truth) = distributions(&model.frozen, private);
     let without_near_copies = without_near_copies(data, private, &test, &test_truth)?;
     // The votes are read once and score both splits.
     let votes = if has_paths(private) { FerPlus::load(data)? } else { None };
     let ferplus_majority = majority_score(votes.as_ref(), private, &test);
     let matrix = ConfusionMatrix::from_distributions(&EMOTIONS, &test, &test_truth);
     let public = split(&sets, Split::PublicTest, data)?;
-    let (validation, validation_truth) = distributions(&model.net, public);
+    let (validation, validation_truth) = distributions(&model.frozen, public);
     let public_test = SubsetScore::of(&validation, &(0..validation.len()).collect::<Vec<_>>(), &validation_truth);
     let public_test_ferplus_majority = majority_score(votes.as_ref(), public, &validation);
     let calibration =
@@ -312,7 +312,7 @@ pub fn run_eval(data: &Path, weights: &Path, out_dir: &Path, write_card: bool) -
 pub fn heldout_distributions(data: &Path, weights: &Path, part: Split) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
     let model = LoadedFaceModel::load(weights)?;
     let sets = fer2013::load(data)?;
-    Ok(distributions(&model.net, split(&sets, part, data)?))
+    Ok(distributions(&model.frozen, split(&sets, part, data)?))
 }
 
 /// Writes `(1 - weight) x base + weight x tuned`, parameter by parameter

@@ -237,7 +237,7 @@ pub fn run_eval(
     // Beside the head, the network is read as the head's card says.
     let network_mirror = head.is_none_or(|h| h.card.network_mirror);
     let served = |set: &SexSet, head_set: Option<&SexSet>| -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
-        let (p, truth) = super::distributions_with(&model.net, &set.faces, network_mirror);
+        let (p, truth) = super::distributions_with(&model.frozen, &set.faces, network_mirror);
         match (head, head_set) {
             (Some(h), Some(faces)) => Ok((super::face_sex_head::served_probabilities(&p, faces, h)?, truth)),
             _ => Ok((p, truth)),

@@ -117,7 +117,7 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
 
     let (y, weights) = labels_and_weights(&train)?;
     let (validation_y, _) = labels_and_weights(&validation)?;
-    let (network_p, _) = super::distributions_with(&network.net, &validation_net.faces, request.network_mirror);
+    let (network_p, _) = super::distributions_with(&network.frozen, &validation_net.faces, request.network_mirror);
     let adults = validation.adult_indices();
     let network_alone: Vec<f32> = network_p.iter().map(|p| p[1]).collect();
     let mut best: Option<(f64, f64, LogisticFit)> = None;

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::model::{parameter_count, FaceNet, FaceNetConfig};
+use crate::model::{parameter_count, FaceClassifier, FaceNet, FaceNetConfig};
 use augment::Augment;
 use fer2013::FaceSet;
 use metrics::ConfusionMatrix;
@@ -238,12 +238,12 @@ fn pixel_stats(set: &FaceSet) -> (f64, f64) {
 
 /// Predicted probabilities for a whole set, batch by batch (with the
 /// mirror-image averaging that serving uses).
-pub fn predict_set(net: &FaceNet, set: &FaceSet) -> Tensor {
+pub fn predict_set(net: &impl FaceClassifier, set: &FaceSet) -> Tensor {
     predict_set_with(net, set, true)
 }
 
 /// [`predict_set`], with the mirror images only when `mirror`.
-pub fn predict_set_with(net: &FaceNet, set: &FaceSet, mirror: bool) -> Tensor {
+pub fn predict_set_with(net: &impl FaceClassifier, set: &FaceSet, mirror: bool) -> Tensor {
     let n = set.len() as i64;
     let mut parts = Vec::new();
     let mut start = 0;
@@ -256,18 +256,18 @@ pub fn predict_set_with(net: &FaceNet, set: &FaceSet, mirror: bool) -> Tensor {
 }
 
 /// A network's distribution for every face of a set, and the true classes.
-pub fn distributions(net: &FaceNet, set: &FaceSet) -> (Vec<Vec<f32>>, Vec<usize>) {
+pub fn distributions(net: &impl FaceClassifier, set: &FaceSet) -> (Vec<Vec<f32>>, Vec<usize>) {
     distributions_with(net, set, true)
 }
 
 /// [`distributions`], with the mirror images only when `mirror`.
-pub fn distributions_with(net: &FaceNet, set: &FaceSet, mirror: bool) -> (Vec<Vec<f32>>, Vec<usize>) {
+pub fn distributions_with(net: &impl FaceClassifier, set: &FaceSet, mirror: bool) -> (Vec<Vec<f32>>, Vec<usize>) {
     let truth = Vec::<i64>::try_from(&set.labels).unwrap_or_default();
     (metrics::tensor_rows(&predict_set_with(net, set, mirror)), truth.into_iter().map(|t| t as usize).collect())
 }
 
 /// Confusion matrix of a network's top-1 predictions on a set.
-pub fn evaluate(net: &FaceNet, set: &FaceSet, classes: &[&str]) -> ConfusionMatrix {
+pub fn evaluate(net: &impl FaceClassifier, set: &FaceSet, classes: &[&str]) -> ConfusionMatrix {
     let predicted = Vec::<i64>::try_from(predict_set(net, set).argmax(-1, false)).unwrap_or_default();
     let truth = Vec::<i64>::try_from(&set.labels).unwrap_or_default();
     ConfusionMatrix::new(classes, &truth, &predicted)
