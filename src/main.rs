@@ -314,6 +314,10 @@ struct TrainFaceSexHead {
     /// (64 at least; the network is fully convolutional).
     #[arg(long, default_value_t = emotion_ai::model::face_embedder::EMBEDDER_INPUT as u32)]
     input_size: u32,
+    /// Youngest age whose train-part faces fit the head (0: all ages; the validation
+    /// part's adults choose the penalty either way).
+    #[arg(long, default_value_t = 0)]
+    min_age: u32,
     #[command(flatten)]
     finder: FaceFinderArgs,
     /// Where to write the head's weights (its card goes beside them).
@@ -866,6 +870,7 @@ fn main() -> Result<()> {
                 mirror: args.mirror,
                 network_mirror: args.network_mirror,
                 input_size: args.input_size,
+                min_age: args.min_age,
                 export: args.export,
             };
             let card = emotion_ai::train::face_sex_head::run_train(&request)?;
