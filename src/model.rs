@@ -260,6 +260,36 @@ impl FoldedConv {
     }
 }
 
+/// A copy of a linear layer's weight and bias, detached from training.
+pub(crate) fn frozen_linear(layer: &nn::Linear) -> (Tensor, Option<Tensor>) {
+    (layer.ws.detach().copy(), layer.bs.as_ref().map(|b| b.detach().copy()))
+}
+
+/// A trained [`Stage`] prepared for inference: its three convolutions with
+/// their batch norms folded in, reading and giving channels-last tensors.
+#[derive(Debug)]
+pub(crate) struct FrozenStage {
+    conv1: FoldedConv,
+    conv2: FoldedConv,
+    shortcut: FoldedConv,
+}
+
+impl FrozenStage {
+    pub(crate) fn new(stage: &Stage) -> Self {
+        Self {
+            conv1: FoldedConv::new(&stage.conv1, &stage.bn1, 1),
+            conv2: FoldedConv::new(&stage.conv2, &stage.bn2, 1),
+            shortcut: FoldedConv::new(&stage.shortcut, &stage.bn_shortcut, 0),
+        }
+    }
+
+    /// `Stage::forward_t(_, false)`, up to float rounding.
+    pub(crate) fn forward(&self, xs: &Tensor) -> Tensor {
+        let main = self.conv2.forward(&self.conv1.forward(xs).relu());
+        (main + self.shortcut.forward(xs)).relu().max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
+    }
+}
+
 /// A trained [`FaceNet`] prepared for inference: every batch norm folded into
 /// its convolution and the activations kept channels-last. The same function
 /// as `FaceNet::forward_t(_, false)` up to float rounding (tested within
@@ -270,8 +300,7 @@ impl FoldedConv {
 pub struct FrozenFaceNet {
     input_mean: f64,
     input_std: f64,
-    /// Per stage: conv1 (+bn1), conv2 (+bn2), shortcut (+its bn).
-    stages: Vec<[FoldedConv; 3]>,
+    stages: Vec<FrozenStage>,
     fc1: (Tensor, Option<Tensor>),
     fc2: (Tensor, Option<Tensor>),
 }
@@ -281,28 +310,16 @@ impl FrozenFaceNet {
     /// not reach it).
     pub fn new(net: &FaceNet) -> Self {
         let (input_mean, input_std) = net.input_stats();
-        let stages = net
-            .stages
-            .iter()
-            .map(|s| {
-                [
-                    FoldedConv::new(&s.conv1, &s.bn1, 1),
-                    FoldedConv::new(&s.conv2, &s.bn2, 1),
-                    FoldedConv::new(&s.shortcut, &s.bn_shortcut, 0),
-                ]
-            })
-            .collect();
-        let linear = |l: &nn::Linear| (l.ws.detach().copy(), l.bs.as_ref().map(|b| b.detach().copy()));
-        Self { input_mean, input_std, stages, fc1: linear(&net.fc1), fc2: linear(&net.fc2) }
+        let stages = net.stages.iter().map(FrozenStage::new).collect();
+        Self { input_mean, input_std, stages, fc1: frozen_linear(&net.fc1), fc2: frozen_linear(&net.fc2) }
     }
 
     /// Class logits for `[N, 1, S, S]` grey levels.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let mut ys = channels_last(&((xs.to_kind(Kind::Float) - self.input_mean) / self.input_std));
-            for [conv1, conv2, shortcut] in &self.stages {
-                let main = conv2.forward(&conv1.forward(&ys).relu());
-                ys = (main + shortcut.forward(&ys)).relu().max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+            for stage in &self.stages {
+                ys = stage.forward(&ys);
             }
             // Flattened in [C, H, W] order, as fc1 learned.
             ys.contiguous()
@@ -512,6 +529,25 @@ impl LogisticHead {
     }
 }
 
+/// Moves every batch norm's statistics and affine parameters in `vs` far
+/// from their starting values (1 and 0), so that tests of folding them
+/// can fail.
+#[cfg(test)]
+pub(crate) fn give_batch_norms_learned_values(vs: &nn::VarStore) {
+    tch::manual_seed(11);
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            if name.contains("running_var") {
+                t.copy_(&(Tensor::rand_like(&t) * 3.0 + 0.2));
+            } else if name.contains("running_mean") || (name.contains("bn") && name.ends_with("bias")) {
+                t.copy_(&(Tensor::randn_like(&t) * 0.5));
+            } else if name.contains("bn") && name.ends_with("weight") {
+                t.copy_(&(Tensor::rand_like(&t) * 1.5 + 0.25));
+            }
+        }
+    });
+}
+
 /// Number of trainable parameters in a var store.
 pub fn parameter_count(vs: &nn::VarStore) -> i64 {
     vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
@@ -535,23 +571,11 @@ mod tests {
         }
     }
 
-    /// A network whose batch norms have learned something: statistics and
-    /// affine parameters far from their starting values.
+    /// A network whose batch norms have learned something.
     fn net_with_trained_batch_norms(config: &FaceNetConfig) -> (nn::VarStore, FaceNet) {
         let vs = nn::VarStore::new(Device::Cpu);
         let net = FaceNet::new(&vs.root(), config);
-        tch::manual_seed(11);
-        tch::no_grad(|| {
-            for (name, mut t) in vs.variables() {
-                if name.contains("running_var") {
-                    t.copy_(&(Tensor::rand_like(&t) * 3.0 + 0.2));
-                } else if name.contains("running_mean") || (name.contains("bn") && name.ends_with("bias")) {
-                    t.copy_(&(Tensor::randn_like(&t) * 0.5));
-                } else if name.contains("bn") && name.ends_with("weight") {
-                    t.copy_(&(Tensor::rand_like(&t) * 1.5 + 0.25));
-                }
-            }
-        });
+        give_batch_norms_learned_values(&vs);
         (vs, net)
     }
 

@@ -597,7 +597,7 @@ impl Analyzer {
             return Err(AnalyzeError::NotSpeech { seconds: audio.duration() as f32 });
         }
         let mut windows = in_two_halves("voice network", &starts, |starts| {
-            self.voice_emotion.with(|m| predict_windows(&m.net, &self.features, samples, starts, self.windowing))?
+            self.voice_emotion.with(|m| predict_windows(&m.frozen, &self.features, samples, starts, self.windowing))?
         })?;
         if let Some(pool) = &self.voice_sex {
             pool.with(|m| apply_sex_head(m, samples, self.windowing, &mut windows))??;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use super::{card_path, Stage, EMOTIONS};
+use super::{card_path, channels_last, frozen_linear, FrozenStage, Stage, EMOTIONS};
 use crate::features::voice_input::VoiceFeatureExtractor;
 use crate::features::MfccConfig;
 
@@ -174,15 +174,66 @@ impl VoiceClassifier for VoiceNet {
     }
 }
 
+/// A trained [`VoiceNet`] prepared for inference: every batch norm folded
+/// into its convolution, activations channels-last (as
+/// [`super::FrozenFaceNet`]). The same function as `VoiceNet::forward_t(_,
+/// false)` up to float rounding (tested within 1e-5); serving and
+/// evaluation run it.
+#[derive(Debug)]
+pub struct FrozenVoiceNet {
+    input_mean: Tensor,
+    input_std: Tensor,
+    stages: Vec<FrozenStage>,
+    classifier: (Tensor, Option<Tensor>),
+    pitch_summary: bool,
+}
+
+impl FrozenVoiceNet {
+    /// Folds `net`'s current weights (a copy).
+    pub fn new(net: &VoiceNet) -> Self {
+        Self {
+            input_mean: net.input_mean.detach().copy(),
+            input_std: net.input_std.detach().copy(),
+            stages: net.stages.iter().map(FrozenStage::new).collect(),
+            classifier: frozen_linear(&net.classifier),
+            pitch_summary: net.pitch_summary,
+        }
+    }
+
+    /// Joint class logits `[N, 14]` for input maps `[N, rows, frames]`.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let xs = xs.to_kind(Kind::Float);
+            let mut ys = channels_last(&((&xs - &self.input_mean) / &self.input_std).unsqueeze(1));
+            for stage in &self.stages {
+                ys = stage.forward(&ys);
+            }
+            let mean = ys.mean_dim([3i64].as_slice(), false, Kind::Float);
+            let max = ys.amax([3i64].as_slice(), false);
+            // Flattened in [C, H] order, as the classifier learned.
+            let pooled = Tensor::cat(&[mean, max], 1).contiguous().flatten(1, -1);
+            let features = if self.pitch_summary { Tensor::cat(&[pooled, pitch_statistics(&xs)], 1) } else { pooled };
+            features.linear(&self.classifier.0, self.classifier.1.as_ref())
+        })
+    }
+}
+
+impl VoiceClassifier for FrozenVoiceNet {
+    fn predict_proba(&self, maps: &Tensor) -> Tensor {
+        tch::no_grad(|| self.forward(maps).softmax(-1, Kind::Float))
+    }
+}
+
 /// Networks trained alike from different seeds (or recipes), answering with
 /// the mean of their probabilities: members err on different clips, so the
 /// mean is steadier on voices none of them heard than any one member.
+/// Members are [`VoiceNet`]s as trained, or [`FrozenVoiceNet`]s to serve.
 #[derive(Debug)]
-pub struct VoiceEnsemble {
-    pub members: Vec<VoiceNet>,
+pub struct VoiceEnsemble<N = VoiceNet> {
+    pub members: Vec<N>,
 }
 
-impl VoiceClassifier for VoiceEnsemble {
+impl<N: VoiceClassifier> VoiceClassifier for VoiceEnsemble<N> {
     fn predict_proba(&self, maps: &Tensor) -> Tensor {
         let mut sum = self.members[0].predict_proba(maps);
         for member in &self.members[1..] {
@@ -314,7 +365,10 @@ impl VoiceModelCard {
 pub struct LoadedVoiceModel {
     /// Owns the tensors `net` refers to.
     _vs: nn::VarStore,
+    /// The networks as trained (tools that combine them).
     pub net: VoiceEnsemble,
+    /// The same networks prepared for inference: what serving and evaluation run.
+    pub frozen: VoiceEnsemble<FrozenVoiceNet>,
     pub card: VoiceModelCard,
 }
 
@@ -352,7 +406,7 @@ impl LoadedVoiceModel {
             bail!("model card {}: window and hop must be positive", card_path(weights).display());
         }
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let members = architectures
+        let members: Vec<VoiceNet> = architectures
             .iter()
             .enumerate()
             .map(|(i, architecture)| {
@@ -362,7 +416,8 @@ impl LoadedVoiceModel {
             .collect();
         vs.load(weights).with_context(|| format!("loading weights {}", weights.display()))?;
         vs.freeze();
-        Ok(Self { _vs: vs, net: VoiceEnsemble { members }, card })
+        let frozen = VoiceEnsemble { members: members.iter().map(FrozenVoiceNet::new).collect() };
+        Ok(Self { _vs: vs, net: VoiceEnsemble { members }, frozen, card })
     }
 }
 
@@ -408,6 +463,47 @@ mod tests {
         let net = VoiceNet::new(&vs.root(), &VoiceNetConfig::emotion_sex_pitch());
         let p = net.predict_proba(&(Tensor::randn([2, 42, 120], (Kind::Float, Device::Cpu))));
         assert_eq!(p.size(), vec![2, 14]);
+    }
+
+    /// Maps like the served ones: 40 mean-removed log-mel rows (dB), log F0
+    /// and voicing strength.
+    fn served_like_maps(n: i64, frames: i64) -> Tensor {
+        let bands = Tensor::randn([n, 40, frames], (Kind::Float, Device::Cpu)) * 12.0;
+        let f0 = Tensor::randn([n, 1, frames], (Kind::Float, Device::Cpu)) * 0.3;
+        let voicing = Tensor::rand([n, 1, frames], (Kind::Float, Device::Cpu));
+        Tensor::cat(&[bands, f0, voicing], 1)
+    }
+
+    #[test]
+    fn the_frozen_network_computes_what_the_trained_one_does() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut net = VoiceNet::new(&vs.root(), &VoiceNetConfig::emotion_sex_pitch());
+        let mean: Vec<f32> = (0..42).map(|i| (i as f32 - 20.0) * 0.3).collect();
+        let std: Vec<f32> = (0..42).map(|i| 2.0 + (i % 7) as f32).collect();
+        net.set_input_stats(&mean, &std);
+        crate::model::give_batch_norms_learned_values(&vs);
+        let frozen = FrozenVoiceNet::new(&net);
+        for frames in [120, 300] {
+            let x = served_like_maps(3, frames);
+            let logits = net.forward_t(&x, false);
+            let scale = logits.abs().max().double_value(&[]).max(1.0);
+            let gap = (frozen.forward(&x) - &logits).abs().max().double_value(&[]);
+            assert!(gap < 1e-5 * scale, "logits differ by {gap} (largest {scale})");
+            let gap =
+                (VoiceClassifier::predict_proba(&frozen, &x) - net.predict_proba(&x)).abs().max().double_value(&[]);
+            assert!(gap < 1e-5, "probabilities differ by {gap}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_ensemble_frozen_gives_its_trained_answers() {
+        let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/voice_emotion.safetensors");
+        let model = LoadedVoiceModel::load(&weights).unwrap();
+        assert_eq!(model.frozen.members.len(), model.net.members.len());
+        tch::manual_seed(5);
+        let x = served_like_maps(4, 300);
+        let gap = (model.frozen.predict_proba(&x) - model.net.predict_proba(&x)).abs().max().double_value(&[]);
+        assert!(gap < 1e-5, "probabilities differ by {gap}");
     }
 
     #[test]

@@ -1115,7 +1115,7 @@ pub fn run_eval(
     if split.test.is_empty() {
         bail!("no test clips under {data:?}");
     }
-    let predictions = predict_clips(&model.net, &extractor, sex_head, &split.test)?;
+    let predictions = predict_clips(&model.frozen, &extractor, sex_head, &split.test)?;
 
     let mut reports = Vec::new();
     let mut ravdess_class14 = None;
@@ -1152,7 +1152,7 @@ pub fn run_eval(
             .unzip::<_, _, Vec<_>, Vec<_>>()
     };
     let emotion7_calibration = if split.validation.iter().any(|c| c.label.emotion.is_some()) {
-        let validation_predictions = predict_clips(&model.net, &extractor, sex_head, &split.validation)?;
+        let validation_predictions = predict_clips(&model.frozen, &extractor, sex_head, &split.validation)?;
         let (vp, vt) = emotion_pairs(&validation_predictions, &split.validation, true);
         let (tp, tt) = emotion_pairs(&predictions, &split.test, true);
         (!tp.is_empty()).then(|| {
@@ -1249,7 +1249,7 @@ pub fn heldout_distributions(
     if clips.is_empty() {
         bail!("no clips of the RAVDESS actors to evaluate on under {data:?}");
     }
-    let predictions = predict_clips(&model.net, &extractor, None, &clips)?;
+    let predictions = predict_clips(&model.frozen, &extractor, None, &clips)?;
     Ok((
         predictions.iter().map(|j| emotion_marginal(j)).collect(),
         clips.iter().filter_map(|c| c.label.emotion).collect(),
