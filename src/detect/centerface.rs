@@ -90,7 +90,7 @@ impl Default for CenterFaceParams {
 /// buffers sized for the first input a `Net` sees and gives wrong answers
 /// when a later input has another shape (measured: the group fixture gets 72
 /// "faces" after the portrait), so every image goes into one of six fixed
-/// canvases ([`CenterFace::canvas`]), each with its own `Net`, loaded when
+/// canvases (`CenterFace::canvas`), each with its own `Net`, loaded when
 /// first needed. `forward` takes `&mut self`, so concurrent users each need
 /// their own [`CenterFace`].
 pub struct CenterFace {

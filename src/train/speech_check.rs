@@ -83,8 +83,8 @@ pub fn speech_opening(samples: &[f32], rate: u32, seconds: f64) -> &[f32] {
     &samples[begin..(begin + (seconds * f64::from(rate)) as usize).min(samples.len())]
 }
 
-/// Whether the check trains on `clip`: the training speakers of
-/// [`TRAINING_CORPORA`] (the voice model's split, [`speaker_part`]).
+/// Whether the check trains on `clip`: the training speakers of RAVDESS and
+/// speechsex (the voice model's split, [`speaker_part`]).
 pub fn trains_the_check(clip: &VoiceClip) -> bool {
     TRAINING_CORPORA.contains(&clip.label.corpus()) && speaker_part(&clip.label.speaker) == SplitPart::Train
 }
