@@ -294,7 +294,7 @@ impl FrozenStage {
 /// its convolution and the activations kept channels-last. The same function
 /// as `FaceNet::forward_t(_, false)` up to float rounding (tested within
 /// 1e-5), a quarter less time on the emotion network's two-face batch
-/// (BENCHMARKS.md, "Frozen face networks"). Serving and evaluation use it;
+/// (BENCHMARKS.md, "A third and fourth try at no slower"). Serving and evaluation use it;
 /// training keeps [`FaceNet`], whose batch norms learn.
 #[derive(Debug)]
 pub struct FrozenFaceNet {

@@ -273,8 +273,8 @@ fn load_net(path: &Path) -> Result<Net> {
 /// channels. On three equal channels the convolution is a sum of three
 /// products with the same pixel, so one channel with the summed weights
 /// gives the same output up to float rounding, for a third of that layer's
-/// work and without the grey-to-RGB copy (`tests/centerface.rs` compares
-/// the two). Must run before the network's first input: OpenCV prepares a
+/// work and without the grey-to-RGB copy (a unit test below compares the
+/// two). Must run before the network's first input: OpenCV prepares a
 /// layer's weights then.
 fn read_grey(net: &mut Net) -> Result<()> {
     for name in net.get_layer_names()? {

@@ -82,8 +82,8 @@ impl FaceVerifier {
         let mut scores = Vec::with_capacity(crops.len());
         for part in crops.chunks(VERIFY_BATCH) {
             let alone = self.probabilities_of(part, false)?;
-            let open: Vec<Vec<u8>> =
-                part.iter().zip(&alone).filter(|(_, &p)| !hopeless(p)).map(|(crop, _)| crop.clone()).collect();
+            let open: Vec<&Vec<u8>> =
+                part.iter().zip(&alone).filter(|(_, &p)| !hopeless(p)).map(|(crop, _)| crop).collect();
             let mut judged = self.probabilities_of(&open, true)?.into_iter();
             for p in alone {
                 scores.push(if hopeless(p) { (p + 1.0) / 2.0 } else { judged.next().unwrap_or(0.0) });
@@ -94,8 +94,8 @@ impl FaceVerifier {
 
     /// The face probability of each crop of `crops` (48x48 grey, at most a
     /// batch), with or without its mirror image.
-    fn probabilities_of(&self, crops: &[Vec<u8>], mirror: bool) -> Result<Vec<f32>> {
-        let pixels: Vec<u8> = crops.concat();
+    fn probabilities_of(&self, crops: &[impl AsRef<[u8]>], mirror: bool) -> Result<Vec<f32>> {
+        let pixels: Vec<u8> = crops.iter().flat_map(|c| c.as_ref().iter().copied()).collect();
         let batch = Tensor::from_slice(&pixels).view([crops.len() as i64, 1, FACE_SIZE, FACE_SIZE]);
         self.face_probabilities_with(&batch, mirror)
     }

@@ -120,6 +120,15 @@ fn pitch_statistics(xs: &Tensor) -> Tensor {
     Tensor::stack(&[mean, spread, share], 1)
 }
 
+/// `[N, C, H, T]` stage output to `[N, 2 * C * H]`: the mean and the
+/// maximum over time, flattened in `[C, H]` order whatever the layout (the
+/// frozen network's channels-last tensors too), as the classifier learned.
+fn pooled_over_time(ys: &Tensor) -> Tensor {
+    let mean = ys.mean_dim([3i64].as_slice(), false, Kind::Float);
+    let max = ys.amax([3i64].as_slice(), false);
+    Tensor::cat(&[mean, max], 1).contiguous().flatten(1, -1)
+}
+
 impl VoiceNet {
     /// Declares the network's variables under `vs`; input statistics start at
     /// mean 0, std 1 until [`VoiceNet::set_input_stats`] or loaded weights.
@@ -208,10 +217,7 @@ impl FrozenVoiceNet {
             for stage in &self.stages {
                 ys = stage.forward(&ys);
             }
-            let mean = ys.mean_dim([3i64].as_slice(), false, Kind::Float);
-            let max = ys.amax([3i64].as_slice(), false);
-            // Flattened in [C, H] order, as the classifier learned.
-            let pooled = Tensor::cat(&[mean, max], 1).contiguous().flatten(1, -1);
+            let pooled = pooled_over_time(&ys);
             let features = if self.pitch_summary { Tensor::cat(&[pooled, pitch_statistics(&xs)], 1) } else { pooled };
             features.linear(&self.classifier.0, self.classifier.1.as_ref())
         })
@@ -260,10 +266,7 @@ impl ModuleT for VoiceNet {
         for stage in &self.stages {
             ys = stage.forward_t(&ys, train);
         }
-        // [N, C, H, T] -> pool time -> [N, 2 * C * H].
-        let mean = ys.mean_dim([3i64].as_slice(), false, Kind::Float);
-        let max = ys.amax([3i64].as_slice(), false);
-        let pooled = Tensor::cat(&[mean, max], 1).flatten(1, -1).dropout(self.dropout, train);
+        let pooled = pooled_over_time(&ys).dropout(self.dropout, train);
         if self.pitch_summary {
             Tensor::cat(&[pooled, pitch_statistics(&xs.to_kind(Kind::Float))], 1).apply(&self.classifier)
         } else {

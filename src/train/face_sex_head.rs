@@ -70,18 +70,6 @@ pub fn describe_set(embedder: &FaceEmbedder, set: &SexSet, mirror: bool) -> Tens
     tch::no_grad(|| Tensor::cat(&parts, 0))
 }
 
-/// The faces of `set` aged `min_age` or more.
-fn at_least_aged(set: &SexSet, min_age: u32) -> SexSet {
-    let keep: Vec<i64> = set.ages.iter().enumerate().filter(|(_, &a)| a >= min_age).map(|(i, _)| i as i64).collect();
-    let pick = |v: &[u32]| keep.iter().map(|&i| v[i as usize]).collect::<Vec<u32>>();
-    SexSet {
-        faces: set.select(&keep),
-        ages: pick(&set.ages),
-        races: pick(&set.races),
-        detected: keep.iter().map(|&i| set.detected[i as usize]).collect(),
-    }
-}
-
 /// Labels as 0/1 floats (1: male) and weights giving each sex half the total.
 fn labels_and_weights(set: &SexSet) -> Result<(Vec<f32>, Vec<f32>)> {
     let male = SEXES.iter().position(|s| *s == "male").unwrap_or(1) as i64;
@@ -120,7 +108,7 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
     }
     let spec = CropSpec { size: request.input_size, margin: request.margin };
     let [train, validation, _] = load(&request.data, &request.finder, spec)?;
-    let train = at_least_aged(&train, request.min_age);
+    let train = train.subset(&train.indices_aged_at_least(request.min_age));
     let started = std::time::Instant::now();
     let train_x = describe_set(&embedder, &train, request.mirror);
     let validation_x = describe_set(&embedder, &validation, request.mirror);
@@ -227,29 +215,6 @@ fn blend_rows(network_p: &[Vec<f32>], head_male: &[f32], head_weight: f32) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_faces_of_the_minimum_age_or_older_are_kept_with_their_fields() {
-        let n = 4;
-        let set = SexSet {
-            faces: crate::train::fer2013::FaceSet {
-                images: Tensor::arange(n, (Kind::Uint8, Device::Cpu)).view([n, 1, 1, 1]),
-                labels: Tensor::from_slice(&[0i64, 1, 1, 0]),
-                names: vec!["a".into(), "b".into(), "c".into(), "d".into()],
-                targets: None,
-            },
-            ages: vec![3, 18, 40, 17],
-            races: vec![0, 1, 2, 3],
-            detected: vec![true, false, true, true],
-        };
-        let adults = at_least_aged(&set, 18);
-        assert_eq!(adults.ages, [18, 40]);
-        assert_eq!(adults.races, [1, 2]);
-        assert_eq!(adults.detected, [false, true]);
-        assert_eq!(Vec::<u8>::try_from(adults.faces.images.flatten(0, -1)).unwrap(), [1, 2]);
-        assert_eq!(Vec::<i64>::try_from(&adults.faces.labels).unwrap(), [1, 1]);
-        assert_eq!(at_least_aged(&set, 0).ages, set.ages);
-    }
 
     #[test]
     fn accuracy_counts_the_side_of_one_half() {

@@ -141,7 +141,23 @@ pub struct SexSet {
 impl SexSet {
     /// Indices of adults (18 and over).
     pub fn adult_indices(&self) -> Vec<i64> {
-        self.ages.iter().enumerate().filter(|(_, &a)| a >= 18).map(|(i, _)| i as i64).collect()
+        self.indices_aged_at_least(18)
+    }
+
+    /// Indices of the faces aged `min_age` or more.
+    pub fn indices_aged_at_least(&self, min_age: u32) -> Vec<i64> {
+        self.ages.iter().enumerate().filter(|(_, &a)| a >= min_age).map(|(i, _)| i as i64).collect()
+    }
+
+    /// The part made of the faces at `indices`, with their fields.
+    pub fn subset(&self, indices: &[i64]) -> SexSet {
+        let pick = |v: &[u32]| indices.iter().map(|&i| v[i as usize]).collect::<Vec<u32>>();
+        SexSet {
+            faces: self.select(indices),
+            ages: pick(&self.ages),
+            races: pick(&self.races),
+            detected: indices.iter().map(|&i| self.detected[i as usize]).collect(),
+        }
     }
 
     /// Indices of adults of race group `race`.
@@ -305,6 +321,30 @@ fn median_box(crops: &[Crop]) -> impl Fn(&GrayImage) -> FaceBox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_faces_of_the_minimum_age_or_older_are_kept_with_their_fields() {
+        use tch::{Device, Kind};
+        let n = 4;
+        let set = SexSet {
+            faces: FaceSet {
+                images: Tensor::arange(n, (Kind::Uint8, Device::Cpu)).view([n, 1, 1, 1]),
+                labels: Tensor::from_slice(&[0i64, 1, 1, 0]),
+                names: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+                targets: None,
+            },
+            ages: vec![3, 18, 40, 17],
+            races: vec![0, 1, 2, 3],
+            detected: vec![true, false, true, true],
+        };
+        let adults = set.subset(&set.indices_aged_at_least(18));
+        assert_eq!(adults.ages, [18, 40]);
+        assert_eq!(adults.races, [1, 2]);
+        assert_eq!(adults.detected, [false, true]);
+        assert_eq!(Vec::<u8>::try_from(adults.faces.images.flatten(0, -1)).unwrap(), [1, 2]);
+        assert_eq!(Vec::<i64>::try_from(&adults.faces.labels).unwrap(), [1, 1]);
+        assert_eq!(set.subset(&set.indices_aged_at_least(0)).ages, set.ages);
+    }
 
     #[test]
     fn names_give_age_and_sex_and_broken_names_are_skipped() {
