@@ -13,10 +13,12 @@ use emotion_ai::detect::centerface::{CenterFace, CenterFaceParams, DEFAULT_CENTE
 use emotion_ai::detect::{DetectParams, DetectorChoice, FaceDetector, DEFAULT_CASCADE};
 use emotion_ai::features::{MfccConfig, MfccExtractor};
 use emotion_ai::model::face_embedder::{FaceSexHeadModel, DEFAULT_FACE_EMBEDDER};
+use emotion_ai::model::vad::{SileroVad, DEFAULT_SILERO_VAD};
 use emotion_ai::model::verifier::FaceVerifier;
 use emotion_ai::model::voice::{LoadedVoiceModel, VoiceClassifier};
 use emotion_ai::model::LoadedFaceModel;
 use emotion_ai::predict::{Analyzer, AnalyzerConfig};
+use emotion_ai::speech::SpeechFeaturizer;
 use emotion_ai::web::{self, AppState, ServerLimits};
 use tch::Tensor;
 use tower::ServiceExt;
@@ -103,6 +105,17 @@ fn stages(c: &mut Criterion) {
     c.bench_function("features/voice_3s_window", |b| b.iter(|| served_input.compute(&clip)));
     let window = Tensor::randn([1, voice.card.input.rows() as i64, 300], (tch::Kind::Float, tch::Device::Cpu));
     c.bench_function("forward/voice_3s_window", |b| b.iter(|| voice.net.predict_proba(&window)));
+    // The speech check of a 10 s clip's eight windows: its own statistics,
+    // and Silero VAD on the same windows (what a card with VAD statistics adds).
+    let ten = speech(10);
+    let spans: Vec<(usize, usize)> = (0..8).map(|i| (i * 16_000, i * 16_000 + 48_000)).collect();
+    let statistics = SpeechFeaturizer::new(16_000, None).expect("featurizer");
+    c.bench_function("speech_check/statistics_10s", |b| {
+        b.iter(|| statistics.window_features(&ten, &spans).expect("statistics"))
+    });
+    let vad = SileroVad::load(Path::new(DEFAULT_SILERO_VAD)).expect("Silero VAD (scripts/setup.sh)");
+    let slices: Vec<&[f32]> = spans.iter().map(|&(s, e)| &ten[s..e]).collect();
+    c.bench_function("speech_check/silero_vad_10s", |b| b.iter(|| vad.probabilities_of_each(&slices)));
 }
 
 /// The app's state with the models `config` names (`what` says which, if

@@ -21,7 +21,7 @@ struct Scored {
 fn score(enc: &SpeakerEncoder, det: &SpeechDetector, x: &[f32]) -> anyhow::Result<Scored> {
     let served = windowing(&encoder_mel_config());
     let spans = window_spans(x.len(), served);
-    let check = det.check_windows(x, &spans).iter().map(|v| if v.is_speech { 1.0 } else { 0.0 }).collect();
+    let check = det.check_windows(x, &spans)?.iter().map(|v| if v.is_speech { 1.0 } else { 0.0 }).collect();
     Ok(Scored { check, emb: enc.window_embeddings(x, &spans, served.window)? })
 }
 
@@ -29,7 +29,10 @@ fn main() -> anyhow::Result<()> {
     tch::set_num_threads(1);
     let data: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
     let enc = SpeakerEncoder::load(std::path::Path::new(DEFAULT_SPEAKER_ENCODER))?;
-    let det = SpeechDetector::load(std::path::Path::new("models/speech_check.json"))?;
+    let det = SpeechDetector::load(
+        std::path::Path::new("models/speech_check.json"),
+        std::path::Path::new(emotion_ai::model::vad::DEFAULT_SILERO_VAD),
+    )?;
 
     let clips = load_clips(&data, 16_000)?;
     let (mut train_speech, mut test_speech) = (Vec::new(), Vec::new());

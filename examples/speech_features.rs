@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use emotion_ai::decode::audio::decode_audio;
-use emotion_ai::speech::{SpeechDetector, FEATURE_NAMES};
+use emotion_ai::model::vad::DEFAULT_SILERO_VAD;
+use emotion_ai::speech::SpeechDetector;
 
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -14,13 +15,13 @@ fn main() -> anyhow::Result<()> {
         card = PathBuf::from(args.remove(1));
         args.remove(0);
     }
-    let detector = SpeechDetector::load(&card)?;
-    println!("file\tprobability\t{}", FEATURE_NAMES.join("\t"));
+    let detector = SpeechDetector::load(&card, std::path::Path::new(DEFAULT_SILERO_VAD))?;
+    println!("file\tprobability\t{}", detector.featurizer().names().join("\t"));
     for path in args {
         let bytes = std::fs::read(&path)?;
         let audio = decode_audio(&bytes, detector.sample_rate(), 600.0)?;
-        let verdict = detector.check(&audio.samples);
-        let values = detector.analyser().features(&audio.samples).map(|f| f.values).unwrap_or_default();
+        let verdict = detector.check(&audio.samples)?;
+        let values = detector.featurizer().features(&audio.samples)?.unwrap_or_default();
         let values: Vec<String> = values.iter().map(|v| format!("{v:.3}")).collect();
         println!("{path}\t{:.3}\t{}", verdict.probability, values.join("\t"));
     }

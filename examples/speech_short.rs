@@ -17,12 +17,13 @@ use emotion_ai::train::voice_data::load_clips;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let card = args.first().context("usage: speech_short CARD DATA...")?;
-    let detector = SpeechDetector::load(&PathBuf::from(card))?;
+    let detector =
+        SpeechDetector::load(&PathBuf::from(card), std::path::Path::new(emotion_ai::model::vad::DEFAULT_SILERO_VAD))?;
     let data: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
     let clips = load_clips(&data, detector.sample_rate())?;
     let lengths = [0.75, 1.0, 1.5, 2.0];
     println!("corpus: accepted share of the first 0.75 / 1 / 1.5 / 2 s of speech");
-    for (corpus, cells) in openings_accepted(&detector, &clips, &lengths) {
+    for (corpus, cells) in openings_accepted(&detector, &clips, &lengths)? {
         let shares: Vec<String> =
             cells.iter().map(|[a, n]| format!("{:.2}% ({a}/{n})", 100.0 * *a as f64 / *n as f64)).collect();
         println!("{corpus}: {}", shares.join(" | "));

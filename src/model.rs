@@ -12,6 +12,7 @@
 
 pub mod face_embedder;
 pub mod speaker;
+pub mod vad;
 pub mod verifier;
 pub mod voice;
 

@@ -54,6 +54,9 @@ pub struct AnalyzerConfig {
     /// The speaker encoder the voice sex head reads (installed by
     /// scripts/setup.sh).
     pub speaker_encoder: PathBuf,
+    /// Silero VAD's weights, which the speech check reads if its card lists
+    /// them (installed by scripts/setup.sh).
+    pub silero_vad: PathBuf,
     /// The face sex head's weights, card beside them: the served sex of a
     /// face, blended with the face sex network's as its card says. `None`
     /// serves the network's sex alone.
@@ -95,6 +98,7 @@ impl AnalyzerConfig {
             speech_check_model: models_dir.join("speech_check.json"),
             voice_sex_model: Some(models_dir.join("voice_sex.safetensors")),
             speaker_encoder: PathBuf::from(crate::model::speaker::DEFAULT_SPEAKER_ENCODER),
+            silero_vad: PathBuf::from(crate::model::vad::DEFAULT_SILERO_VAD),
             face_sex_head_model: Some(models_dir.join("face_sex_head.safetensors")),
             face_embedder: PathBuf::from(crate::model::face_embedder::DEFAULT_FACE_EMBEDDER),
             face_verifier_model: Some(models_dir.join("face_verifier.safetensors")),
@@ -462,7 +466,8 @@ impl Analyzer {
             None => None,
         };
         let voice_sex_card = voice_sex.as_ref().map(|p| p.with(|m| m.card.clone())).transpose()?;
-        let speech = SpeechDetector::load(&config.speech_check_model).context("loading the speech check")?;
+        let speech =
+            SpeechDetector::load(&config.speech_check_model, &config.silero_vad).context("loading the speech check")?;
         if speech.sample_rate() != voice_emotion_card.input.features.sample_rate {
             anyhow::bail!("the speech check and the voice model expect different sample rates");
         }
@@ -592,7 +597,7 @@ impl Analyzer {
         let samples = &audio.samples;
         let spans = window_spans(samples.len(), self.windowing);
         let starts: Vec<usize> = spans.iter().map(|&(start, _)| start).collect();
-        let verdicts = self.speech.check_windows(samples, &spans);
+        let verdicts = self.speech.check_windows(samples, &spans)?;
         if !verdicts.iter().any(|v| v.is_speech) {
             return Err(AnalyzeError::NotSpeech { seconds: audio.duration() as f32 });
         }

@@ -23,6 +23,11 @@
 //! fitted on that data (`emotion-ai train speech-check`; figures in the card).
 //! Anything with less than [`MIN_ACTIVE_SECONDS`] of sound is not speech
 //! whatever the network says: one sample, a click.
+//!
+//! A card may also list two statistics of Silero VAD, a pretrained
+//! voice-activity network ([`VAD_FEATURE_NAMES`], [`crate::model::vad`]); the
+//! detector then loads it. The shipped card does not (tried, not kept:
+//! models/README.md, speech_check).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,6 +38,8 @@ use rustfft::{Fft, FftPlanner};
 use serde::{Deserialize, Serialize};
 
 use crate::features::pitch::{PitchTracker, MAX_F0, MIN_F0};
+use crate::model::vad::{SileroVad, VAD_SAMPLE_RATE};
+use crate::pool::Pool;
 
 /// Less sound than this (frames within 40 dB of the loudest and above
 /// [`ACTIVE_FLOOR_DB`]) is never speech: not even one syllable.
@@ -420,12 +427,109 @@ pub struct SpeechCheckCard {
     pub train_command: String,
 }
 
-/// The speech check, ready to use: the card's network over [`SpeechAnalyser`]
-/// statistics.
+/// Names of the two statistics of Silero VAD ([`crate::model::vad`]) that a
+/// card may list after [`FEATURE_NAMES`]: the share of the stretch's 32 ms
+/// chunks the VAD calls speech (probability 0.5 or more) and their mean
+/// probability.
+pub const VAD_FEATURE_NAMES: [&str; 2] = ["vad_speech_share", "vad_mean_probability"];
+
+/// [`VAD_FEATURE_NAMES`] of a stretch from its chunks' speech probabilities
+/// (zeros for no chunk).
+pub fn vad_statistics(probabilities: &[f32]) -> [f32; 2] {
+    if probabilities.is_empty() {
+        return [0.0, 0.0];
+    }
+    let n = probabilities.len() as f32;
+    [probabilities.iter().filter(|&&p| p >= 0.5).count() as f32 / n, probabilities.iter().sum::<f32>() / n]
+}
+
+/// What the check reads from a stretch of audio: the [`SpeechAnalyser`]
+/// statistics, then, when it has the network, Silero VAD's
+/// ([`VAD_FEATURE_NAMES`]). Each stretch (a clip, a window) is read alone:
+/// the VAD starts afresh at its first sample, in training as in serving.
+pub struct SpeechFeaturizer {
+    analyser: SpeechAnalyser,
+    vad: Option<Pool<SileroVad>>,
+}
+
+impl std::fmt::Debug for SpeechFeaturizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpeechFeaturizer").field("analyser", &self.analyser).field("vad", &self.vad.is_some()).finish()
+    }
+}
+
+impl SpeechFeaturizer {
+    /// A featurizer for `sample_rate` audio; with `vad`, the rate must be the
+    /// VAD's.
+    pub fn new(sample_rate: u32, vad: Option<Pool<SileroVad>>) -> Result<Self> {
+        if vad.is_some() && sample_rate != VAD_SAMPLE_RATE {
+            bail!("Silero VAD reads {VAD_SAMPLE_RATE} Hz audio, not {sample_rate} Hz");
+        }
+        Ok(Self { analyser: SpeechAnalyser::new(sample_rate), vad })
+    }
+
+    /// The names of [`Self::features`]' values, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        let vad: &[&'static str] = if self.vad.is_some() { &VAD_FEATURE_NAMES } else { &[] };
+        FEATURE_NAMES.iter().chain(vad).copied().collect()
+    }
+
+    /// Whether Silero VAD's statistics are read.
+    pub fn uses_vad(&self) -> bool {
+        self.vad.is_some()
+    }
+
+    /// The statistics of `samples`, or `None` when there is too little sound
+    /// to be speech.
+    pub fn features(&self, samples: &[f32]) -> Result<Option<Vec<f32>>> {
+        let Some(features) = self.analyser.features(samples) else { return Ok(None) };
+        let mut values = features.values;
+        if let Some(vad) = &self.vad {
+            values.extend(vad_statistics(&vad.with(|vad| vad.probabilities(samples))?));
+        }
+        Ok(Some(values))
+    }
+
+    /// The statistics of every window `(start, end)` (samples) of one clip:
+    /// one pass of the analyser over the clip, the VAD on the windows in
+    /// batches.
+    pub fn window_features(&self, samples: &[f32], windows: &[(usize, usize)]) -> Result<Vec<Option<Vec<f32>>>> {
+        let measures = self.analyser.frames(samples);
+        let mut all: Vec<Option<Vec<f32>>> = windows
+            .iter()
+            .map(|&(start, end)| {
+                self.analyser.stats(&measures, self.analyser.frame_range(start, end)).map(|f| f.values)
+            })
+            .collect();
+        if let Some(vad) = &self.vad {
+            let spans: Vec<(usize, &[f32])> = windows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| all[*i].is_some())
+                .map(|(i, &(start, end))| (i, &samples[start.min(samples.len())..end.min(samples.len())]))
+                .collect();
+            let slices: Vec<&[f32]> = spans.iter().map(|(_, s)| *s).collect();
+            for ((i, _), p) in spans.iter().zip(vad.with(|vad| vad.probabilities_of_each(&slices))?) {
+                if let Some(values) = all[*i].as_mut() {
+                    values.extend(vad_statistics(&p));
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// The statistics' frame-level half (for training and diagnosis).
+    pub fn analyser(&self) -> &SpeechAnalyser {
+        &self.analyser
+    }
+}
+
+/// The speech check, ready to use: the card's network over the
+/// [`SpeechFeaturizer`]'s statistics.
 #[derive(Debug)]
 pub struct SpeechDetector {
     card: SpeechCheckCard,
-    analyser: SpeechAnalyser,
+    featurizer: SpeechFeaturizer,
 }
 
 /// What the check found in a stretch of audio.
@@ -437,13 +541,22 @@ pub struct SpeechVerdict {
 }
 
 impl SpeechDetector {
-    /// A detector from its card; the card must fit [`FEATURE_NAMES`].
-    pub fn new(card: SpeechCheckCard) -> Result<Self> {
-        let k = FEATURE_NAMES.len();
+    /// A detector from its card. The card lists [`FEATURE_NAMES`], or those
+    /// and [`VAD_FEATURE_NAMES`], in which case `vad` must be given (a VAD
+    /// given to a card that does not read it is dropped).
+    pub fn new(card: SpeechCheckCard, vad: Option<Pool<SileroVad>>) -> Result<Self> {
         let names: Vec<&str> = card.features.iter().map(String::as_str).collect();
-        if names != FEATURE_NAMES {
+        let statistics_only = names == FEATURE_NAMES;
+        let with_vad = names.len() == FEATURE_NAMES.len() + VAD_FEATURE_NAMES.len()
+            && names[..FEATURE_NAMES.len()] == FEATURE_NAMES
+            && names[FEATURE_NAMES.len()..] == VAD_FEATURE_NAMES;
+        if !statistics_only && !with_vad {
             bail!("the speech check card lists other features than this build computes");
         }
+        if with_vad && vad.is_none() {
+            bail!("the speech check card reads Silero VAD, which is not loaded: scripts/setup.sh installs it");
+        }
+        let k = names.len();
         let hidden = card.b1.len();
         if card.mean.len() != k
             || card.std.len() != k
@@ -453,15 +566,23 @@ impl SpeechDetector {
         {
             bail!("the speech check card's weights do not have consistent shapes");
         }
-        let analyser = SpeechAnalyser::new(card.sample_rate);
-        Ok(Self { card, analyser })
+        let featurizer = SpeechFeaturizer::new(card.sample_rate, if with_vad { vad } else { None })?;
+        Ok(Self { card, featurizer })
     }
 
-    /// Reads `models/speech_check.json` (or another card).
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Reads `models/speech_check.json` (or another card), and Silero VAD
+    /// from `vad_weights` if the card reads it (two copies to start with:
+    /// the two halves of a clip run side by side).
+    pub fn load(path: &Path, vad_weights: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let card = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        Self::new(card).with_context(|| format!("loading {}", path.display()))
+        let card: SpeechCheckCard =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let vad = if card.features.iter().any(|f| VAD_FEATURE_NAMES.contains(&f.as_str())) {
+            Some(SileroVad::pool(vad_weights, 2)?)
+        } else {
+            None
+        };
+        Self::new(card, vad).with_context(|| format!("loading {}", path.display()))
     }
 
     /// The card (weights, threshold, measured figures).
@@ -490,33 +611,28 @@ impl SpeechDetector {
     }
 
     /// Whether `samples` (mono at [`Self::sample_rate`]) hold speech.
-    pub fn check(&self, samples: &[f32]) -> SpeechVerdict {
-        self.verdict(self.analyser.features(samples))
+    pub fn check(&self, samples: &[f32]) -> Result<SpeechVerdict> {
+        Ok(self.verdict(self.featurizer.features(samples)?))
     }
 
-    /// The verdict of every window `(start, end)` (samples) of one clip, from
-    /// one pass over its frames.
-    pub fn check_windows(&self, samples: &[f32], windows: &[(usize, usize)]) -> Vec<SpeechVerdict> {
-        let measures = self.analyser.frames(samples);
-        windows
-            .iter()
-            .map(|&(start, end)| self.verdict(self.analyser.stats(&measures, self.analyser.frame_range(start, end))))
-            .collect()
+    /// The verdict of every window `(start, end)` (samples) of one clip.
+    pub fn check_windows(&self, samples: &[f32], windows: &[(usize, usize)]) -> Result<Vec<SpeechVerdict>> {
+        Ok(self.featurizer.window_features(samples, windows)?.into_iter().map(|f| self.verdict(f)).collect())
     }
 
-    fn verdict(&self, features: Option<SpeechFeatures>) -> SpeechVerdict {
+    fn verdict(&self, features: Option<Vec<f32>>) -> SpeechVerdict {
         match features {
             None => SpeechVerdict { probability: 0.0, is_speech: false },
             Some(f) => {
-                let probability = self.probability_of(&f.values);
+                let probability = self.probability_of(&f);
                 SpeechVerdict { probability, is_speech: probability >= self.card.threshold }
             }
         }
     }
 
-    /// The statistics themselves (for training and diagnosis).
-    pub fn analyser(&self) -> &SpeechAnalyser {
-        &self.analyser
+    /// What the check reads (for training and diagnosis).
+    pub fn featurizer(&self) -> &SpeechFeaturizer {
+        &self.featurizer
     }
 }
 
@@ -577,6 +693,14 @@ mod tests {
     }
 
     #[test]
+    fn vad_statistics_count_chunks_at_one_half_and_average() {
+        assert_eq!(vad_statistics(&[]), [0.0, 0.0]);
+        let [share, mean] = vad_statistics(&[0.1, 0.5, 0.9, 0.3]);
+        assert_eq!(share, 0.5);
+        assert!((mean - 0.45).abs() < 1e-6);
+    }
+
+    #[test]
     fn the_syllabic_band_is_found() {
         // An envelope at 4 Hz is all in the band; at 20 Hz none of it.
         let at = |hz: f32| -> Vec<f32> {
@@ -605,12 +729,22 @@ mod tests {
             metrics: serde_json::json!({}),
             train_command: String::new(),
         };
-        let detector = SpeechDetector::new(card.clone()).unwrap();
+        let detector = SpeechDetector::new(card.clone(), None).unwrap();
         // A constant network: probability sigmoid(3) for anything with sound.
         assert!((detector.probability_of(&vec![0.0; k]) - 0.9526).abs() < 1e-3);
-        assert!(detector.check(&sine(200.0, 1.0)).is_speech);
-        assert!(!detector.check(&[0.1]).is_speech, "too short whatever the network says");
-        assert!(SpeechDetector::new(SpeechCheckCard { w2: vec![1.0], ..card.clone() }).is_err());
-        assert!(SpeechDetector::new(SpeechCheckCard { features: vec!["x".into()], ..card }).is_err());
+        assert!(detector.check(&sine(200.0, 1.0)).unwrap().is_speech);
+        assert!(!detector.check(&[0.1]).unwrap().is_speech, "too short whatever the network says");
+        assert!(SpeechDetector::new(SpeechCheckCard { w2: vec![1.0], ..card.clone() }, None).is_err());
+        assert!(SpeechDetector::new(SpeechCheckCard { features: vec!["x".into()], ..card.clone() }, None).is_err());
+        // A card that reads Silero VAD needs it.
+        let with_vad = SpeechCheckCard {
+            features: FEATURE_NAMES.iter().chain(&VAD_FEATURE_NAMES).map(|s| s.to_string()).collect(),
+            mean: vec![0.0; k + 2],
+            std: vec![1.0; k + 2],
+            w1: vec![vec![0.0; k + 2]; 2],
+            ..card
+        };
+        let err = SpeechDetector::new(with_vad, None).unwrap_err().to_string();
+        assert!(err.contains("Silero VAD") && err.contains("scripts/setup.sh"), "{err}");
     }
 }

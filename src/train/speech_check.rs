@@ -31,15 +31,22 @@ use tch::{Device, Tensor};
 use super::nonspeech::{channel, generate, Family};
 use super::voice_data::{load_clips, VoiceClip};
 use super::voice_emotion::{speaker_part, SplitPart, HOP_SECONDS, WINDOW_SECONDS};
+use crate::model::vad::SileroVad;
+use crate::pool::Pool;
 use crate::predict::voice::window_starts;
-use crate::speech::{SpeechAnalyser, SpeechCheckCard, SpeechDetector, FEATURE_NAMES};
+use crate::speech::{SpeechCheckCard, SpeechDetector, SpeechFeaturizer};
 
+/// Generated non-speech clips trained on unless the request says otherwise.
+pub const DEFAULT_NEGATIVES: usize = 6000;
 /// Units of the hidden layer unless the request says otherwise.
 pub const DEFAULT_HIDDEN: usize = 24;
 /// Corpora whose training speakers train the check.
 const TRAINING_CORPORA: [&str; 2] = ["ravdess", "speechsex"];
 /// Lengths of the trimmed openings of speech the card measures.
 pub const SHORT_SPEECH_SECONDS: [f64; 2] = [1.0, 1.5];
+/// Generated non-speech clips the card's refusal rate is measured on (from
+/// a second seed), however many the check trained on.
+pub const MEASURED_NEGATIVES: usize = 6000;
 /// Largest share of training speech windows the threshold may refuse.
 const MAX_SPEECH_REFUSED: f64 = 0.005;
 
@@ -53,6 +60,9 @@ pub struct SpeechCheckRequest {
     pub seed: u64,
     /// Units of the network's hidden layer.
     pub hidden: usize,
+    /// Silero VAD's weights, whose statistics the check reads beside its
+    /// own; `None`: its own statistics alone.
+    pub vad: Option<PathBuf>,
 }
 
 /// The windows of a clip as the server checks them.
@@ -96,30 +106,43 @@ pub fn openings_accepted(
     detector: &SpeechDetector,
     clips: &[VoiceClip],
     seconds: &[f64],
-) -> BTreeMap<String, Vec<[u64; 2]>> {
+) -> Result<BTreeMap<String, Vec<[u64; 2]>>> {
     let rate = detector.sample_rate();
     let mut by_corpus: BTreeMap<String, Vec<[u64; 2]>> = BTreeMap::new();
     for clip in clips.iter().filter(|c| !trains_the_check(c)) {
         let cells = by_corpus.entry(clip.label.corpus().to_string()).or_insert_with(|| vec![[0, 0]; seconds.len()]);
         for (cell, &length) in cells.iter_mut().zip(seconds) {
-            cell[0] += u64::from(detector.check(speech_opening(&clip.samples, rate, length)).is_speech);
+            cell[0] += u64::from(detector.check(speech_opening(&clip.samples, rate, length))?.is_speech);
             cell[1] += 1;
         }
     }
-    by_corpus
+    Ok(by_corpus)
+}
+
+/// Whether any served window of `samples`, each read alone, is speech: a
+/// clip's verdict as the card measures it.
+fn any_window_speech(detector: &SpeechDetector, samples: &[f32], rate: u32) -> Result<bool> {
+    for window in served_windows(samples, rate) {
+        if detector.check(window)?.is_speech {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Features of every slice, computed on both cores (`None`: too little sound).
-fn features_of(analyser: &SpeechAnalyser, clips: &[Vec<f32>]) -> Vec<Option<Vec<f32>>> {
+fn features_of(featurizer: &SpeechFeaturizer, clips: &[Vec<f32>]) -> Result<Vec<Option<Vec<f32>>>> {
     let half = clips.len().div_ceil(2).max(1);
     std::thread::scope(|scope| {
         let parts: Vec<_> = clips
             .chunks(half)
-            .map(|part| {
-                scope.spawn(move || part.iter().map(|c| analyser.features(c).map(|f| f.values)).collect::<Vec<_>>())
-            })
+            .map(|part| scope.spawn(move || part.iter().map(|c| featurizer.features(c)).collect::<Result<Vec<_>>>()))
             .collect();
-        parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
+        let mut all = Vec::with_capacity(clips.len());
+        for part in parts {
+            all.extend(part.join().map_err(|_| anyhow::anyhow!("a feature thread panicked"))??);
+        }
+        Ok(all)
     })
 }
 
@@ -146,7 +169,12 @@ fn hard_negatives(count: usize, rate: u32, seed: u64) -> Vec<(Family, Vec<f32>)>
 pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     anyhow::ensure!(request.hidden >= 1, "the speech check's hidden layer needs at least one unit (--hidden)");
     let rate = 16_000u32;
-    let analyser = SpeechAnalyser::new(rate);
+    // Two threads of our own below; libtorch (the VAD) one each.
+    tch::set_num_threads(1);
+    let load_vad = || -> Result<Option<Pool<SileroVad>>> {
+        request.vad.as_deref().map(|weights| SileroVad::pool(weights, 2)).transpose()
+    };
+    let featurizer = SpeechFeaturizer::new(rate, load_vad()?)?;
     tracing::info!(data = ?request.data, "loading speech clips");
     let clips = load_clips(&request.data, rate)?;
 
@@ -170,12 +198,13 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     let mut train_negatives = negatives(request.negatives, rate, request.seed.wrapping_add(1));
     train_negatives.extend(hard_negatives(request.negatives / 2, rate, request.seed.wrapping_add(2)));
     tracing::info!(speech = speech.len(), negatives = train_negatives.len(), "computing speech-check features");
-    let pos: Vec<Vec<f32>> = features_of(&analyser, &speech).into_iter().flatten().collect();
+    let pos: Vec<Vec<f32>> = features_of(&featurizer, &speech)?.into_iter().flatten().collect();
     let neg_audio: Vec<Vec<f32>> = train_negatives.iter().map(|(_, x)| x.clone()).collect();
-    let neg: Vec<Vec<f32>> = features_of(&analyser, &neg_audio).into_iter().flatten().collect();
+    let neg: Vec<Vec<f32>> = features_of(&featurizer, &neg_audio)?.into_iter().flatten().collect();
 
     // Standardise, then a 2-layer network by full-batch Adam.
-    let k = FEATURE_NAMES.len();
+    let names = featurizer.names();
+    let k = names.len();
     let all: Vec<&Vec<f32>> = pos.iter().chain(&neg).collect();
     let mean: Vec<f32> = (0..k).map(|i| all.iter().map(|v| v[i]).sum::<f32>() / all.len() as f32).collect();
     let std: Vec<f32> = (0..k)
@@ -227,11 +256,12 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         name: "speech_check".into(),
         description: format!(
             "Is this human speech? A 2-layer network ({k} -> {hidden} tanh -> 1) over clip statistics of voicing, \
-             pitch movement, spectral change and syllabic rhythm (src/speech.rs); less than 0.15 s of sound is never \
-             speech."
+             pitch movement, spectral change and syllabic rhythm{} (src/speech.rs); less than 0.15 s of sound is never \
+             speech.",
+            if featurizer.uses_vad() { ", and Silero VAD's share of speech chunks and mean probability" } else { "" }
         ),
         sample_rate: rate,
-        features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        features: names.iter().map(|s| s.to_string()).collect(),
         mean,
         std,
         w1,
@@ -243,7 +273,7 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         metrics: json!({}),
         train_command: String::new(),
     };
-    let detector = SpeechDetector::new(card.clone())?;
+    let detector = SpeechDetector::new(card.clone(), load_vad()?)?;
     let p_pos: Vec<f32> = pos.iter().map(|v| detector.probability_of(v)).collect();
     let p_neg: Vec<f32> = neg.iter().map(|v| detector.probability_of(v)).collect();
     let mut sorted = p_pos.clone();
@@ -256,7 +286,7 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     } else {
         format!("capped at the {:.1}% point of the training speech windows", MAX_SPEECH_REFUSED * 100.0)
     };
-    let detector = SpeechDetector::new(card.clone())?;
+    let detector = SpeechDetector::new(card.clone(), load_vad()?)?;
 
     // Measurement: clip-level acceptance as served (any window speech).
     let mut by_corpus: BTreeMap<String, [u64; 4]> = BTreeMap::new(); // all clips: [accepted, total], unseen: [accepted, total]
@@ -268,14 +298,16 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
                 .chunks(half)
                 .map(|part| {
                     scope.spawn(move || {
-                        part.iter()
-                            .map(|c| served_windows(&c.samples, rate).iter().any(|w| detector.check(w).is_speech))
-                            .collect::<Vec<_>>()
+                        part.iter().map(|c| any_window_speech(detector, &c.samples, rate)).collect::<Result<Vec<_>>>()
                     })
                 })
                 .collect();
-            parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
-        })
+            let mut all = Vec::with_capacity(clips.len());
+            for part in parts {
+                all.extend(part.join().map_err(|_| anyhow::anyhow!("a check thread panicked"))??);
+            }
+            anyhow::Ok(all)
+        })?
     };
     let mut refused_examples = Vec::new();
     for (clip, &ok) in clips.iter().zip(&verdicts) {
@@ -290,12 +322,12 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
             refused_examples.push(clip.path.display().to_string());
         }
     }
-    let short = openings_accepted(&detector, &clips, &SHORT_SPEECH_SECONDS);
-    let test_negatives = negatives(request.negatives, rate, request.seed.wrapping_add(1_000_003));
+    let short = openings_accepted(&detector, &clips, &SHORT_SPEECH_SECONDS)?;
+    let test_negatives = negatives(MEASURED_NEGATIVES, rate, request.seed.wrapping_add(1_000_003));
     let mut by_family: BTreeMap<&str, [u64; 2]> = BTreeMap::new();
     for (family, x) in &test_negatives {
         let entry = by_family.entry(family.name()).or_default();
-        entry[0] += u64::from(!served_windows(x, rate).iter().any(|w| detector.check(w).is_speech));
+        entry[0] += u64::from(!any_window_speech(&detector, x, rate)?);
         entry[1] += 1;
     }
     let share = |a: u64, n: u64| if n == 0 { json!(null) } else { json!(super::metrics::round4(a as f64 / n as f64)) };
@@ -333,11 +365,19 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         request.negatives,
         Family::ALL.len(),
         request.seed.wrapping_add(1),
-        request.negatives
+        MEASURED_NEGATIVES
     );
     let data: Vec<String> = request.data.iter().map(|d| format!("--data {}", d.display())).collect();
     let hidden_arg = if request.hidden == DEFAULT_HIDDEN { String::new() } else { format!(" --hidden {hidden}") };
-    card.train_command = format!("emotion-ai train speech-check {}{hidden_arg}", data.join(" "));
+    let vad_arg = request.vad.as_ref().map(|v| format!(" --silero-vad {}", v.display())).unwrap_or_default();
+    let negatives_arg = if request.negatives == DEFAULT_NEGATIVES {
+        String::new()
+    } else {
+        format!(" --negatives {}", request.negatives)
+    };
+    let seed_arg = if request.seed == 1 { String::new() } else { format!(" --seed {}", request.seed) };
+    card.train_command =
+        format!("emotion-ai train speech-check {}{hidden_arg}{negatives_arg}{seed_arg}{vad_arg}", data.join(" "));
     save_card(&card, &request.export)?;
     Ok(card)
 }

@@ -1,0 +1,63 @@
+//! Probe (not served): how Silero VAD's chunk probabilities, summed up per
+//! served window, separate our corpora's speech from the generated
+//! non-speech. For each clip, the best window's share of speech chunks and
+//! mean probability.
+//! `cargo run --release --example vad_probe -- ../shared/datasets/ravdess ../shared/datasets/speechsex ../shared/datasets/emodb`
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use emotion_ai::model::vad::{SileroVad, DEFAULT_SILERO_VAD};
+use emotion_ai::predict::voice::window_starts;
+use emotion_ai::train::speech_check::negatives;
+use emotion_ai::train::voice_data::load_clips;
+
+/// Best served window's (share of chunks at 0.5 or more, mean probability).
+fn score(vad: &SileroVad, x: &[f32]) -> (f32, f32) {
+    let (window, hop) = (48_000, 16_000);
+    window_starts(x.len(), window, hop)
+        .into_iter()
+        .map(|s| {
+            let p = vad.probabilities(&x[s..(s + window).min(x.len())]);
+            let n = p.len().max(1) as f32;
+            (p.iter().filter(|&&v| v >= 0.5).count() as f32 / n, p.iter().sum::<f32>() / n)
+        })
+        .fold((0.0, 0.0), |a, b| (a.0.max(b.0), a.1.max(b.1)))
+}
+
+fn quantiles(v: &mut [f32]) -> String {
+    v.sort_by(f32::total_cmp);
+    let q = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
+    format!(
+        "min {:.3} q01 {:.3} q05 {:.3} med {:.3} q95 {:.3} max {:.3}",
+        q(0.0),
+        q(0.01),
+        q(0.05),
+        q(0.5),
+        q(0.95),
+        q(1.0)
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    tch::set_num_threads(1);
+    let data: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
+    let vad = SileroVad::load(Path::new(DEFAULT_SILERO_VAD))?;
+    let t = std::time::Instant::now();
+    let mut groups: BTreeMap<String, Vec<(f32, f32)>> = BTreeMap::new();
+    for (family, x) in negatives(6000, 16_000, 1_000_004) {
+        groups.entry(format!("nonspeech/{}", family.name())).or_default().push(score(&vad, &x));
+    }
+    eprintln!("negatives in {:.1} s", t.elapsed().as_secs_f64());
+    if !data.is_empty() {
+        for c in load_clips(&data, 16_000)? {
+            groups.entry(c.label.corpus().to_string()).or_default().push(score(&vad, &c.samples));
+        }
+    }
+    for (name, v) in &groups {
+        let mut share: Vec<f32> = v.iter().map(|s| s.0).collect();
+        let mut mean: Vec<f32> = v.iter().map(|s| s.1).collect();
+        println!("{name:28} n={:5} share {}", v.len(), quantiles(&mut share));
+        println!("{:28}         mean  {}", "", quantiles(&mut mean));
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Silero VAD (src/model/vad.rs) against scripts/vad_reference.py, which
+//! runs the silero-vad wheel's network definition in numpy on the same
+//! weights. Needs the weights `scripts/setup.sh` installs.
+use std::path::Path;
+
+use emotion_ai::decode::audio::decode_audio;
+use emotion_ai::model::vad::{SileroVad, DEFAULT_SILERO_VAD};
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).unwrap()
+}
+
+fn vad() -> SileroVad {
+    SileroVad::load(Path::new(DEFAULT_SILERO_VAD)).expect("scripts/setup.sh installs Silero VAD")
+}
+
+fn reference(key: &str) -> Vec<f32> {
+    let reference: serde_json::Value = serde_json::from_slice(&fixture("vad_reference.json")).unwrap();
+    serde_json::from_value(reference[key].clone()).unwrap()
+}
+
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn speech_chunks_match_the_python_reference() {
+    let samples = decode_audio(&fixture("speech.wav"), 16_000, 60.0).unwrap().samples;
+    let ours = vad().probabilities(&samples);
+    let expected = reference("speech_wav");
+    let worst = largest_difference(&ours, &expected);
+    assert!(worst < 1e-4, "largest difference {worst}");
+    // The sentence is speech; the silence after it is not.
+    let speech = ours.iter().filter(|&&p| p >= 0.5).count();
+    assert!(speech > ours.len() / 2, "{ours:?}");
+    assert!(ours[ours.len() - 5..].iter().all(|&p| p < 0.1), "{ours:?}");
+}
+
+#[test]
+fn a_tone_matches_the_python_reference_and_is_not_speech() {
+    let tone: Vec<f32> =
+        (0..16_000).map(|i| 0.5 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16_000.0).sin()).collect();
+    let ours = vad().probabilities(&tone);
+    let worst = largest_difference(&ours, &reference("tone_440hz_1s_amplitude_0.5"));
+    assert!(worst < 1e-4, "largest difference {worst}");
+    assert!(ours.iter().all(|&p| p < 0.1), "{ours:?}");
+}
+
+#[test]
+fn nothing_in_nothing_out_and_a_missing_file_says_where_it_comes_from() {
+    assert!(vad().probabilities(&[]).is_empty());
+    assert_eq!(vad().probabilities(&[0.1; 10]).len(), 1);
+    let err = SileroVad::load(Path::new("/nonexistent/vad.safetensors")).unwrap_err().to_string();
+    assert!(err.contains("scripts/setup.sh"), "{err}");
+}
+
+#[test]
+fn slices_read_together_are_read_as_if_alone() {
+    let vad = vad();
+    let speech = decode_audio(&fixture("speech.wav"), 16_000, 60.0).unwrap().samples;
+    let slices: Vec<&[f32]> =
+        vec![&speech[..16_000], &speech[8_000..24_000], &speech[..1_000], &[], &speech[4_000..20_000]];
+    let together = vad.probabilities_of_each(&slices);
+    for (slice, batch) in slices.iter().zip(&together) {
+        let alone = vad.probabilities(slice);
+        assert_eq!(alone.len(), batch.len());
+        assert!(largest_difference(&alone, batch) < 1e-5);
+    }
+}
