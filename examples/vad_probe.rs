@@ -1,7 +1,8 @@
 //! Probe (not served): how Silero VAD's chunk probabilities, summed up per
 //! served window, separate our corpora's speech from the generated
 //! non-speech. For each clip, the best window's share of speech chunks and
-//! mean probability.
+//! mean probability; with corpora given, their five lowest clips each
+//! (the generated clips only without them).
 //! `cargo run --release --example vad_probe -- ../shared/datasets/ravdess ../shared/datasets/speechsex ../shared/datasets/emodb`
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,13 +45,23 @@ fn main() -> anyhow::Result<()> {
     let vad = SileroVad::load(Path::new(DEFAULT_SILERO_VAD))?;
     let t = std::time::Instant::now();
     let mut groups: BTreeMap<String, Vec<(f32, f32)>> = BTreeMap::new();
-    for (family, x) in negatives(6000, 16_000, 1_000_004) {
+    let count = if data.is_empty() { 6000 } else { 0 };
+    for (family, x) in negatives(count, 16_000, 1_000_004) {
         groups.entry(format!("nonspeech/{}", family.name())).or_default().push(score(&vad, &x));
     }
     eprintln!("negatives in {:.1} s", t.elapsed().as_secs_f64());
     if !data.is_empty() {
+        let mut lowest: BTreeMap<String, Vec<(f32, String)>> = BTreeMap::new();
         for c in load_clips(&data, 16_000)? {
-            groups.entry(c.label.corpus().to_string()).or_default().push(score(&vad, &c.samples));
+            let scored = score(&vad, &c.samples);
+            groups.entry(c.label.corpus().to_string()).or_default().push(scored);
+            lowest.entry(c.label.corpus().to_string()).or_default().push((scored.0, c.path.display().to_string()));
+        }
+        for (corpus, mut clips) in lowest {
+            clips.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for (share, path) in clips.iter().take(5) {
+                println!("lowest {corpus}: {share:.3} {path}");
+            }
         }
     }
     for (name, v) in &groups {
