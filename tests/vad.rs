@@ -68,3 +68,53 @@ fn slices_read_together_are_read_as_if_alone() {
         assert!(largest_difference(&alone, batch) < 1e-5);
     }
 }
+
+/// A card whose network reads only the VAD's share of speech chunks (speech
+/// above one half), loaded as the server loads a card: the VAD is loaded
+/// because the card lists its statistics, and a clip's windows are judged
+/// by it.
+#[test]
+fn a_card_that_lists_the_vad_statistics_loads_and_uses_it() {
+    use emotion_ai::speech::{SpeechCheckCard, SpeechDetector, FEATURE_NAMES, VAD_FEATURE_NAMES};
+    let names: Vec<String> = FEATURE_NAMES.iter().chain(&VAD_FEATURE_NAMES).map(|s| s.to_string()).collect();
+    let k = names.len();
+    let mut row = vec![0.0f32; k];
+    row[FEATURE_NAMES.len()] = 4.0; // vad_speech_share
+    let card = SpeechCheckCard {
+        name: "vad_only".into(),
+        description: String::new(),
+        sample_rate: 16_000,
+        features: names,
+        mean: vec![0.0; k],
+        std: vec![1.0; k],
+        w1: vec![row],
+        b1: vec![-2.0],
+        w2: vec![5.0],
+        b2: 0.0,
+        threshold: 0.5,
+        trained_on: String::new(),
+        metrics: serde_json::json!({}),
+        train_command: String::new(),
+    };
+    let dir = std::env::temp_dir().join(format!("vad-card-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("speech_check.json");
+    std::fs::write(&path, serde_json::to_string(&card).unwrap()).unwrap();
+    let detector = SpeechDetector::load(&path, Path::new(DEFAULT_SILERO_VAD)).unwrap();
+    assert_eq!(detector.featurizer().names().len(), k);
+    let err = SpeechDetector::load(&path, Path::new("/nonexistent/vad.safetensors")).unwrap_err();
+    assert!(format!("{err:#}").contains("scripts/setup.sh"), "{err:#}");
+
+    // 3 s of speech (the fixture repeated), then 3 s of a 440 Hz tone.
+    let speech = decode_audio(&fixture("speech.wav"), 16_000, 60.0).unwrap().samples;
+    let mut clip: Vec<f32> = speech.iter().cycle().take(48_000).copied().collect();
+    clip.extend((0..48_000).map(|i| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16_000.0).sin()));
+    assert!(detector.check(&clip[..48_000]).unwrap().is_speech);
+    // The tone has sound enough for statistics (a probability, not the
+    // too-little-sound zero); the VAD's share refuses it.
+    let tone = detector.check(&clip[48_000..]).unwrap();
+    assert!(!tone.is_speech && tone.probability > 0.0 && tone.probability < 0.1, "{tone:?}");
+    let verdicts = detector.check_windows(&clip, &[(0, 48_000), (48_000, 96_000)]).unwrap();
+    assert_eq!(verdicts.iter().map(|v| v.is_speech).collect::<Vec<_>>(), [true, false]);
+    std::fs::remove_dir_all(&dir).ok();
+}
