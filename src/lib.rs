@@ -40,7 +40,9 @@
 //!   voice sex head on its embedding, whose sex the server blends with the
 //!   voice network's; [`model::face_embedder`] is its counterpart for faces
 //!   (dlib's face recognition network, installed by the setup script, and a
-//!   sex head on its descriptor, blended with the face sex network's).
+//!   sex head on its descriptor, blended with the face sex network's);
+//!   [`model::vad`] is Silero VAD, a pretrained voice-activity network a
+//!   speech-check card may read (the shipped one does not).
 //! - [`fusion`]: face and voice emotion distributions combined into one,
 //!   each weighted by its calibration (a temperature fitted on held-out data).
 //! - [`predict`]: the [`predict::Analyzer`], which owns the loaded models and
