@@ -530,23 +530,58 @@ impl LogisticHead {
     }
 }
 
-/// Moves every batch norm's statistics and affine parameters in `vs` far
-/// from their starting values (1 and 0), so that tests of folding them
-/// can fail.
+/// Test support: gives a fresh network values like a trained one's, from a
+/// generator of its own (not libtorch's global one, which tests running side
+/// by side draw from in turn), visiting the variables in name order: conv and
+/// linear weights and biases uniform in +-1/sqrt(fan-in) (PyTorch's default),
+/// batch norms with learned scales, shifts and running statistics. Input
+/// statistics and counters keep their values.
 #[cfg(test)]
-pub(crate) fn give_batch_norms_learned_values(vs: &nn::VarStore) {
-    tch::manual_seed(11);
+pub(crate) fn give_trained_like_values(vs: &nn::VarStore) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+    let variables = vs.variables();
+    let mut names: Vec<&String> = variables.keys().collect();
+    names.sort();
+    let fan_in = |weight: &Tensor| -> f64 {
+        let size = weight.size();
+        (size[1..].iter().product::<i64>()).max(1) as f64
+    };
     tch::no_grad(|| {
-        for (name, mut t) in vs.variables() {
+        for name in names {
+            let mut t = variables[name].shallow_clone();
+            let n = t.numel();
+            let mut draw = |lo: f64, hi: f64| -> Tensor {
+                let values: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi) as f32).collect();
+                Tensor::from_slice(&values).view(t.size().as_slice())
+            };
+            let batch_norm = name.contains("bn");
             if name.contains("running_var") {
-                t.copy_(&(Tensor::rand_like(&t) * 3.0 + 0.2));
-            } else if name.contains("running_mean") || (name.contains("bn") && name.ends_with("bias")) {
-                t.copy_(&(Tensor::randn_like(&t) * 0.5));
-            } else if name.contains("bn") && name.ends_with("weight") {
-                t.copy_(&(Tensor::rand_like(&t) * 1.5 + 0.25));
+                t.copy_(&draw(0.2, 3.2));
+            } else if name.contains("running_mean") || (batch_norm && name.ends_with("bias")) {
+                t.copy_(&draw(-0.8, 0.8));
+            } else if batch_norm && name.ends_with("weight") {
+                t.copy_(&draw(0.25, 1.75));
+            } else if name.ends_with("weight") && t.dim() >= 2 {
+                let bound = 1.0 / fan_in(&t).sqrt();
+                t.copy_(&draw(-bound, bound));
+            } else if let Some(weight) = name.strip_suffix("bias").and_then(|p| variables.get(&format!("{p}weight"))) {
+                let bound = 1.0 / fan_in(weight).sqrt();
+                t.copy_(&draw(-bound, bound));
             }
         }
     });
+}
+
+/// Test support: a tensor of `shape` uniform in `lo..hi` from a generator of
+/// its own (see [`give_trained_like_values`]).
+#[cfg(test)]
+pub(crate) fn seeded_uniform(shape: &[i64], lo: f32, hi: f32, seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let n: i64 = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+    Tensor::from_slice(&values).view(shape)
 }
 
 /// Number of trainable parameters in a var store.
@@ -575,10 +610,9 @@ mod tests {
     /// A network whose batch norms have learned something; the same one
     /// every run.
     fn net_with_trained_batch_norms(config: &FaceNetConfig) -> (nn::VarStore, FaceNet) {
-        tch::manual_seed(2);
         let vs = nn::VarStore::new(Device::Cpu);
         let net = FaceNet::new(&vs.root(), config);
-        give_batch_norms_learned_values(&vs);
+        give_trained_like_values(&vs);
         (vs, net)
     }
 
@@ -588,7 +622,7 @@ mod tests {
             let (_vs, net) = net_with_trained_batch_norms(&config);
             let frozen = FrozenFaceNet::new(&net);
             let side = config.input_size;
-            let faces = Tensor::rand([3, 1, side, side], (Kind::Float, Device::Cpu)) * 255.0;
+            let faces = seeded_uniform(&[3, 1, side, side], 0.0, 255.0, 2);
             let logits = net.forward_t(&faces, false);
             let frozen_logits = frozen.forward(&faces);
             assert_eq!(frozen_logits.size(), logits.size());
@@ -610,8 +644,7 @@ mod tests {
         for name in ["face_emotion", "face_sex", "face_verifier"] {
             let model = LoadedFaceModel::load(&models.join(format!("{name}.safetensors"))).unwrap();
             let side = model.card.architecture.input_size;
-            tch::manual_seed(3);
-            let faces = Tensor::rand([4, 1, side, side], (Kind::Float, Device::Cpu)) * 255.0;
+            let faces = seeded_uniform(&[4, 1, side, side], 0.0, 255.0, 3);
             let p = model.net.predict_proba(&faces);
             let q = model.frozen.predict_proba_with(&faces, true);
             let gap = (&p - &q).abs().max().double_value(&[]);

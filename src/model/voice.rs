@@ -468,18 +468,19 @@ mod tests {
         assert_eq!(p.size(), vec![2, 14]);
     }
 
-    /// Maps like the served ones: 40 mean-removed log-mel rows (dB), log F0
-    /// and voicing strength.
-    fn served_like_maps(n: i64, frames: i64) -> Tensor {
-        let bands = Tensor::randn([n, 40, frames], (Kind::Float, Device::Cpu)) * 12.0;
-        let f0 = Tensor::randn([n, 1, frames], (Kind::Float, Device::Cpu)) * 0.3;
-        let voicing = Tensor::rand([n, 1, frames], (Kind::Float, Device::Cpu));
+    /// Maps like the served ones: 40 mean-removed log-mel rows (dB, spread
+    /// 12), log F0 (spread 0.3) and voicing strength, from `seed` alone.
+    fn served_like_maps(n: i64, frames: i64, seed: u64) -> Tensor {
+        use crate::model::seeded_uniform;
+        let half_width = |std: f32| std * 3f32.sqrt();
+        let bands = seeded_uniform(&[n, 40, frames], -half_width(12.0), half_width(12.0), seed);
+        let f0 = seeded_uniform(&[n, 1, frames], -half_width(0.3), half_width(0.3), seed + 1);
+        let voicing = seeded_uniform(&[n, 1, frames], 0.0, 1.0, seed + 2);
         Tensor::cat(&[bands, f0, voicing], 1)
     }
 
     #[test]
     fn the_frozen_network_computes_what_the_trained_one_does() {
-        tch::manual_seed(2);
         let vs = nn::VarStore::new(Device::Cpu);
         let mut net = VoiceNet::new(&vs.root(), &VoiceNetConfig::emotion_sex_pitch());
         // The statistics of the maps below, as a trained network stores its
@@ -487,10 +488,10 @@ mod tests {
         let mean: Vec<f32> = (0..42).map(|i| if i == 41 { 0.5 } else { 0.0 }).collect();
         let std: Vec<f32> = (0..42).map(|i| if i < 40 { 12.0 } else { 0.3 }).collect();
         net.set_input_stats(&mean, &std);
-        crate::model::give_batch_norms_learned_values(&vs);
+        crate::model::give_trained_like_values(&vs);
         let frozen = FrozenVoiceNet::new(&net);
         for frames in [120, 300] {
-            let x = served_like_maps(3, frames);
+            let x = served_like_maps(3, frames, 2);
             let logits = net.forward_t(&x, false);
             let scale = logits.abs().max().double_value(&[]).max(1.0);
             let gap = (frozen.forward(&x) - &logits).abs().max().double_value(&[]);
@@ -506,8 +507,7 @@ mod tests {
         let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/voice_emotion.safetensors");
         let model = LoadedVoiceModel::load(&weights).unwrap();
         assert_eq!(model.frozen.members.len(), model.net.members.len());
-        tch::manual_seed(5);
-        let x = served_like_maps(4, 300);
+        let x = served_like_maps(4, 300, 5);
         let gap = (model.frozen.predict_proba(&x) - model.net.predict_proba(&x)).abs().max().double_value(&[]);
         assert!(gap < 1e-5, "probabilities differ by {gap}");
     }
