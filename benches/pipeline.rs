@@ -115,7 +115,7 @@ fn stages(c: &mut Criterion) {
     });
     let vad = SileroVad::load(Path::new(DEFAULT_SILERO_VAD)).expect("Silero VAD (scripts/setup.sh)");
     let slices: Vec<&[f32]> = spans.iter().map(|&(s, e)| &ten[s..e]).collect();
-    c.bench_function("speech_check/silero_vad_10s", |b| b.iter(|| vad.probabilities_of_each(&slices)));
+    c.bench_function("speech_check/silero_vad_10s", |b| b.iter(|| vad.probabilities_of_each(&slices).expect("VAD")));
 }
 
 /// The app's state with the models `config` names (`what` says which, if

@@ -9,20 +9,21 @@ use std::path::{Path, PathBuf};
 
 use emotion_ai::model::vad::{SileroVad, DEFAULT_SILERO_VAD};
 use emotion_ai::predict::voice::window_starts;
+use emotion_ai::speech::vad_statistics;
 use emotion_ai::train::speech_check::negatives;
 use emotion_ai::train::voice_data::load_clips;
 
-/// Best served window's (share of chunks at 0.5 or more, mean probability).
-fn score(vad: &SileroVad, x: &[f32]) -> (f32, f32) {
+/// Best served window's (share of chunks at 0.5 or more, mean probability):
+/// the speech check's [`vad_statistics`], each window read alone.
+fn score(vad: &SileroVad, x: &[f32]) -> anyhow::Result<(f32, f32)> {
     let (window, hop) = (48_000, 16_000);
-    window_starts(x.len(), window, hop)
-        .into_iter()
-        .map(|s| {
-            let p = vad.probabilities(&x[s..(s + window).min(x.len())]);
-            let n = p.len().max(1) as f32;
-            (p.iter().filter(|&&v| v >= 0.5).count() as f32 / n, p.iter().sum::<f32>() / n)
-        })
-        .fold((0.0, 0.0), |a, b| (a.0.max(b.0), a.1.max(b.1)))
+    let slices: Vec<&[f32]> =
+        window_starts(x.len(), window, hop).into_iter().map(|s| &x[s..(s + window).min(x.len())]).collect();
+    Ok(vad
+        .probabilities_of_each(&slices)?
+        .iter()
+        .map(|p| vad_statistics(p))
+        .fold((0.0, 0.0), |a, [share, mean]| (a.0.max(share), a.1.max(mean))))
 }
 
 fn quantiles(v: &mut [f32]) -> String {
@@ -47,13 +48,13 @@ fn main() -> anyhow::Result<()> {
     let mut groups: BTreeMap<String, Vec<(f32, f32)>> = BTreeMap::new();
     let count = if data.is_empty() { 6000 } else { 0 };
     for (family, x) in negatives(count, 16_000, 1_000_004) {
-        groups.entry(format!("nonspeech/{}", family.name())).or_default().push(score(&vad, &x));
+        groups.entry(format!("nonspeech/{}", family.name())).or_default().push(score(&vad, &x)?);
     }
     eprintln!("negatives in {:.1} s", t.elapsed().as_secs_f64());
     if !data.is_empty() {
         let mut lowest: BTreeMap<String, Vec<(f32, String)>> = BTreeMap::new();
         for c in load_clips(&data, 16_000)? {
-            let scored = score(&vad, &c.samples);
+            let scored = score(&vad, &c.samples)?;
             groups.entry(c.label.corpus().to_string()).or_default().push(scored);
             lowest.entry(c.label.corpus().to_string()).or_default().push((scored.0, c.path.display().to_string()));
         }

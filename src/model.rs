@@ -584,6 +584,26 @@ pub(crate) fn seeded_uniform(shape: &[i64], lo: f32, hi: f32, seed: u64) -> Tens
     Tensor::from_slice(&values).view(shape)
 }
 
+/// A network whose weights `scripts/setup.sh` installs outside this
+/// repository (the speaker encoder, Silero VAD): declared by `build`, loaded
+/// from `weights` and frozen. `what` and `source` name it in errors: what is
+/// missing, and where the setup script gets it.
+pub(crate) fn load_installed<N>(
+    weights: &Path,
+    what: &str,
+    source: &str,
+    build: impl FnOnce(&nn::Path) -> N,
+) -> Result<(N, nn::VarStore)> {
+    if !weights.is_file() {
+        bail!("the {what} {} is missing: scripts/setup.sh installs it (from {source})", weights.display());
+    }
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = build(&vs.root());
+    vs.load(weights).with_context(|| format!("loading the {what} {}", weights.display()))?;
+    vs.freeze();
+    Ok((net, vs))
+}
+
 /// Number of trainable parameters in a var store.
 pub fn parameter_count(vs: &nn::VarStore) -> i64 {
     vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()

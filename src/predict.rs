@@ -874,7 +874,7 @@ pub fn spawn_like_caller<'scope, T: Send + 'scope>(
 /// thread beside it ([`spawn_like_caller`]), the results in order: a clip's
 /// windows, a photo's face candidates. `what` names the work if that thread
 /// panics.
-fn in_two_halves<I: Sync, T: Send>(
+pub(crate) fn in_two_halves<I: Sync, T: Send>(
     what: &str,
     items: &[I],
     work: impl Fn(&[I]) -> Result<Vec<T>> + Sync,

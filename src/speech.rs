@@ -485,7 +485,7 @@ impl SpeechFeaturizer {
         let Some(features) = self.analyser.features(samples) else { return Ok(None) };
         let mut values = features.values;
         if let Some(vad) = &self.vad {
-            values.extend(vad_statistics(&vad.with(|vad| vad.probabilities(samples))?));
+            values.extend(vad_statistics(&vad.with(|vad| vad.probabilities(samples))??));
         }
         Ok(Some(values))
     }
@@ -509,7 +509,7 @@ impl SpeechFeaturizer {
                 .map(|(i, &(start, end))| (i, &samples[start.min(samples.len())..end.min(samples.len())]))
                 .collect();
             let slices: Vec<&[f32]> = spans.iter().map(|(_, s)| *s).collect();
-            for ((i, _), p) in spans.iter().zip(vad.with(|vad| vad.probabilities_of_each(&slices))?) {
+            for ((i, _), p) in spans.iter().zip(vad.with(|vad| vad.probabilities_of_each(&slices))??) {
                 if let Some(values) = all[*i].as_mut() {
                     values.extend(vad_statistics(&p));
                 }
@@ -521,6 +521,30 @@ impl SpeechFeaturizer {
     /// The statistics' frame-level half (for training and diagnosis).
     pub fn analyser(&self) -> &SpeechAnalyser {
         &self.analyser
+    }
+
+    /// The VAD copies, for a detector built on what this featurizer read
+    /// (training fits the card on these features, then checks with it).
+    pub fn into_vad(self) -> Option<Pool<SileroVad>> {
+        self.vad
+    }
+}
+
+impl SpeechCheckCard {
+    /// The card's network's probability of speech for given statistics (in
+    /// the order of `features`), whatever its threshold.
+    pub fn probability_of(&self, features: &[f32]) -> f32 {
+        let z: Vec<f32> =
+            features.iter().zip(self.mean.iter().zip(&self.std)).map(|(x, (m, s))| (x - m) / s.max(1e-6)).collect();
+        let logit = self.b2
+            + self
+                .w1
+                .iter()
+                .zip(&self.b1)
+                .zip(&self.w2)
+                .map(|((row, b), w)| w * (b + row.iter().zip(&z).map(|(a, x)| a * x).sum::<f32>()).tanh())
+                .sum::<f32>();
+        1.0 / (1.0 + (-logit).exp())
     }
 }
 
@@ -547,9 +571,7 @@ impl SpeechDetector {
     pub fn new(card: SpeechCheckCard, vad: Option<Pool<SileroVad>>) -> Result<Self> {
         let names: Vec<&str> = card.features.iter().map(String::as_str).collect();
         let statistics_only = names == FEATURE_NAMES;
-        let with_vad = names.len() == FEATURE_NAMES.len() + VAD_FEATURE_NAMES.len()
-            && names[..FEATURE_NAMES.len()] == FEATURE_NAMES
-            && names[FEATURE_NAMES.len()..] == VAD_FEATURE_NAMES;
+        let with_vad = names.iter().eq(FEATURE_NAMES.iter().chain(&VAD_FEATURE_NAMES));
         if !statistics_only && !with_vad {
             bail!("the speech check card lists other features than this build computes");
         }
@@ -597,17 +619,7 @@ impl SpeechDetector {
 
     /// The network's probability of speech for given statistics.
     pub fn probability_of(&self, features: &[f32]) -> f32 {
-        let c = &self.card;
-        let z: Vec<f32> =
-            features.iter().zip(c.mean.iter().zip(&c.std)).map(|(x, (m, s))| (x - m) / s.max(1e-6)).collect();
-        let logit = c.b2
-            + c.w1
-                .iter()
-                .zip(&c.b1)
-                .zip(&c.w2)
-                .map(|((row, b), w)| w * (b + row.iter().zip(&z).map(|(a, x)| a * x).sum::<f32>()).tanh())
-                .sum::<f32>();
-        1.0 / (1.0 + (-logit).exp())
+        self.card.probability_of(features)
     }
 
     /// Whether `samples` (mono at [`Self::sample_rate`]) hold speech.

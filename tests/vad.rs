@@ -27,7 +27,7 @@ fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn speech_chunks_match_the_python_reference() {
     let samples = decode_audio(&fixture("speech.wav"), 16_000, 60.0).unwrap().samples;
-    let ours = vad().probabilities(&samples);
+    let ours = vad().probabilities(&samples).unwrap();
     let expected = reference("speech_wav");
     let worst = largest_difference(&ours, &expected);
     assert!(worst < 1e-4, "largest difference {worst}");
@@ -41,7 +41,7 @@ fn speech_chunks_match_the_python_reference() {
 fn a_tone_matches_the_python_reference_and_is_not_speech() {
     let tone: Vec<f32> =
         (0..16_000).map(|i| 0.5 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16_000.0).sin()).collect();
-    let ours = vad().probabilities(&tone);
+    let ours = vad().probabilities(&tone).unwrap();
     let worst = largest_difference(&ours, &reference("tone_440hz_1s_amplitude_0.5"));
     assert!(worst < 1e-4, "largest difference {worst}");
     assert!(ours.iter().all(|&p| p < 0.1), "{ours:?}");
@@ -49,8 +49,8 @@ fn a_tone_matches_the_python_reference_and_is_not_speech() {
 
 #[test]
 fn nothing_in_nothing_out_and_a_missing_file_says_where_it_comes_from() {
-    assert!(vad().probabilities(&[]).is_empty());
-    assert_eq!(vad().probabilities(&[0.1; 10]).len(), 1);
+    assert!(vad().probabilities(&[]).unwrap().is_empty());
+    assert_eq!(vad().probabilities(&[0.1; 10]).unwrap().len(), 1);
     let err = SileroVad::load(Path::new("/nonexistent/vad.safetensors")).unwrap_err().to_string();
     assert!(err.contains("scripts/setup.sh"), "{err}");
 }
@@ -61,9 +61,9 @@ fn slices_read_together_are_read_as_if_alone() {
     let speech = decode_audio(&fixture("speech.wav"), 16_000, 60.0).unwrap().samples;
     let slices: Vec<&[f32]> =
         vec![&speech[..16_000], &speech[8_000..24_000], &speech[..1_000], &[], &speech[4_000..20_000]];
-    let together = vad.probabilities_of_each(&slices);
+    let together = vad.probabilities_of_each(&slices).unwrap();
     for (slice, batch) in slices.iter().zip(&together) {
-        let alone = vad.probabilities(slice);
+        let alone = vad.probabilities(slice).unwrap();
         assert_eq!(alone.len(), batch.len());
         assert!(largest_difference(&alone, batch) < 1e-5);
     }

@@ -130,16 +130,8 @@ impl std::fmt::Debug for SpeakerEncoder {
 impl SpeakerEncoder {
     /// Loads the converted weights (see the module docs).
     pub fn load(weights: &Path) -> Result<Self> {
-        if !weights.is_file() {
-            bail!(
-                "the speaker encoder {} is missing: scripts/setup.sh installs it (from PyPI's Resemblyzer 0.1.4)",
-                weights.display()
-            );
-        }
-        let mut vs = nn::VarStore::new(Device::Cpu);
-        let net = SpeakerEncoderNet::new(&vs.root());
-        vs.load(weights).with_context(|| format!("loading the speaker encoder {}", weights.display()))?;
-        vs.freeze();
+        let (net, vs) =
+            super::load_installed(weights, "speaker encoder", "PyPI's Resemblyzer 0.1.4", SpeakerEncoderNet::new)?;
         Ok(Self { net, mel: MfccExtractor::new(encoder_mel_config()), _vs: vs })
     }
 

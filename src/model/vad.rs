@@ -18,9 +18,9 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use tch::nn::{self, Module};
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use crate::pool::Pool;
 
@@ -112,7 +112,8 @@ pub fn chunks_of(samples: &[f32]) -> (usize, Vec<f32>) {
     (n, rows)
 }
 
-/// The network loaded once; read-only, so shared between threads.
+/// The network with its weights. libtorch tensors cannot be shared between
+/// threads: each thread borrows its own copy from a [`Pool`] ([`Self::pool`]).
 pub struct SileroVad {
     net: SileroVadNet,
     _vs: nn::VarStore,
@@ -127,16 +128,8 @@ impl std::fmt::Debug for SileroVad {
 impl SileroVad {
     /// Loads the wheel's safetensors (see the module docs).
     pub fn load(weights: &Path) -> Result<Self> {
-        if !weights.is_file() {
-            bail!(
-                "the voice-activity network {} is missing: scripts/setup.sh installs it (from PyPI's silero-vad)",
-                weights.display()
-            );
-        }
-        let mut vs = nn::VarStore::new(Device::Cpu);
-        let net = SileroVadNet::new(&vs.root());
-        vs.load(weights).with_context(|| format!("loading the voice-activity network {}", weights.display()))?;
-        vs.freeze();
+        let (net, vs) =
+            super::load_installed(weights, "voice-activity network", "PyPI's silero-vad", SileroVadNet::new)?;
         Ok(Self { net, _vs: vs })
     }
 
@@ -149,21 +142,14 @@ impl SileroVad {
 
     /// The speech probability of each 32 ms chunk of `samples` (mono, 16
     /// kHz), read from the first sample on (the state starts from zero).
-    pub fn probabilities(&self, samples: &[f32]) -> Vec<f32> {
-        let (n, rows) = chunks_of(samples);
-        if n == 0 {
-            return Vec::new();
-        }
-        let _guard = tch::no_grad_guard();
-        let chunks = Tensor::from_slice(&rows).view([1, n as i64, (CHUNK + CONTEXT) as i64]);
-        let p = self.net.forward(&chunks).view([-1]);
-        Vec::<f32>::try_from(&p).unwrap_or_default()
+    pub fn probabilities(&self, samples: &[f32]) -> Result<Vec<f32>> {
+        Ok(self.probabilities_of_each(&[samples])?.pop().unwrap_or_default())
     }
 
     /// [`Self::probabilities`] of each slice, each read alone; slices of
     /// the same number of chunks (a long clip's full windows) go through the
     /// network together.
-    pub fn probabilities_of_each(&self, slices: &[&[f32]]) -> Vec<Vec<f32>> {
+    pub fn probabilities_of_each(&self, slices: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
         let mut out = vec![Vec::new(); slices.len()];
         let mut by_length: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
         for (i, s) in slices.iter().enumerate() {
@@ -176,18 +162,19 @@ impl SileroVad {
             }
             let rows: Vec<f32> = members.iter().flat_map(|&i| chunks_of(slices[i]).1).collect();
             let chunks = Tensor::from_slice(&rows).view([members.len() as i64, n as i64, (CHUNK + CONTEXT) as i64]);
-            let p = Vec::<f32>::try_from(&self.net.forward(&chunks).view([-1])).unwrap_or_default();
+            let p = Vec::<f32>::try_from(&self.net.forward(&chunks).view([-1]))?;
             for (row, &i) in p.chunks(n).zip(&members) {
                 out[i] = row.to_vec();
             }
         }
-        out
+        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     #[test]
     fn chunks_carry_the_samples_before_them_and_end_in_zeros() {

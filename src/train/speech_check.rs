@@ -32,7 +32,7 @@ use super::nonspeech::{channel, generate, Family};
 use super::voice_data::{load_clips, VoiceClip};
 use super::voice_emotion::{speaker_part, SplitPart, HOP_SECONDS, WINDOW_SECONDS};
 use crate::model::vad::SileroVad;
-use crate::pool::Pool;
+use crate::predict::in_two_halves;
 use crate::predict::voice::window_starts;
 use crate::speech::{SpeechCheckCard, SpeechDetector, SpeechFeaturizer};
 
@@ -132,18 +132,7 @@ fn any_window_speech(detector: &SpeechDetector, samples: &[f32], rate: u32) -> R
 
 /// Features of every slice, computed on both cores (`None`: too little sound).
 fn features_of(featurizer: &SpeechFeaturizer, clips: &[Vec<f32>]) -> Result<Vec<Option<Vec<f32>>>> {
-    let half = clips.len().div_ceil(2).max(1);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = clips
-            .chunks(half)
-            .map(|part| scope.spawn(move || part.iter().map(|c| featurizer.features(c)).collect::<Result<Vec<_>>>()))
-            .collect();
-        let mut all = Vec::with_capacity(clips.len());
-        for part in parts {
-            all.extend(part.join().map_err(|_| anyhow::anyhow!("a feature thread panicked"))??);
-        }
-        Ok(all)
-    })
+    in_two_halves("a speech-check feature thread", clips, |part| part.iter().map(|c| featurizer.features(c)).collect())
 }
 
 /// The non-speech clips of one seed, `count` of them spread over every family.
@@ -171,10 +160,8 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     let rate = 16_000u32;
     // Two threads of our own below; libtorch (the VAD) one each.
     tch::set_num_threads(1);
-    let load_vad = || -> Result<Option<Pool<SileroVad>>> {
-        request.vad.as_deref().map(|weights| SileroVad::pool(weights, 2)).transpose()
-    };
-    let featurizer = SpeechFeaturizer::new(rate, load_vad()?)?;
+    let vad = request.vad.as_deref().map(|weights| SileroVad::pool(weights, 2)).transpose()?;
+    let featurizer = SpeechFeaturizer::new(rate, vad)?;
     tracing::info!(data = ?request.data, "loading speech clips");
     let clips = load_clips(&request.data, rate)?;
 
@@ -273,9 +260,8 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         metrics: json!({}),
         train_command: String::new(),
     };
-    let detector = SpeechDetector::new(card.clone(), load_vad()?)?;
-    let p_pos: Vec<f32> = pos.iter().map(|v| detector.probability_of(v)).collect();
-    let p_neg: Vec<f32> = neg.iter().map(|v| detector.probability_of(v)).collect();
+    let p_pos: Vec<f32> = pos.iter().map(|v| card.probability_of(v)).collect();
+    let p_neg: Vec<f32> = neg.iter().map(|v| card.probability_of(v)).collect();
     let mut sorted = p_pos.clone();
     sorted.sort_by(f32::total_cmp);
     let cap = sorted[((sorted.len() as f64 * MAX_SPEECH_REFUSED) as usize).min(sorted.len() - 1)];
@@ -286,29 +272,13 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     } else {
         format!("capped at the {:.1}% point of the training speech windows", MAX_SPEECH_REFUSED * 100.0)
     };
-    let detector = SpeechDetector::new(card.clone(), load_vad()?)?;
+    let detector = SpeechDetector::new(card.clone(), featurizer.into_vad())?;
 
     // Measurement: clip-level acceptance as served (any window speech).
     let mut by_corpus: BTreeMap<String, [u64; 4]> = BTreeMap::new(); // all clips: [accepted, total], unseen: [accepted, total]
-    let verdicts: Vec<bool> = {
-        let half = clips.len().div_ceil(2).max(1);
-        let detector = &detector;
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = clips
-                .chunks(half)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter().map(|c| any_window_speech(detector, &c.samples, rate)).collect::<Result<Vec<_>>>()
-                    })
-                })
-                .collect();
-            let mut all = Vec::with_capacity(clips.len());
-            for part in parts {
-                all.extend(part.join().map_err(|_| anyhow::anyhow!("a check thread panicked"))??);
-            }
-            anyhow::Ok(all)
-        })?
-    };
+    let verdicts: Vec<bool> = in_two_halves("a speech-check thread", &clips, |part| {
+        part.iter().map(|c| any_window_speech(&detector, &c.samples, rate)).collect()
+    })?;
     let mut refused_examples = Vec::new();
     for (clip, &ok) in clips.iter().zip(&verdicts) {
         let entry = by_corpus.entry(clip.label.corpus().to_string()).or_default();
