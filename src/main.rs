@@ -392,6 +392,10 @@ struct TrainSpeechCheck {
     /// /opt/emotion-ai/models/silero_vad_16k.safetensors); tried, not shipped (models/README.md, speech_check).
     #[arg(long)]
     silero_vad: Option<PathBuf>,
+    /// With --silero-vad: the network reads its own statistics alone, and the VAD only lets through
+    /// stretches the network doubts (a gate fitted on the training data; src/speech.rs, VadGate).
+    #[arg(long, requires = "silero_vad")]
+    vad_gate: bool,
 }
 
 #[derive(Subcommand)]
@@ -855,6 +859,7 @@ fn main() -> Result<()> {
                     seed: args.seed,
                     hidden: args.hidden,
                     vad: args.silero_vad,
+                    vad_gate: args.vad_gate,
                 })?;
             println!("threshold {:.4}", card.threshold);
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);

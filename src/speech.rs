@@ -422,9 +422,34 @@ pub struct SpeechCheckCard {
     pub b2: f32,
     /// Speech from this probability.
     pub threshold: f32,
+    /// A second way to speech, for stretches the network doubts: see
+    /// [`VadGate`]. Absent in cards without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vad_gate: Option<VadGate>,
     pub trained_on: String,
     pub metrics: serde_json::Value,
     pub train_command: String,
+}
+
+/// Speech the network doubts, let through by Silero VAD: a stretch whose
+/// probability is under the card's threshold is still speech if it is at
+/// least `min_probability` and the VAD calls at least `min_vad_speech_share`
+/// of its 32 ms chunks speech. The VAD only speaks where the statistics are
+/// unsure, so it can accept speech they doubt but not music they refuse
+/// outright. Fitted by `train speech-check --vad-gate` on training data
+/// only ([`crate::train::speech_check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VadGate {
+    pub min_probability: f32,
+    pub min_vad_speech_share: f32,
+}
+
+impl VadGate {
+    /// Whether a stretch with the network's `probability` and the VAD's
+    /// `vad_speech_share` passes the gate.
+    pub fn admits(&self, probability: f32, vad_speech_share: f32) -> bool {
+        probability >= self.min_probability && vad_speech_share >= self.min_vad_speech_share
+    }
 }
 
 /// Names of the two statistics of Silero VAD ([`crate::model::vad`]) that a
@@ -566,8 +591,9 @@ pub struct SpeechVerdict {
 
 impl SpeechDetector {
     /// A detector from its card. The card lists [`FEATURE_NAMES`], or those
-    /// and [`VAD_FEATURE_NAMES`], in which case `vad` must be given (a VAD
-    /// given to a card that does not read it is dropped).
+    /// and [`VAD_FEATURE_NAMES`]; if it lists the VAD's or has a
+    /// [`VadGate`], `vad` must be given (a VAD given to a card that does not
+    /// read it is dropped).
     pub fn new(card: SpeechCheckCard, vad: Option<Pool<SileroVad>>) -> Result<Self> {
         let names: Vec<&str> = card.features.iter().map(String::as_str).collect();
         let statistics_only = names == FEATURE_NAMES;
@@ -575,7 +601,8 @@ impl SpeechDetector {
         if !statistics_only && !with_vad {
             bail!("the speech check card lists other features than this build computes");
         }
-        if with_vad && vad.is_none() {
+        let needs_vad = with_vad || card.vad_gate.is_some();
+        if needs_vad && vad.is_none() {
             bail!("the speech check card reads Silero VAD, which is not loaded: scripts/setup.sh installs it");
         }
         let k = names.len();
@@ -588,7 +615,7 @@ impl SpeechDetector {
         {
             bail!("the speech check card's weights do not have consistent shapes");
         }
-        let featurizer = SpeechFeaturizer::new(card.sample_rate, if with_vad { vad } else { None })?;
+        let featurizer = SpeechFeaturizer::new(card.sample_rate, if needs_vad { vad } else { None })?;
         Ok(Self { card, featurizer })
     }
 
@@ -599,7 +626,7 @@ impl SpeechDetector {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let card: SpeechCheckCard =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let vad = if card.features.iter().any(|f| VAD_FEATURE_NAMES.contains(&f.as_str())) {
+        let vad = if card.vad_gate.is_some() || card.features.iter().any(|f| VAD_FEATURE_NAMES.contains(&f.as_str())) {
             Some(SileroVad::pool(vad_weights, 2)?)
         } else {
             None
@@ -636,8 +663,12 @@ impl SpeechDetector {
         match features {
             None => SpeechVerdict { probability: 0.0, is_speech: false },
             Some(f) => {
-                let probability = self.probability_of(&f);
-                SpeechVerdict { probability, is_speech: probability >= self.card.threshold }
+                let probability = self.probability_of(&f[..self.card.features.len().min(f.len())]);
+                // The featurizer puts the VAD's speech share right after the
+                // statistics whenever it reads the VAD.
+                let vad_share = f.get(FEATURE_NAMES.len()).copied().unwrap_or(0.0);
+                let gated = self.card.vad_gate.is_some_and(|gate| gate.admits(probability, vad_share));
+                SpeechVerdict { probability, is_speech: probability >= self.card.threshold || gated }
             }
         }
     }
@@ -737,6 +768,7 @@ mod tests {
             w2: vec![1.0, 1.0],
             b2: 3.0,
             threshold: 0.5,
+            vad_gate: None,
             trained_on: String::new(),
             metrics: serde_json::json!({}),
             train_command: String::new(),

@@ -92,6 +92,7 @@ fn a_card_that_lists_the_vad_statistics_loads_and_uses_it() {
         w2: vec![5.0],
         b2: 0.0,
         threshold: 0.5,
+        vad_gate: None,
         trained_on: String::new(),
         metrics: serde_json::json!({}),
         train_command: String::new(),
@@ -116,5 +117,55 @@ fn a_card_that_lists_the_vad_statistics_loads_and_uses_it() {
     assert!(!tone.is_speech && tone.probability > 0.0 && tone.probability < 0.1, "{tone:?}");
     let verdicts = detector.check_windows(&clip, &[(0, 48_000), (48_000, 96_000)]).unwrap();
     assert_eq!(verdicts.iter().map(|v| v.is_speech).collect::<Vec<_>>(), [true, false]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A card whose network reads the statistics alone and doubts everything
+/// (a constant 0.4 under a threshold of 0.9), with a VAD gate: the VAD is
+/// loaded for the gate, speech passes it, a tone does not, and a gate that
+/// asks more of the network than 0.4 passes nothing.
+#[test]
+fn a_vad_gate_lets_through_only_what_the_vad_calls_speech() {
+    use emotion_ai::speech::{SpeechCheckCard, SpeechDetector, VadGate, FEATURE_NAMES};
+    let k = FEATURE_NAMES.len();
+    let gate = VadGate { min_probability: 0.3, min_vad_speech_share: 0.5 };
+    let card = SpeechCheckCard {
+        name: "gated".into(),
+        description: String::new(),
+        sample_rate: 16_000,
+        features: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        mean: vec![0.0; k],
+        std: vec![1.0; k],
+        w1: vec![vec![0.0; k]],
+        b1: vec![0.0],
+        w2: vec![0.0],
+        b2: (0.4f32 / 0.6).ln(),
+        threshold: 0.9,
+        vad_gate: Some(gate),
+        trained_on: String::new(),
+        metrics: serde_json::json!({}),
+        train_command: String::new(),
+    };
+    let dir = std::env::temp_dir().join(format!("vad-gate-card-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("speech_check.json");
+    std::fs::write(&path, serde_json::to_string(&card).unwrap()).unwrap();
+    let err = SpeechDetector::load(&path, Path::new("/nonexistent/vad.safetensors")).unwrap_err();
+    assert!(format!("{err:#}").contains("scripts/setup.sh"), "{err:#}");
+    let detector = SpeechDetector::load(&path, Path::new(DEFAULT_SILERO_VAD)).unwrap();
+    assert!(detector.featurizer().uses_vad());
+
+    let speech = decode_audio(&fixture("speech.wav"), 16_000, 60.0).unwrap().samples;
+    let speech: Vec<f32> = speech.iter().cycle().take(48_000).copied().collect();
+    let tone: Vec<f32> =
+        (0..48_000).map(|i| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16_000.0).sin()).collect();
+    let heard = detector.check(&speech).unwrap();
+    assert!((heard.probability - 0.4).abs() < 1e-4 && heard.is_speech, "{heard:?}");
+    assert!(!detector.check(&tone).unwrap().is_speech);
+
+    let strict = SpeechCheckCard { vad_gate: Some(VadGate { min_probability: 0.5, ..gate }), ..card };
+    let detector =
+        SpeechDetector::new(strict, Some(SileroVad::pool(Path::new(DEFAULT_SILERO_VAD), 1).unwrap())).unwrap();
+    assert!(!detector.check(&speech).unwrap().is_speech, "under the gate's probability");
     std::fs::remove_dir_all(&dir).ok();
 }

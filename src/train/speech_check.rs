@@ -34,7 +34,7 @@ use super::voice_emotion::{speaker_part, SplitPart, HOP_SECONDS, WINDOW_SECONDS}
 use crate::model::vad::SileroVad;
 use crate::predict::in_two_halves;
 use crate::predict::voice::window_starts;
-use crate::speech::{SpeechCheckCard, SpeechDetector, SpeechFeaturizer};
+use crate::speech::{SpeechCheckCard, SpeechDetector, SpeechFeaturizer, VadGate, FEATURE_NAMES};
 
 /// Generated non-speech clips trained on unless the request says otherwise.
 pub const DEFAULT_NEGATIVES: usize = 6000;
@@ -63,6 +63,10 @@ pub struct SpeechCheckRequest {
     /// Silero VAD's weights, whose statistics the check reads beside its
     /// own; `None`: its own statistics alone.
     pub vad: Option<PathBuf>,
+    /// With `vad`: the network reads its own statistics alone, and the VAD
+    /// only speaks through a [`VadGate`] fitted beside it
+    /// ([`fit_vad_gate`]).
+    pub vad_gate: bool,
 }
 
 /// The windows of a clip as the server checks them.
@@ -157,6 +161,10 @@ fn hard_negatives(count: usize, rate: u32, seed: u64) -> Vec<(Family, Vec<f32>)>
 /// Trains the check, measures it and writes its card.
 pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     anyhow::ensure!(request.hidden >= 1, "the speech check's hidden layer needs at least one unit (--hidden)");
+    anyhow::ensure!(
+        !request.vad_gate || request.vad.is_some(),
+        "a VAD gate (--vad-gate) needs Silero VAD's weights (--silero-vad)"
+    );
     let rate = 16_000u32;
     // Two threads of our own below; libtorch (the VAD) one each.
     tch::set_num_threads(1);
@@ -185,13 +193,19 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     let mut train_negatives = negatives(request.negatives, rate, request.seed.wrapping_add(1));
     train_negatives.extend(hard_negatives(request.negatives / 2, rate, request.seed.wrapping_add(2)));
     tracing::info!(speech = speech.len(), negatives = train_negatives.len(), "computing speech-check features");
-    let pos: Vec<Vec<f32>> = features_of(&featurizer, &speech)?.into_iter().flatten().collect();
+    let pos_read: Vec<Vec<f32>> = features_of(&featurizer, &speech)?.into_iter().flatten().collect();
     let neg_audio: Vec<Vec<f32>> = train_negatives.iter().map(|(_, x)| x.clone()).collect();
-    let neg: Vec<Vec<f32>> = features_of(&featurizer, &neg_audio)?.into_iter().flatten().collect();
+    let neg_read: Vec<Vec<f32>> = features_of(&featurizer, &neg_audio)?.into_iter().flatten().collect();
 
-    // Standardise, then a 2-layer network by full-batch Adam.
-    let names = featurizer.names();
+    // Standardise, then a 2-layer network by full-batch Adam. With a gate
+    // the network reads the statistics alone; the VAD's follow them.
+    let mut names = featurizer.names();
+    if request.vad_gate {
+        names.truncate(FEATURE_NAMES.len());
+    }
     let k = names.len();
+    let pos: Vec<Vec<f32>> = pos_read.iter().map(|v| v[..k].to_vec()).collect();
+    let neg: Vec<Vec<f32>> = neg_read.iter().map(|v| v[..k].to_vec()).collect();
     let all: Vec<&Vec<f32>> = pos.iter().chain(&neg).collect();
     let mean: Vec<f32> = (0..k).map(|i| all.iter().map(|v| v[i]).sum::<f32>() / all.len() as f32).collect();
     let std: Vec<f32> = (0..k)
@@ -245,7 +259,13 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
             "Is this human speech? A 2-layer network ({k} -> {hidden} tanh -> 1) over clip statistics of voicing, \
              pitch movement, spectral change and syllabic rhythm{} (src/speech.rs); less than 0.15 s of sound is never \
              speech.",
-            if featurizer.uses_vad() { ", and Silero VAD's share of speech chunks and mean probability" } else { "" }
+            if request.vad_gate {
+                "; a stretch it doubts is still speech if Silero VAD calls enough of its chunks speech (vad_gate)"
+            } else if featurizer.uses_vad() {
+                ", and Silero VAD's share of speech chunks and mean probability"
+            } else {
+                ""
+            }
         ),
         sample_rate: rate,
         features: names.iter().map(|s| s.to_string()).collect(),
@@ -256,6 +276,7 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         w2,
         b2,
         threshold: 0.5,
+        vad_gate: None,
         trained_on: String::new(),
         metrics: json!({}),
         train_command: String::new(),
@@ -271,6 +292,33 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         "just above every training non-speech clip".to_string()
     } else {
         format!("capped at the {:.1}% point of the training speech windows", MAX_SPEECH_REFUSED * 100.0)
+    };
+    let gate_fit = if request.vad_gate {
+        // The training non-speech as the card measures clips: each served
+        // window read alone.
+        let mut windows: Vec<Vec<f32>> = Vec::new();
+        let mut clip_of: Vec<usize> = Vec::new();
+        for (i, (_, x)) in train_negatives.iter().enumerate() {
+            for w in served_windows(x, rate) {
+                windows.push(w.to_vec());
+                clip_of.push(i);
+            }
+        }
+        tracing::info!(windows = windows.len(), "fitting the VAD gate");
+        let read = features_of(&featurizer, &windows)?;
+        let mut by_clip: Vec<Vec<[f32; 2]>> = vec![Vec::new(); train_negatives.len()];
+        for (values, &clip) in read.iter().zip(&clip_of) {
+            if let Some(v) = values {
+                by_clip[clip].push([card.probability_of(&v[..k]), v[FEATURE_NAMES.len()]]);
+            }
+        }
+        let speech_read: Vec<[f32; 2]> =
+            pos_read.iter().map(|v| [card.probability_of(&v[..k]), v[FEATURE_NAMES.len()]]).collect();
+        let fit = fit_vad_gate(&speech_read, &by_clip, card.threshold);
+        card.vad_gate = Some(fit.gate);
+        Some(fit)
+    } else {
+        None
     };
     let detector = SpeechDetector::new(card.clone(), featurizer.into_vad())?;
 
@@ -325,6 +373,16 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         "training_speech_accepted": share(p_pos.iter().filter(|&&p| p >= card.threshold).count() as u64, p_pos.len() as u64),
         "refused_speech_examples": refused_examples,
     });
+    if let Some(fit) = &gate_fit {
+        card.metrics["vad_gate_fit"] = json!({
+            "rule": "of the pairs (min_probability L, min_vad_speech_share S), the one accepting the most training \
+                     speech windows while no served window of a training non-speech clip the network refuses \
+                     passes it; ties go to the higher S",
+            "training_speech_accepted_by_the_network": share(fit.speech_accepted_without as u64, pos.len() as u64),
+            "training_speech_accepted_with_the_gate": share(fit.speech_accepted_with as u64, pos.len() as u64),
+            "training_nonspeech_clips_refused_by_the_network": fit.refused_clips,
+        });
+    }
     card.trained_on = format!(
         "speech: served windows of the training speakers of {} ({} windows, each also at another speed through a \
          random channel); not speech: {} generated clips of {} families (seed {}) and half as many again of the \
@@ -346,10 +404,62 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         format!(" --negatives {}", request.negatives)
     };
     let seed_arg = if request.seed == 1 { String::new() } else { format!(" --seed {}", request.seed) };
-    card.train_command =
-        format!("emotion-ai train speech-check {}{hidden_arg}{negatives_arg}{seed_arg}{vad_arg}", data.join(" "));
+    let gate_arg = if request.vad_gate { " --vad-gate" } else { "" };
+    card.train_command = format!(
+        "emotion-ai train speech-check {}{hidden_arg}{negatives_arg}{seed_arg}{vad_arg}{gate_arg}",
+        data.join(" ")
+    );
     save_card(&card, &request.export)?;
     Ok(card)
+}
+
+/// A fitted [`VadGate`] and what it did on the training data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VadGateFit {
+    pub gate: VadGate,
+    /// Training speech windows the network accepts alone, and with the gate.
+    pub speech_accepted_without: usize,
+    pub speech_accepted_with: usize,
+    /// Training non-speech clips the network refuses (every window), none of
+    /// which the gate lets through.
+    pub refused_clips: usize,
+}
+
+/// Chooses the [`VadGate`] on training data alone: `speech` holds each
+/// training speech window's `[probability, VAD speech share]`, `nonspeech`
+/// each training non-speech clip's windows'. Of every share S found among
+/// the speech windows the network doubts, the gate takes the lowest
+/// probability L above every window, with share S or more, of the clips
+/// the network refuses (so that none of them gets through), and keeps the
+/// pair that accepts the most speech; ties go to the higher S (the VAD
+/// surer).
+pub fn fit_vad_gate(speech: &[[f32; 2]], nonspeech: &[Vec<[f32; 2]>], threshold: f32) -> VadGateFit {
+    let refused: Vec<[f32; 2]> =
+        nonspeech.iter().filter(|windows| windows.iter().all(|w| w[0] < threshold)).flatten().copied().collect();
+    let refused_clips = nonspeech.iter().filter(|windows| windows.iter().all(|w| w[0] < threshold)).count();
+    let doubted: Vec<[f32; 2]> = speech.iter().filter(|w| w[0] < threshold).copied().collect();
+    let accepted_without = speech.len() - doubted.len();
+    let mut shares: Vec<f32> = doubted.iter().map(|w| w[1]).collect();
+    shares.sort_by(f32::total_cmp);
+    shares.dedup();
+    // No gate at all (it admits nothing) unless a share does better.
+    let mut best = (0usize, VadGate { min_probability: threshold, min_vad_speech_share: 1.0 });
+    for &s in &shares {
+        let highest = refused.iter().filter(|w| w[1] >= s).map(|w| w[0]).fold(f32::NEG_INFINITY, f32::max);
+        let l = if highest.is_finite() { highest + 1e-3 } else { 0.0 };
+        let gate = VadGate { min_probability: l, min_vad_speech_share: s };
+        let admitted = doubted.iter().filter(|w| gate.admits(w[0], w[1])).count();
+        // Shares ascend, so an equal count at a higher share replaces it.
+        if admitted > 0 && admitted >= best.0 {
+            best = (admitted, gate);
+        }
+    }
+    VadGateFit {
+        gate: best.1,
+        speech_accepted_without: accepted_without,
+        speech_accepted_with: accepted_without + best.0,
+        refused_clips,
+    }
 }
 
 /// Writes the card as pretty JSON.
@@ -376,6 +486,30 @@ mod tests {
         assert!(a.iter().zip(&b).all(|(x, y)| x.1 == y.1));
         assert_eq!(served_windows(&vec![0.0; 100], 16_000).len(), 1);
         assert_eq!(served_windows(&vec![0.0; 16_000 * 5], 16_000).len(), 3);
+    }
+
+    #[test]
+    fn the_vad_gate_admits_the_most_doubted_speech_and_no_refused_nonspeech() {
+        let threshold = 0.6;
+        // Doubted speech windows: [probability, VAD share].
+        let speech = [[0.9, 0.1], [0.5, 0.9], [0.4, 0.8], [0.2, 0.95], [0.1, 0.3]];
+        // A refused clip with a window at (0.3, 0.85): any gate with S <= 0.85
+        // needs L > 0.3; a clip the network accepts (0.7) does not count.
+        let nonspeech = vec![vec![[0.05, 0.2], [0.3, 0.85]], vec![[0.7, 1.0], [0.5, 0.99]], vec![[0.1, 0.5]]];
+        let fit = fit_vad_gate(&speech, &nonspeech, threshold);
+        assert_eq!(fit.refused_clips, 2);
+        assert_eq!(fit.speech_accepted_without, 1);
+        // S 0.8 (L 0.301) admits (0.5, 0.9) and (0.4, 0.8); S 0.9 (L 0)
+        // admits (0.5, 0.9) and (0.2, 0.95): two each, and the higher share wins.
+        assert_eq!(fit.speech_accepted_with, 3);
+        assert_eq!(fit.gate, VadGate { min_probability: 0.0, min_vad_speech_share: 0.9 });
+        for windows in nonspeech.iter().filter(|w| w.iter().all(|v| v[0] < threshold)) {
+            assert!(windows.iter().all(|v| !fit.gate.admits(v[0], v[1])));
+        }
+        // Nothing doubted: no gate admits anything.
+        let fit = fit_vad_gate(&[[0.9, 0.9]], &nonspeech, threshold);
+        assert_eq!(fit.speech_accepted_with, 1);
+        assert!(!fit.gate.admits(0.5, 0.99));
     }
 
     #[test]
