@@ -396,6 +396,14 @@ struct TrainSpeechCheck {
     /// stretches the network doubts (a gate fitted on the training data; src/speech.rs, VadGate).
     #[arg(long, requires = "silero_vad")]
     vad_gate: bool,
+    /// With --vad-gate: this many more generated non-speech clips (from a seed of their own) that the gate
+    /// must refuse, beside the training ones.
+    #[arg(long, default_value_t = 0, requires = "vad_gate")]
+    gate_negatives: usize,
+    /// Seed of the 6,000 generated non-speech clips the card's refusal rate is measured on (default: the
+    /// training seed + 1,000,003).
+    #[arg(long)]
+    measure_seed: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -860,6 +868,8 @@ fn main() -> Result<()> {
                     hidden: args.hidden,
                     vad: args.silero_vad,
                     vad_gate: args.vad_gate,
+                    gate_negatives: args.gate_negatives,
+                    measure_seed: args.measure_seed,
                 })?;
             println!("threshold {:.4}", card.threshold);
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);

@@ -575,10 +575,14 @@ impl SpeechCheckCard {
 
 /// The speech check, ready to use: the card's network over the
 /// [`SpeechFeaturizer`]'s statistics.
-#[derive(Debug)]
 pub struct SpeechDetector {
     card: SpeechCheckCard,
     featurizer: SpeechFeaturizer,
+    /// Silero VAD for the card's [`VadGate`] when the network does not read
+    /// it: asked only about stretches in the gate's band (probability at
+    /// least its minimum, under the threshold), the only ones whose verdict
+    /// it can change.
+    gate_vad: Option<Pool<SileroVad>>,
 }
 
 /// What the check found in a stretch of audio.
@@ -587,6 +591,16 @@ pub struct SpeechVerdict {
     /// The network's probability of speech (0 when there was too little sound).
     pub probability: f32,
     pub is_speech: bool,
+}
+
+impl std::fmt::Debug for SpeechDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpeechDetector")
+            .field("card", &self.card.name)
+            .field("featurizer", &self.featurizer)
+            .field("gate_vad", &self.gate_vad.is_some())
+            .finish()
+    }
 }
 
 impl SpeechDetector {
@@ -615,8 +629,18 @@ impl SpeechDetector {
         {
             bail!("the speech check card's weights do not have consistent shapes");
         }
-        let featurizer = SpeechFeaturizer::new(card.sample_rate, if needs_vad { vad } else { None })?;
-        Ok(Self { card, featurizer })
+        let (network_vad, gate_vad) = if with_vad {
+            (vad, None)
+        } else if needs_vad {
+            (None, vad)
+        } else {
+            (None, None)
+        };
+        let featurizer = SpeechFeaturizer::new(card.sample_rate, network_vad)?;
+        if gate_vad.is_some() && card.sample_rate != VAD_SAMPLE_RATE {
+            bail!("Silero VAD reads {VAD_SAMPLE_RATE} Hz audio, not {} Hz", card.sample_rate);
+        }
+        Ok(Self { card, featurizer, gate_vad })
     }
 
     /// Reads `models/speech_check.json` (or another card), and Silero VAD
@@ -649,28 +673,56 @@ impl SpeechDetector {
         self.card.probability_of(features)
     }
 
+    /// Whether Silero VAD is loaded (the card's network or its gate reads it).
+    pub fn uses_vad(&self) -> bool {
+        self.featurizer.uses_vad() || self.gate_vad.is_some()
+    }
+
     /// Whether `samples` (mono at [`Self::sample_rate`]) hold speech.
     pub fn check(&self, samples: &[f32]) -> Result<SpeechVerdict> {
-        Ok(self.verdict(self.featurizer.features(samples)?))
+        Ok(self.check_windows(samples, &[(0, samples.len())])?.remove(0))
     }
 
     /// The verdict of every window `(start, end)` (samples) of one clip.
     pub fn check_windows(&self, samples: &[f32], windows: &[(usize, usize)]) -> Result<Vec<SpeechVerdict>> {
-        Ok(self.featurizer.window_features(samples, windows)?.into_iter().map(|f| self.verdict(f)).collect())
-    }
-
-    fn verdict(&self, features: Option<Vec<f32>>) -> SpeechVerdict {
-        match features {
-            None => SpeechVerdict { probability: 0.0, is_speech: false },
-            Some(f) => {
-                let probability = self.probability_of(&f[..self.card.features.len().min(f.len())]);
-                // The featurizer puts the VAD's speech share right after the
-                // statistics whenever it reads the VAD.
-                let vad_share = f.get(FEATURE_NAMES.len()).copied().unwrap_or(0.0);
-                let gated = self.card.vad_gate.is_some_and(|gate| gate.admits(probability, vad_share));
-                SpeechVerdict { probability, is_speech: probability >= self.card.threshold || gated }
+        let features = self.featurizer.window_features(samples, windows)?;
+        let probabilities: Vec<Option<f32>> =
+            features.iter().map(|f| f.as_ref().map(|f| self.probability_of(&f[..self.card.features.len()]))).collect();
+        // The VAD's share of speech chunks: read with the statistics when the
+        // network reads it, else asked now of the windows in the gate's band.
+        let mut shares: Vec<Option<f32>> =
+            features.iter().map(|f| f.as_ref().and_then(|f| f.get(FEATURE_NAMES.len()).copied())).collect();
+        if let (Some(gate), Some(vad)) = (&self.card.vad_gate, &self.gate_vad) {
+            let doubted: Vec<usize> = (0..windows.len())
+                .filter(|&i| probabilities[i].is_some_and(|p| p >= gate.min_probability && p < self.card.threshold))
+                .collect();
+            if !doubted.is_empty() {
+                let slices: Vec<&[f32]> = doubted
+                    .iter()
+                    .map(|&i| {
+                        let (start, end) = windows[i];
+                        &samples[start.min(samples.len())..end.min(samples.len())]
+                    })
+                    .collect();
+                for (&i, p) in doubted.iter().zip(vad.with(|vad| vad.probabilities_of_each(&slices))??) {
+                    shares[i] = Some(vad_statistics(&p)[0]);
+                }
             }
         }
+        Ok(probabilities
+            .into_iter()
+            .zip(shares)
+            .map(|(probability, share)| match probability {
+                None => SpeechVerdict { probability: 0.0, is_speech: false },
+                Some(probability) => {
+                    let gated = self
+                        .card
+                        .vad_gate
+                        .is_some_and(|gate| share.is_some_and(|share| gate.admits(probability, share)));
+                    SpeechVerdict { probability, is_speech: probability >= self.card.threshold || gated }
+                }
+            })
+            .collect())
     }
 
     /// What the check reads (for training and diagnosis).

@@ -153,7 +153,7 @@ fn a_vad_gate_lets_through_only_what_the_vad_calls_speech() {
     let err = SpeechDetector::load(&path, Path::new("/nonexistent/vad.safetensors")).unwrap_err();
     assert!(format!("{err:#}").contains("scripts/setup.sh"), "{err:#}");
     let detector = SpeechDetector::load(&path, Path::new(DEFAULT_SILERO_VAD)).unwrap();
-    assert!(detector.featurizer().uses_vad());
+    assert!(detector.uses_vad());
 
     let speech = decode_audio(&fixture("speech.wav"), 16_000, 60.0).unwrap().samples;
     let speech: Vec<f32> = speech.iter().cycle().take(48_000).copied().collect();
@@ -168,4 +168,63 @@ fn a_vad_gate_lets_through_only_what_the_vad_calls_speech() {
         SpeechDetector::new(strict, Some(SileroVad::pool(Path::new(DEFAULT_SILERO_VAD), 1).unwrap())).unwrap();
     assert!(!detector.check(&speech).unwrap().is_speech, "under the gate's probability");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The detector asks the VAD only about windows in the gate's band; its
+/// verdicts must be those of the gate applied to every window's full
+/// statistics. The shipped statistics network (no gate in its card) gives
+/// the probabilities; gates are laid across them.
+#[test]
+fn the_gate_asks_the_vad_only_where_it_can_change_the_verdict() {
+    use emotion_ai::speech::{vad_statistics, SpeechCheckCard, SpeechDetector, VadGate};
+    let card: SpeechCheckCard = serde_json::from_slice(
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/speech_check.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(card.vad_gate.is_none());
+    let speech = decode_audio(&fixture("speech.wav"), 16_000, 60.0).unwrap().samples;
+    // Speech, a tone, noise and speech under noise, windows of 1-3 s.
+    let mut clip: Vec<f32> = speech.clone();
+    clip.extend((0..32_000).map(|i| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16_000.0).sin()));
+    let mut state = 12345u32;
+    let mut noise = || {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+    };
+    clip.extend((0..32_000).map(|_| 0.2 * noise()));
+    clip.extend(speech.iter().map(|s| s + 0.3 * noise()));
+    let windows: Vec<(usize, usize)> = (0..clip.len().saturating_sub(16_000))
+        .step_by(8_000)
+        .map(|s| (s, (s + 16_000 + (s % 3) * 8_000).min(clip.len())))
+        .collect();
+    let plain = SpeechDetector::new(card.clone(), None).unwrap();
+    let probabilities: Vec<f32> = plain.check_windows(&clip, &windows).unwrap().iter().map(|v| v.probability).collect();
+    let vad = vad();
+    let slices: Vec<&[f32]> = windows.iter().map(|&(s, e)| &clip[s..e]).collect();
+    let shares: Vec<f32> = vad.probabilities_of_each(&slices).unwrap().iter().map(|p| vad_statistics(p)[0]).collect();
+    let mut sorted = probabilities.clone();
+    sorted.sort_by(f32::total_cmp);
+    let mut let_through = 0;
+    for min_probability in [0.0, sorted[sorted.len() / 4], sorted[sorted.len() / 2]] {
+        for min_vad_speech_share in [0.2, 0.5, 0.9] {
+            let gate = VadGate { min_probability, min_vad_speech_share };
+            let gated = SpeechDetector::new(
+                SpeechCheckCard { vad_gate: Some(gate), ..card.clone() },
+                Some(SileroVad::pool(Path::new(DEFAULT_SILERO_VAD), 1).unwrap()),
+            )
+            .unwrap();
+            let verdicts = gated.check_windows(&clip, &windows).unwrap();
+            for (i, v) in verdicts.iter().enumerate() {
+                let expected = probabilities[i] > 0.0
+                    && (probabilities[i] >= card.threshold || gate.admits(probabilities[i], shares[i]));
+                assert_eq!(v.is_speech, expected, "window {i} {:?}, {gate:?}", windows[i]);
+                assert_eq!(v.probability, probabilities[i]);
+                let_through += usize::from(v.is_speech && probabilities[i] < card.threshold);
+            }
+        }
+    }
+    // Some window in each verdict class, and some let through by a gate, or
+    // the test shows nothing.
+    assert!(probabilities.iter().any(|&p| p >= card.threshold) && probabilities.iter().any(|&p| p < card.threshold));
+    assert!(let_through > 0);
 }

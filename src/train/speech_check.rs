@@ -67,6 +67,13 @@ pub struct SpeechCheckRequest {
     /// only speaks through a [`VadGate`] fitted beside it
     /// ([`fit_vad_gate`]).
     pub vad_gate: bool,
+    /// With `vad_gate`: this many more generated non-speech clips (of every
+    /// family, from a seed of their own) that no window may pass the gate
+    /// through, beside the training clips.
+    pub gate_negatives: usize,
+    /// Seed of the generated non-speech the card's refusal rate is measured
+    /// on; `None`: the second seed (the training seed + 1,000,003).
+    pub measure_seed: Option<u64>,
 }
 
 /// The windows of a clip as the server checks them.
@@ -164,6 +171,10 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     anyhow::ensure!(
         !request.vad_gate || request.vad.is_some(),
         "a VAD gate (--vad-gate) needs Silero VAD's weights (--silero-vad)"
+    );
+    anyhow::ensure!(
+        request.vad_gate || request.gate_negatives == 0,
+        "--gate-negatives only concerns a VAD gate (--vad-gate)"
     );
     let rate = 16_000u32;
     // Two threads of our own below; libtorch (the VAD) one each.
@@ -312,6 +323,33 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
                 by_clip[clip].push([card.probability_of(&v[..k]), v[FEATURE_NAMES.len()]]);
             }
         }
+        // More clips for the gate alone, in batches (45,000 clips of audio
+        // would not fit in memory at once).
+        let mut extra_rng = SmallRng::seed_from_u64(request.seed.wrapping_add(4));
+        let mut made = 0usize;
+        while made < request.gate_negatives {
+            let batch = (request.gate_negatives - made).min(3000);
+            let clips: Vec<Vec<f32>> = (made..made + batch)
+                .map(|i| generate(Family::ALL[i % Family::ALL.len()], rate, &mut extra_rng))
+                .collect();
+            let mut windows: Vec<Vec<f32>> = Vec::new();
+            let mut clip_of: Vec<usize> = Vec::new();
+            for (i, x) in clips.iter().enumerate() {
+                for w in served_windows(x, rate) {
+                    windows.push(w.to_vec());
+                    clip_of.push(i);
+                }
+            }
+            let mut batch_clips: Vec<Vec<[f32; 2]>> = vec![Vec::new(); batch];
+            for (values, &clip) in features_of(&featurizer, &windows)?.iter().zip(&clip_of) {
+                if let Some(v) = values {
+                    batch_clips[clip].push([card.probability_of(&v[..k]), v[FEATURE_NAMES.len()]]);
+                }
+            }
+            by_clip.extend(batch_clips);
+            made += batch;
+            tracing::info!(made, "more non-speech for the VAD gate");
+        }
         let speech_read: Vec<[f32; 2]> =
             pos_read.iter().map(|v| [card.probability_of(&v[..k]), v[FEATURE_NAMES.len()]]).collect();
         let fit = fit_vad_gate(&speech_read, &by_clip, card.threshold);
@@ -341,7 +379,8 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         }
     }
     let short = openings_accepted(&detector, &clips, &SHORT_SPEECH_SECONDS)?;
-    let test_negatives = negatives(MEASURED_NEGATIVES, rate, request.seed.wrapping_add(1_000_003));
+    let measure_seed = request.measure_seed.unwrap_or(request.seed.wrapping_add(1_000_003));
+    let test_negatives = negatives(MEASURED_NEGATIVES, rate, measure_seed);
     let mut by_family: BTreeMap<&str, [u64; 2]> = BTreeMap::new();
     for (family, x) in &test_negatives {
         let entry = by_family.entry(family.name()).or_default();
@@ -366,6 +405,7 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         "short_speech_accepted_not_trained_on": short_accepted,
         "nonspeech_refused": share(refused_total, test_negatives.len() as u64),
         "nonspeech_clips": test_negatives.len(),
+        "nonspeech_seed": measure_seed,
         "nonspeech_refused_by_family": by_family.iter().map(|(f, v)| (f.to_string(), share(v[0], v[1]))).collect::<serde_json::Map<_, _>>(),
         "threshold_rule": threshold_note,
         "training_windows": {"speech": pos.len(), "nonspeech": neg.len()},
@@ -404,9 +444,13 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         format!(" --negatives {}", request.negatives)
     };
     let seed_arg = if request.seed == 1 { String::new() } else { format!(" --seed {}", request.seed) };
-    let gate_arg = if request.vad_gate { " --vad-gate" } else { "" };
+    let mut gate_arg = if request.vad_gate { " --vad-gate".to_string() } else { String::new() };
+    if request.gate_negatives > 0 {
+        gate_arg += &format!(" --gate-negatives {}", request.gate_negatives);
+    }
+    let measure_arg = request.measure_seed.map(|s| format!(" --measure-seed {s}")).unwrap_or_default();
     card.train_command = format!(
-        "emotion-ai train speech-check {}{hidden_arg}{negatives_arg}{seed_arg}{vad_arg}{gate_arg}",
+        "emotion-ai train speech-check {}{hidden_arg}{negatives_arg}{seed_arg}{vad_arg}{gate_arg}{measure_arg}",
         data.join(" ")
     );
     save_card(&card, &request.export)?;
