@@ -18,7 +18,7 @@ use emotion_ai::model::verifier::FaceVerifier;
 use emotion_ai::model::voice::{LoadedVoiceModel, VoiceClassifier};
 use emotion_ai::model::LoadedFaceModel;
 use emotion_ai::predict::{Analyzer, AnalyzerConfig};
-use emotion_ai::speech::SpeechFeaturizer;
+use emotion_ai::speech::{SpeechDetector, SpeechFeaturizer};
 use emotion_ai::web::{self, AppState, ServerLimits};
 use tch::Tensor;
 use tower::ServiceExt;
@@ -116,6 +116,11 @@ fn stages(c: &mut Criterion) {
     let vad = SileroVad::load(Path::new(DEFAULT_SILERO_VAD)).expect("Silero VAD (scripts/setup.sh)");
     let slices: Vec<&[f32]> = spans.iter().map(|&(s, e)| &ten[s..e]).collect();
     c.bench_function("speech_check/silero_vad_10s", |b| b.iter(|| vad.probabilities_of_each(&slices).expect("VAD")));
+    // The shipped check as served: the statistics, and the VAD only on the
+    // windows in its gate's band.
+    let served = SpeechDetector::load(&root().join("models/speech_check.json"), Path::new(DEFAULT_SILERO_VAD))
+        .expect("speech check (scripts/setup.sh installs Silero VAD)");
+    c.bench_function("speech_check/served_10s", |b| b.iter(|| served.check_windows(&ten, &spans).expect("check")));
 }
 
 /// The app's state with the models `config` names (`what` says which, if

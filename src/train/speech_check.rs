@@ -435,6 +435,13 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
         request.seed.wrapping_add(1),
         MEASURED_NEGATIVES
     );
+    if request.vad_gate {
+        card.trained_on += &format!(
+            "; the VAD gate fitted on the same speech and non-speech and {} more generated clips (seed {})",
+            request.gate_negatives,
+            request.seed.wrapping_add(4)
+        );
+    }
     let data: Vec<String> = request.data.iter().map(|d| format!("--data {}", d.display())).collect();
     let hidden_arg = if request.hidden == DEFAULT_HIDDEN { String::new() } else { format!(" --hidden {hidden}") };
     let vad_arg = request.vad.as_ref().map(|v| format!(" --silero-vad {}", v.display())).unwrap_or_default();
