@@ -404,6 +404,10 @@ struct TrainSpeechCheck {
     /// training seed + 1,000,003).
     #[arg(long)]
     measure_seed: Option<u64>,
+    /// Largest share of the training speech windows the threshold may refuse (0-1; 1: the threshold is always
+    /// just above every training non-speech clip).
+    #[arg(long, default_value_t = emotion_ai::train::speech_check::MAX_SPEECH_REFUSED)]
+    max_speech_refused: f64,
 }
 
 #[derive(Subcommand)]
@@ -870,6 +874,7 @@ fn main() -> Result<()> {
                     vad_gate: args.vad_gate,
                     gate_negatives: args.gate_negatives,
                     measure_seed: args.measure_seed,
+                    max_speech_refused: args.max_speech_refused,
                 })?;
             println!("threshold {:.4}", card.threshold);
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);

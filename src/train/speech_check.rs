@@ -47,8 +47,9 @@ pub const SHORT_SPEECH_SECONDS: [f64; 2] = [1.0, 1.5];
 /// Generated non-speech clips the card's refusal rate is measured on (from
 /// a second seed), however many the check trained on.
 pub const MEASURED_NEGATIVES: usize = 6000;
-/// Largest share of training speech windows the threshold may refuse.
-const MAX_SPEECH_REFUSED: f64 = 0.005;
+/// Largest share of training speech windows the threshold may refuse unless
+/// the request says otherwise.
+pub const MAX_SPEECH_REFUSED: f64 = 0.005;
 
 /// What to train on and where to write the card.
 pub struct SpeechCheckRequest {
@@ -74,6 +75,10 @@ pub struct SpeechCheckRequest {
     /// Seed of the generated non-speech the card's refusal rate is measured
     /// on; `None`: the second seed (the training seed + 1,000,003).
     pub measure_seed: Option<u64>,
+    /// Largest share of training speech windows the threshold may refuse
+    /// ([`MAX_SPEECH_REFUSED`] unless asked; 1: always just above every
+    /// training non-speech clip).
+    pub max_speech_refused: f64,
 }
 
 /// The windows of a clip as the server checks them.
@@ -171,6 +176,10 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     anyhow::ensure!(
         !request.vad_gate || request.vad.is_some(),
         "a VAD gate (--vad-gate) needs Silero VAD's weights (--silero-vad)"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&request.max_speech_refused),
+        "--max-speech-refused is a share of the training speech windows, from 0 to 1"
     );
     anyhow::ensure!(
         request.vad_gate || request.gate_negatives == 0,
@@ -296,13 +305,13 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     let p_neg: Vec<f32> = neg.iter().map(|v| card.probability_of(v)).collect();
     let mut sorted = p_pos.clone();
     sorted.sort_by(f32::total_cmp);
-    let cap = sorted[((sorted.len() as f64 * MAX_SPEECH_REFUSED) as usize).min(sorted.len() - 1)];
+    let cap = sorted[((sorted.len() as f64 * request.max_speech_refused) as usize).min(sorted.len() - 1)];
     let above_negatives = p_neg.iter().copied().fold(0.0f32, f32::max) + 1e-3;
     card.threshold = above_negatives.min(cap).max(1e-3);
     let threshold_note = if above_negatives <= cap {
         "just above every training non-speech clip".to_string()
     } else {
-        format!("capped at the {:.1}% point of the training speech windows", MAX_SPEECH_REFUSED * 100.0)
+        format!("capped at the {:.1}% point of the training speech windows", request.max_speech_refused * 100.0)
     };
     let gate_fit = if request.vad_gate {
         // The training non-speech as the card measures clips: each served
@@ -455,7 +464,10 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     if request.gate_negatives > 0 {
         gate_arg += &format!(" --gate-negatives {}", request.gate_negatives);
     }
-    let measure_arg = request.measure_seed.map(|s| format!(" --measure-seed {s}")).unwrap_or_default();
+    let mut measure_arg = request.measure_seed.map(|s| format!(" --measure-seed {s}")).unwrap_or_default();
+    if request.max_speech_refused != MAX_SPEECH_REFUSED {
+        measure_arg += &format!(" --max-speech-refused {}", request.max_speech_refused);
+    }
     card.train_command = format!(
         "emotion-ai train speech-check {}{hidden_arg}{negatives_arg}{seed_arg}{vad_arg}{gate_arg}{measure_arg}",
         data.join(" ")
