@@ -316,22 +316,9 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     let gate_fit = if request.vad_gate {
         // The training non-speech as the card measures clips: each served
         // window read alone.
-        let mut windows: Vec<Vec<f32>> = Vec::new();
-        let mut clip_of: Vec<usize> = Vec::new();
-        for (i, (_, x)) in train_negatives.iter().enumerate() {
-            for w in served_windows(x, rate) {
-                windows.push(w.to_vec());
-                clip_of.push(i);
-            }
-        }
-        tracing::info!(windows = windows.len(), "fitting the VAD gate");
-        let read = features_of(&featurizer, &windows)?;
-        let mut by_clip: Vec<Vec<[f32; 2]>> = vec![Vec::new(); train_negatives.len()];
-        for (values, &clip) in read.iter().zip(&clip_of) {
-            if let Some(v) = values {
-                by_clip[clip].push([card.probability_of(&v[..k]), v[FEATURE_NAMES.len()]]);
-            }
-        }
+        let reads = |clips: &[&[f32]]| gate_reads(&featurizer, &card, k, clips, rate);
+        tracing::info!(clips = train_negatives.len(), "fitting the VAD gate");
+        let mut by_clip = reads(&train_negatives.iter().map(|(_, x)| x.as_slice()).collect::<Vec<_>>())?;
         // More clips for the gate alone, in batches (45,000 clips of audio
         // would not fit in memory at once).
         let mut extra_rng = SmallRng::seed_from_u64(request.seed.wrapping_add(4));
@@ -341,21 +328,7 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
             let clips: Vec<Vec<f32>> = (made..made + batch)
                 .map(|i| generate(Family::ALL[i % Family::ALL.len()], rate, &mut extra_rng))
                 .collect();
-            let mut windows: Vec<Vec<f32>> = Vec::new();
-            let mut clip_of: Vec<usize> = Vec::new();
-            for (i, x) in clips.iter().enumerate() {
-                for w in served_windows(x, rate) {
-                    windows.push(w.to_vec());
-                    clip_of.push(i);
-                }
-            }
-            let mut batch_clips: Vec<Vec<[f32; 2]>> = vec![Vec::new(); batch];
-            for (values, &clip) in features_of(&featurizer, &windows)?.iter().zip(&clip_of) {
-                if let Some(v) = values {
-                    batch_clips[clip].push([card.probability_of(&v[..k]), v[FEATURE_NAMES.len()]]);
-                }
-            }
-            by_clip.extend(batch_clips);
+            by_clip.extend(reads(&clips.iter().map(Vec::as_slice).collect::<Vec<_>>())?);
             made += batch;
             tracing::info!(made, "more non-speech for the VAD gate");
         }
@@ -474,6 +447,34 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     );
     save_card(&card, &request.export)?;
     Ok(card)
+}
+
+/// Each clip's served windows, each read alone, as `[probability, VAD speech
+/// share]` (the statistics network's first `k` inputs, then the VAD's share):
+/// what [`fit_vad_gate`] weighs a non-speech clip by. A window with too
+/// little sound is left out.
+fn gate_reads(
+    featurizer: &SpeechFeaturizer,
+    card: &SpeechCheckCard,
+    k: usize,
+    clips: &[&[f32]],
+    rate: u32,
+) -> Result<Vec<Vec<[f32; 2]>>> {
+    let mut windows: Vec<Vec<f32>> = Vec::new();
+    let mut clip_of: Vec<usize> = Vec::new();
+    for (i, x) in clips.iter().enumerate() {
+        for w in served_windows(x, rate) {
+            windows.push(w.to_vec());
+            clip_of.push(i);
+        }
+    }
+    let mut by_clip: Vec<Vec<[f32; 2]>> = vec![Vec::new(); clips.len()];
+    for (values, &clip) in features_of(featurizer, &windows)?.iter().zip(&clip_of) {
+        if let Some(v) = values {
+            by_clip[clip].push([card.probability_of(&v[..k]), v[FEATURE_NAMES.len()]]);
+        }
+    }
+    Ok(by_clip)
 }
 
 /// A fitted [`VadGate`] and what it did on the training data.
