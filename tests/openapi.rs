@@ -122,6 +122,11 @@ async fn real_answers_validate_against_the_declared_schemas() {
     );
     assert!(models["speech_check"]["metrics"]["nonspeech_refused"].as_f64().unwrap() > 0.99);
     assert!(models["speech_check"]["metrics"]["speech_accepted"]["ravdess"]["accepted"].as_f64().unwrap() > 0.99);
+    // The shipped check's VAD gate: a band of probabilities under its threshold.
+    let input = &models["speech_check"]["input"];
+    let gate_floor = input["vad_gate"]["min_probability"].as_f64().unwrap();
+    assert!(gate_floor > 0.0 && gate_floor < input["threshold"].as_f64().unwrap(), "{input}");
+    assert!((0.0..=1.0).contains(&input["vad_gate"]["min_vad_speech_share"].as_f64().unwrap()), "{input}");
     // The calibration fusion weighs by, and the ECE it was judged on.
     for model in ["face_emotion", "voice_emotion", "face_sex"] {
         let t = models[model]["calibration"]["temperature"].as_f64().unwrap_or_default();

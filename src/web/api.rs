@@ -143,7 +143,12 @@ fn speech_check_info(card: &crate::speech::SpeechCheckCard) -> ModelInfo {
         name: card.name.clone(),
         description: card.description.clone(),
         classes: vec!["speech".into(), "not_speech".into()],
-        input: serde_json::json!({ "sample_rate": card.sample_rate, "features": card.features, "threshold": card.threshold }),
+        input: serde_json::json!({
+            "sample_rate": card.sample_rate,
+            "features": card.features,
+            "threshold": card.threshold,
+            "vad_gate": card.vad_gate,
+        }),
         params: params as i64,
         trained_on: card.trained_on.clone(),
         metrics: card.metrics.clone(),

@@ -106,7 +106,7 @@ pub async fn models(State(state): State<AppState>) -> Response {
             view("Face emotion", &face.description, &face.trained_on, Some(face.params), &face.metrics),
             view("Face sex", &sex.description, &sex.trained_on, Some(sex.params), &sex.metrics),
             view("Voice emotion and sex", &voice.description, &voice.trained_on, Some(voice.params), &voice.metrics),
-            view("Speech check", &speech.description, "", None, &speech.metrics),
+            view("Speech check", &speech.description, &speech.trained_on, None, &speech.metrics),
         ]
         .into_iter()
         .chain(analyzer.voice_sex_card().map(|v| view("Voice sex", &v.description, &v.trained_on, None, &v.metrics)))
