@@ -468,6 +468,11 @@ pub fn vad_statistics(probabilities: &[f32]) -> [f32; 2] {
     [probabilities.iter().filter(|&&p| p >= 0.5).count() as f32 / n, probabilities.iter().sum::<f32>() / n]
 }
 
+/// The samples of window `(start, end)` of a clip, cut to the clip's end.
+fn window_samples(samples: &[f32], (start, end): (usize, usize)) -> &[f32] {
+    &samples[start.min(samples.len())..end.min(samples.len())]
+}
+
 /// What the check reads from a stretch of audio: the [`SpeechAnalyser`]
 /// statistics, then, when it has the network, Silero VAD's
 /// ([`VAD_FEATURE_NAMES`]). Each stretch (a clip, a window) is read alone:
@@ -531,7 +536,7 @@ impl SpeechFeaturizer {
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| all[*i].is_some())
-                .map(|(i, &(start, end))| (i, &samples[start.min(samples.len())..end.min(samples.len())]))
+                .map(|(i, &window)| (i, window_samples(samples, window)))
                 .collect();
             let slices: Vec<&[f32]> = spans.iter().map(|(_, s)| *s).collect();
             for ((i, _), p) in spans.iter().zip(vad.with(|vad| vad.probabilities_of_each(&slices))??) {
@@ -556,6 +561,12 @@ impl SpeechFeaturizer {
 }
 
 impl SpeechCheckCard {
+    /// Whether the check needs Silero VAD: its network reads the VAD's
+    /// statistics, or it has a [`VadGate`].
+    pub fn reads_vad(&self) -> bool {
+        self.vad_gate.is_some() || self.features.iter().any(|f| VAD_FEATURE_NAMES.contains(&f.as_str()))
+    }
+
     /// The card's network's probability of speech for given statistics (in
     /// the order of `features`), whatever its threshold.
     pub fn probability_of(&self, features: &[f32]) -> f32 {
@@ -615,7 +626,7 @@ impl SpeechDetector {
         if !statistics_only && !with_vad {
             bail!("the speech check card lists other features than this build computes");
         }
-        let needs_vad = with_vad || card.vad_gate.is_some();
+        let needs_vad = card.reads_vad();
         if needs_vad && vad.is_none() {
             bail!("the speech check card reads Silero VAD, which is not loaded: scripts/setup.sh installs it");
         }
@@ -650,11 +661,7 @@ impl SpeechDetector {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let card: SpeechCheckCard =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let vad = if card.vad_gate.is_some() || card.features.iter().any(|f| VAD_FEATURE_NAMES.contains(&f.as_str())) {
-            Some(SileroVad::pool(vad_weights, 2)?)
-        } else {
-            None
-        };
+        let vad = if card.reads_vad() { Some(SileroVad::pool(vad_weights, 2)?) } else { None };
         Self::new(card, vad).with_context(|| format!("loading {}", path.display()))
     }
 
@@ -697,13 +704,7 @@ impl SpeechDetector {
                 .filter(|&i| probabilities[i].is_some_and(|p| p >= gate.min_probability && p < self.card.threshold))
                 .collect();
             if !doubted.is_empty() {
-                let slices: Vec<&[f32]> = doubted
-                    .iter()
-                    .map(|&i| {
-                        let (start, end) = windows[i];
-                        &samples[start.min(samples.len())..end.min(samples.len())]
-                    })
-                    .collect();
+                let slices: Vec<&[f32]> = doubted.iter().map(|&i| window_samples(samples, windows[i])).collect();
                 for (&i, p) in doubted.iter().zip(vad.with(|vad| vad.probabilities_of_each(&slices))??) {
                     shares[i] = Some(vad_statistics(&p)[0]);
                 }

@@ -316,7 +316,7 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     let gate_fit = if request.vad_gate {
         // The training non-speech as the card measures clips: each served
         // window read alone.
-        let reads = |clips: &[&[f32]]| gate_reads(&featurizer, &card, k, clips, rate);
+        let reads = |clips: &[&[f32]]| gate_reads(&featurizer, &card, clips, rate);
         tracing::info!(clips = train_negatives.len(), "fitting the VAD gate");
         let mut by_clip = reads(&train_negatives.iter().map(|(_, x)| x.as_slice()).collect::<Vec<_>>())?;
         // More clips for the gate alone, in batches (45,000 clips of audio
@@ -332,8 +332,7 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
             made += batch;
             tracing::info!(made, "more non-speech for the VAD gate");
         }
-        let speech_read: Vec<[f32; 2]> =
-            pos_read.iter().map(|v| [card.probability_of(&v[..k]), v[FEATURE_NAMES.len()]]).collect();
+        let speech_read: Vec<[f32; 2]> = pos_read.iter().map(|v| gate_read(&card, v)).collect();
         let fit = fit_vad_gate(&speech_read, &by_clip, card.threshold);
         card.vad_gate = Some(fit.gate);
         Some(fit)
@@ -449,14 +448,18 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     Ok(card)
 }
 
-/// Each clip's served windows, each read alone, as `[probability, VAD speech
-/// share]` (the statistics network's first `k` inputs, then the VAD's share):
-/// what [`fit_vad_gate`] weighs a non-speech clip by. A window with too
-/// little sound is left out.
+/// What the gate weighs a stretch by, from what a featurizer with the VAD
+/// read of it: `[the card's probability, the VAD's speech share]`.
+fn gate_read(card: &SpeechCheckCard, values: &[f32]) -> [f32; 2] {
+    [card.probability_of(&values[..card.features.len()]), values[FEATURE_NAMES.len()]]
+}
+
+/// Each clip's served windows, each read alone, as [`gate_read`]s: what
+/// [`fit_vad_gate`] weighs a non-speech clip by. A window with too little
+/// sound is left out.
 fn gate_reads(
     featurizer: &SpeechFeaturizer,
     card: &SpeechCheckCard,
-    k: usize,
     clips: &[&[f32]],
     rate: u32,
 ) -> Result<Vec<Vec<[f32; 2]>>> {
@@ -471,7 +474,7 @@ fn gate_reads(
     let mut by_clip: Vec<Vec<[f32; 2]>> = vec![Vec::new(); clips.len()];
     for (values, &clip) in features_of(featurizer, &windows)?.iter().zip(&clip_of) {
         if let Some(v) = values {
-            by_clip[clip].push([card.probability_of(&v[..k]), v[FEATURE_NAMES.len()]]);
+            by_clip[clip].push(gate_read(card, v));
         }
     }
     Ok(by_clip)
@@ -498,9 +501,9 @@ pub struct VadGateFit {
 /// pair that accepts the most speech; ties go to the higher S (the VAD
 /// surer).
 pub fn fit_vad_gate(speech: &[[f32; 2]], nonspeech: &[Vec<[f32; 2]>], threshold: f32) -> VadGateFit {
-    let refused: Vec<[f32; 2]> =
-        nonspeech.iter().filter(|windows| windows.iter().all(|w| w[0] < threshold)).flatten().copied().collect();
-    let refused_clips = nonspeech.iter().filter(|windows| windows.iter().all(|w| w[0] < threshold)).count();
+    let refused_clips: Vec<&Vec<[f32; 2]>> =
+        nonspeech.iter().filter(|windows| windows.iter().all(|w| w[0] < threshold)).collect();
+    let refused: Vec<[f32; 2]> = refused_clips.iter().copied().flatten().copied().collect();
     let doubted: Vec<[f32; 2]> = speech.iter().filter(|w| w[0] < threshold).copied().collect();
     let accepted_without = speech.len() - doubted.len();
     let mut shares: Vec<f32> = doubted.iter().map(|w| w[1]).collect();
@@ -522,7 +525,7 @@ pub fn fit_vad_gate(speech: &[[f32; 2]], nonspeech: &[Vec<[f32; 2]>], threshold:
         gate: best.1,
         speech_accepted_without: accepted_without,
         speech_accepted_with: accepted_without + best.0,
-        refused_clips,
+        refused_clips: refused_clips.len(),
     }
 }
 
