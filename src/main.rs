@@ -322,6 +322,20 @@ struct TrainFaceSexHead {
     /// part's adults choose the penalty either way).
     #[arg(long, default_value_t = 0)]
     min_age: u32,
+    /// Fine-tune the embedder's last this many residual blocks (1-14) and its final map with
+    /// the head, on nine tenths of the train part, the other tenth choosing the epoch
+    /// (0: a logistic fit on the embedder as installed).
+    #[arg(long, default_value_t = 0)]
+    tune_blocks: usize,
+    /// Epochs of that fine-tuning.
+    #[arg(long, default_value_t = emotion_ai::train::face_sex_head::TailTuning::NONE.epochs)]
+    tune_epochs: usize,
+    /// Adam's peak learning rate for it (cosine decay).
+    #[arg(long, default_value_t = emotion_ai::train::face_sex_head::TailTuning::NONE.lr)]
+    tune_lr: f64,
+    /// Seed of its shuffling.
+    #[arg(long, default_value_t = emotion_ai::train::face_sex_head::TailTuning::NONE.seed)]
+    seed: i64,
     #[command(flatten)]
     finder: FaceFinderArgs,
     /// Where to write the head's weights (its card goes beside them).
@@ -900,6 +914,12 @@ fn main() -> Result<()> {
                 network_mirror: args.network_mirror,
                 input_size: args.input_size,
                 min_age: args.min_age,
+                tune: emotion_ai::train::face_sex_head::TailTuning {
+                    blocks: args.tune_blocks,
+                    epochs: args.tune_epochs,
+                    lr: args.tune_lr,
+                    seed: args.seed,
+                },
                 export: args.export,
             };
             let card = emotion_ai::train::face_sex_head::run_train(&request)?;

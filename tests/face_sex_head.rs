@@ -135,3 +135,53 @@ fn a_head_card_asking_for_a_crop_too_small_is_refused_at_load() {
     let error = FaceSexHeadModel::load(&weights, Path::new(DEFAULT_FACE_EMBEDDER)).err().expect("refused").to_string();
     assert!(error.contains("input_size 32"), "{error}");
 }
+
+/// `train face-sex-head --tune-blocks`: the embedder's last blocks trained
+/// on with the head, the epoch (0, untuned, included) chosen by the held
+/// tenth's log loss, and what it returns is that epoch's network.
+#[test]
+fn tuning_the_tail_keeps_the_epoch_the_held_faces_choose() {
+    use emotion_ai::train::face_sex_head::{tune_tail, TailTuning};
+    use emotion_ai::train::fer2013::FaceSet;
+    use emotion_ai::train::utkface::SexSet;
+    use tch::{Device, Kind};
+
+    tch::manual_seed(5);
+    let embedder = embedder();
+    // 40 faces of noise, the "men" (a third, two of the four held faces)
+    // brighter: a cue the tail can learn.
+    let n = 40i64;
+    let male: Vec<i64> = (0..n).map(|i| i64::from(i % 3 == 0)).collect();
+    let level =
+        Tensor::from_slice(&male.iter().map(|&m| 90.0 + 60.0 * m as f32).collect::<Vec<_>>()).view([n, 1, 1, 1]);
+    let side = EMBEDDER_INPUT;
+    let images = (Tensor::rand([n, 1, side, side], (Kind::Float, Device::Cpu)) * 80.0 + level).to_kind(Kind::Uint8);
+    let set = SexSet {
+        faces: FaceSet {
+            images,
+            labels: Tensor::from_slice(&male),
+            names: vec![String::new(); n as usize],
+            targets: None,
+        },
+        ages: vec![30; n as usize],
+        races: vec![0; n as usize],
+        detected: vec![true; n as usize],
+    };
+    let tuning = TailTuning { blocks: 2, epochs: 3, lr: 1e-3, seed: 1 };
+    let (_vs, tail, head, record) = tune_tail(&embedder, &set, &tuning).expect("tuning");
+    let epochs = record["by_epoch"].as_array().expect("a record per epoch");
+    assert_eq!(epochs.len(), 4, "epoch 0 and three more");
+    let losses: Vec<f64> = epochs.iter().map(|e| e["held_loss"].as_f64().unwrap()).collect();
+    let chosen = record["chosen_epoch"].as_u64().unwrap() as usize;
+    let lowest = losses.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert_eq!(losses[chosen], lowest, "the epoch with the held faces' lowest loss: {losses:?}");
+    // The returned tail and head are that epoch's: the held faces (every
+    // tenth) give its loss again (rounded to 4 places in the record).
+    let held: Vec<i64> = (0..n).filter(|i| i % 10 == 9).collect();
+    let held_faces = set.faces.images.index_select(0, &Tensor::from_slice(&held));
+    let logits = tch::no_grad(|| head.forward(&tail.forward(&embedder.trunk_gray(&held_faces, 2))));
+    let y = Tensor::from_slice(&held.iter().map(|&i| male[i as usize] as f32).collect::<Vec<_>>());
+    let loss =
+        logits.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, tch::Reduction::Mean).double_value(&[]);
+    assert!((loss - losses[chosen]).abs() < 2e-3, "held loss {loss} against the record's {}", losses[chosen]);
+}

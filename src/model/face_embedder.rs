@@ -267,11 +267,108 @@ impl FaceEmbedder {
         x.mean_dim([2i64, 3].as_slice(), false, Kind::Float).matmul(&self.fc)
     }
 
+    /// `[N, 1, side, side]` grey faces (levels in `[0, 255]`) to the
+    /// activations that enter the last `tail` residual blocks: the frozen
+    /// part of a network whose tail was fine-tuned ([`EmbedderTail`]).
+    pub fn trunk_gray(&self, faces: &Tensor, tail: usize) -> Tensor {
+        let stem_out = self.gray_stem.forward(&channels_last(&faces.to_kind(Kind::Float)), 2, true);
+        let mut x = stem_out.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false);
+        for block in &self.blocks[..self.blocks.len().saturating_sub(tail)] {
+            x = block.forward(&x);
+        }
+        x
+    }
+
+    /// Copies this network's last `tail.len()` blocks and final map into
+    /// `tail`: the starting point of fine-tuning.
+    pub fn copy_tail_into(&self, tail: &mut EmbedderTail) {
+        let first = self.blocks.len() - tail.blocks.len();
+        tch::no_grad(|| {
+            for (mine, theirs) in self.blocks[first..].iter().zip(&mut tail.blocks) {
+                for (from, to) in [(&mine.conv1, &mut theirs.conv1), (&mine.conv2, &mut theirs.conv2)] {
+                    to.filters.copy_(&from.filters);
+                    to.bias.copy_(&from.bias);
+                }
+            }
+            tail.fc.copy_(&self.fc);
+        });
+    }
+}
+
+/// The last residual blocks of the embedder and its final linear map as
+/// variables: fine-tuned for one task (the face sex head,
+/// [`FaceSexHeadCard::tuned_blocks`]) on top of the frozen
+/// [`FaceEmbedder::trunk_gray`]. Its convolutions hold the affine scale
+/// folded in, as [`FaceEmbedder`]'s do.
+pub struct EmbedderTail {
+    blocks: Vec<Residual>,
+    fc: Tensor,
+}
+
+/// Output channels of a block of [`BLOCKS`] (`conv64_2`: 64).
+fn block_channels(name: &str) -> i64 {
+    name.trim_start_matches("conv").split('_').next().and_then(|c| c.parse().ok()).unwrap_or(256)
+}
+
+impl EmbedderTail {
+    /// Variables (under `root`, named `tail.<block>.conv1.weight` ...) for
+    /// the last `blocks` blocks and the final map, in the embedder's shapes;
+    /// fill them by [`FaceEmbedder::copy_tail_into`] or a saved file.
+    pub fn new(root: &nn::Path, blocks: usize) -> Result<Self> {
+        if blocks == 0 || blocks > BLOCKS.len() {
+            bail!("a tail of {blocks} blocks: the embedder has 1 to {}", BLOCKS.len());
+        }
+        let first = BLOCKS.len() - blocks;
+        let root = root / "tail";
+        let layers = BLOCKS[first..]
+            .iter()
+            .enumerate()
+            .map(|(i, &(name, down))| {
+                let out = block_channels(name);
+                let input = if down { block_channels(BLOCKS[first + i - 1].0) } else { out };
+                let path = &root / name;
+                let conv = |label: &str, cin: i64| ConvLayer {
+                    filters: (&path / label).zeros("weight", &[out, cin, 3, 3]),
+                    bias: (&path / label).zeros("bias", &[out]),
+                };
+                Residual { conv1: conv("conv1", input), conv2: conv("conv2", out), down }
+            })
+            .collect();
+        Ok(Self { blocks: layers, fc: root.zeros("fc", &[256, DESCRIPTOR_SIZE]) })
+    }
+
+    /// How many of the embedder's blocks this tail replaces.
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Whether it replaces none (never, by [`Self::new`]).
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// [`FaceEmbedder::trunk_gray`]'s activations to descriptors.
+    pub fn forward(&self, trunk: &Tensor) -> Tensor {
+        let mut x = trunk.shallow_clone();
+        for block in &self.blocks {
+            x = block.forward(&x);
+        }
+        x.mean_dim([2i64, 3].as_slice(), false, Kind::Float).matmul(&self.fc)
+    }
+}
+
+impl FaceEmbedder {
     /// Descriptors of square grey crops of one size (the network's own is
     /// [`EMBEDDER_INPUT`]; it is fully convolutional, so smaller ones cost
     /// less), each given as three equal channels; with `mirror`, the mean of
     /// the face's and its mirror image's.
     pub fn describe_gray(&self, crops: &[GrayImage], mirror: bool) -> Result<Tensor> {
+        self.describe_gray_with(crops, mirror, None)
+    }
+
+    /// [`Self::describe_gray`] through a fine-tuned `tail` in place of the
+    /// network's own last blocks, when one is given.
+    pub fn describe_gray_with(&self, crops: &[GrayImage], mirror: bool, tail: Option<&EmbedderTail>) -> Result<Tensor> {
         let Some(first) = crops.first() else {
             return Ok(Tensor::zeros([0, DESCRIPTOR_SIZE], (Kind::Float, Device::Cpu)));
         };
@@ -282,17 +379,25 @@ impl FaceEmbedder {
         let side = i64::from(side);
         let flat: Vec<u8> = crops.iter().flat_map(|c| c.as_raw().iter().copied()).collect();
         let faces = Tensor::from_slice(&flat).view([crops.len() as i64, 1, side, side]);
-        Ok(tch::no_grad(|| self.describe(&faces, mirror)))
+        Ok(tch::no_grad(|| self.describe_with(&faces, mirror, tail)))
     }
 
     /// `[N, 1, 150, 150]` grey faces (any kind, levels 0..255) to their
     /// descriptors, `[N, 128]`; with `mirror`, the mean of theirs and their
     /// mirror images'.
     pub fn describe(&self, faces: &Tensor, mirror: bool) -> Tensor {
+        self.describe_with(faces, mirror, None)
+    }
+
+    /// [`Self::describe`] through a fine-tuned `tail`, when one is given.
+    pub fn describe_with(&self, faces: &Tensor, mirror: bool, tail: Option<&EmbedderTail>) -> Tensor {
         let n = faces.size()[0];
         let faces = faces.to_kind(Kind::Float);
         let batch = if mirror { Tensor::cat(&[&faces, &faces.flip([3])], 0) } else { faces };
-        let d = self.forward_gray(&batch);
+        let d = match tail {
+            Some(tail) => tail.forward(&self.trunk_gray(&batch, tail.len())),
+            None => self.forward_gray(&batch),
+        };
         if mirror {
             (d.narrow(0, 0, n) + d.narrow(0, n, n)) / 2.0
         } else {
@@ -330,6 +435,12 @@ pub struct FaceSexHeadCard {
     /// (half its work; cards before this field: with the mirror).
     #[serde(default = "mirrored")]
     pub network_mirror: bool,
+    /// How many of the embedder's last residual blocks (with its final
+    /// map) were fine-tuned with the head and are stored in the head's
+    /// weights ([`EmbedderTail`]); 0: the embedder as installed (cards
+    /// before this field).
+    #[serde(default)]
+    pub tuned_blocks: usize,
     pub trained_on: String,
     pub train_command: String,
     #[serde(default)]
@@ -354,6 +465,9 @@ impl FaceSexHeadCard {
 /// The face embedder and the sex head on it, loaded once per worker.
 pub struct FaceSexHeadModel {
     pub embedder: FaceEmbedder,
+    /// The fine-tuned last blocks that replace the embedder's own, when the
+    /// card has any.
+    pub tail: Option<EmbedderTail>,
     pub head: LogisticHead,
     pub card: FaceSexHeadCard,
     _vs: nn::VarStore,
@@ -372,15 +486,25 @@ impl FaceSexHeadModel {
         }
         let mut vs = nn::VarStore::new(Device::Cpu);
         let head = LogisticHead::new(&vs.root(), DESCRIPTOR_SIZE);
+        let tail = match card.tuned_blocks {
+            0 => None,
+            blocks => Some(EmbedderTail::new(&vs.root(), blocks)?),
+        };
         vs.load(weights).with_context(|| format!("loading the face sex head {}", weights.display()))?;
         vs.freeze();
-        Ok(Self { embedder: FaceEmbedder::load(embedder)?, head, card, _vs: vs })
+        Ok(Self { embedder: FaceEmbedder::load(embedder)?, tail, head, card, _vs: vs })
+    }
+
+    /// Descriptors of `[N, 1, side, side]` grey faces as this head reads them
+    /// (through its tuned tail, with the mirror image if the card says so).
+    pub fn describe(&self, faces: &Tensor) -> Tensor {
+        self.embedder.describe_with(faces, self.card.mirror, self.tail.as_ref())
     }
 
     /// Probability of male for each crop (cut by [`FaceSexHeadCard::crop`]),
     /// from its descriptor (with the mirror image's, if the card says so).
     pub fn male_probabilities(&self, crops: &[GrayImage]) -> Result<Vec<f32>> {
-        let descriptors = self.embedder.describe_gray(crops, self.card.mirror)?;
+        let descriptors = self.embedder.describe_gray_with(crops, self.card.mirror, self.tail.as_ref())?;
         Ok(Vec::<f32>::try_from(tch::no_grad(|| self.head.forward(&descriptors).sigmoid()))?)
     }
 }
@@ -517,14 +641,76 @@ mod tests {
     }
 
     #[test]
+    fn a_tail_copied_from_the_embedder_gives_its_descriptors() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedder = FaceEmbedder::load(&embedder_weights().write(dir.path())).unwrap();
+        let faces = Tensor::rand([2, 1, EMBEDDER_INPUT, EMBEDDER_INPUT], (Kind::Float, Device::Cpu)) * 255.0;
+        let whole = tch::no_grad(|| embedder.forward_gray(&faces));
+        // One block, the three 256-channel blocks with the halving into
+        // them (a narrower input), every block.
+        for blocks in [1, 4, BLOCKS.len()] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let mut tail = EmbedderTail::new(&vs.root(), blocks).unwrap();
+            embedder.copy_tail_into(&mut tail);
+            assert_eq!(tail.len(), blocks);
+            let split = tch::no_grad(|| tail.forward(&embedder.trunk_gray(&faces, blocks)));
+            let largest = f64::try_from((&split - &whole).abs().max()).unwrap();
+            let size = f64::try_from(whole.abs().max()).unwrap();
+            assert!(largest <= 1e-4 * size.max(1.0), "{blocks} blocks: differs by {largest}");
+        }
+        let vs = nn::VarStore::new(Device::Cpu);
+        assert!(EmbedderTail::new(&vs.root(), 0).is_err(), "an empty tail");
+        assert!(EmbedderTail::new(&vs.root(), BLOCKS.len() + 1).is_err(), "more blocks than the network has");
+    }
+
+    #[test]
+    fn a_head_with_a_tuned_tail_loads_and_reads_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = embedder_weights().write(dir.path());
+        let embedder = FaceEmbedder::load(&manifest).unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut head = LogisticHead::new(&vs.root(), DESCRIPTOR_SIZE);
+        let mut tail = EmbedderTail::new(&vs.root(), 2).unwrap();
+        embedder.copy_tail_into(&mut tail);
+        // Tuned: the final map no longer the installed one.
+        tch::no_grad(|| {
+            let _ = tail.fc.g_mul_scalar_(-1.5);
+            let _ = head.linear.ws.fill_(0.01);
+        });
+        let weights = dir.path().join("face_sex_head.safetensors");
+        vs.save(&weights).unwrap();
+        let card = json!({
+            "name": "face_sex_head", "description": "", "classes": ["female", "male"], "embedder": "dlib",
+            "margin": 0.0, "head_weight": 0.5, "mirror": false, "network_mirror": false, "tuned_blocks": 2,
+            "trained_on": "", "train_command": ""
+        });
+        std::fs::write(dir.path().join("face_sex_head.json"), card.to_string()).unwrap();
+        let loaded = FaceSexHeadModel::load(&weights, &manifest).unwrap();
+        assert_eq!(loaded.tail.as_ref().map(EmbedderTail::len), Some(2));
+        let faces = Tensor::rand([3, 1, EMBEDDER_INPUT, EMBEDDER_INPUT], (Kind::Float, Device::Cpu)) * 255.0;
+        let expected = tch::no_grad(|| tail.forward(&embedder.trunk_gray(&faces, 2)));
+        let read = tch::no_grad(|| loaded.describe(&faces));
+        assert!(f64::try_from((&read - &expected).abs().max()).unwrap() < 1e-5);
+        let installed = tch::no_grad(|| embedder.forward_gray(&faces));
+        assert!(f64::try_from((&read - &installed).abs().max()).unwrap() > 1e-3, "the tuned tail is used");
+        // A card that names a tail its weights do not hold is refused.
+        let mut card = card;
+        card["tuned_blocks"] = json!(3);
+        std::fs::write(dir.path().join("face_sex_head.json"), card.to_string()).unwrap();
+        assert!(FaceSexHeadModel::load(&weights, &manifest).is_err());
+    }
+
+    #[test]
     fn a_card_from_before_the_newer_fields_reads_as_it_was_served() {
         let card: FaceSexHeadCard = serde_json::from_value(json!({
             "name": "face_sex_head", "description": "", "classes": ["female", "male"], "embedder": "dlib",
             "margin": 0.0, "head_weight": 0.5, "trained_on": "", "train_command": ""
         }))
         .unwrap();
-        // Then: both mirror passes, the network's own 150 px crop.
+        // Then: both mirror passes, the network's own 150 px crop, the
+        // embedder as installed.
         assert!(card.mirror && card.network_mirror);
+        assert_eq!(card.tuned_blocks, 0);
         assert_eq!(card.crop(), CropSpec { size: 150, margin: 0.0 });
     }
 
