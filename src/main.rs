@@ -681,8 +681,12 @@ struct TrainVoiceEmotion {
     #[arg(long)]
     leave_out: Vec<String>,
     /// Clips without an emotion (speechsex, EmoDB boredom) drawn each epoch.
-    #[arg(long, default_value_t = 700)]
+    #[arg(long, default_value_t = voice_emotion::DEFAULT_SEX_ONLY_PER_EPOCH)]
     sex_only_per_epoch: usize,
+    /// Random windows of every clip with an emotion in each epoch (each its own augmentation): 2 keeps their
+    /// share of an epoch with twice the sex-only clips.
+    #[arg(long, default_value_t = 1)]
+    emotion_windows_per_epoch: usize,
     /// Spectral rows of the input: 40 log-mel bands (the shipped model) or 40 MFCCs (the model before it).
     #[arg(long, value_enum, default_value_t = VoiceFeatures::LogMel)]
     features: VoiceFeatures,
@@ -871,6 +875,7 @@ fn main() -> Result<()> {
                     cmn: matches!(args.window_mean, WindowMean::Remove),
                 },
                 sex_only_per_epoch: args.sex_only_per_epoch,
+                emotion_windows_per_epoch: args.emotion_windows_per_epoch,
                 weight_average: args.weight_average,
             };
             let card = voice_emotion::run_train(&request, &VoiceNetConfig::emotion_sex_pitch())?;

@@ -467,13 +467,20 @@ pub struct VoiceTrainRequest {
     /// model, [`MfccConfig::voice`] for MFCCs, the model before it) and
     /// whether each window's mean is removed (the shipped model: yes).
     pub input: RunInput,
-    /// Clips without an emotion drawn each epoch (they outnumber the others).
+    /// Clips without an emotion drawn each epoch (they outnumber the others;
+    /// the shipped recipe: [`DEFAULT_SEX_ONLY_PER_EPOCH`]).
     pub sex_only_per_epoch: usize,
+    /// Random windows of every clip with an emotion in each epoch (1: one):
+    /// more keeps their share of an epoch when more sex-only clips are drawn.
+    pub emotion_windows_per_epoch: usize,
     /// Decay of an exponential moving average of the weights, updated after
     /// every step; when set, the averaged weights are what each epoch's
     /// validation measures and what is exported. See [`WeightAverage`].
     pub weight_average: Option<f64>,
 }
+
+/// Sex-only clips drawn each epoch by the shipped recipe.
+pub const DEFAULT_SEX_ONLY_PER_EPOCH: usize = 700;
 
 /// An exponential moving average of a network's variables (Polyak
 /// averaging). The raw weights jump from batch to batch; their running mean
@@ -616,7 +623,11 @@ pub fn train_voice(
 
     let (with_emotion, sex_only): (Vec<&VoiceClip>, Vec<&VoiceClip>) =
         train.iter().partition(|c| c.label.emotion.is_some());
-    let per_epoch = with_emotion.len() + request.sex_only_per_epoch.min(sex_only.len());
+    if request.emotion_windows_per_epoch == 0 {
+        bail!("--emotion-windows-per-epoch must be at least 1");
+    }
+    let per_epoch =
+        with_emotion.len() * request.emotion_windows_per_epoch + request.sex_only_per_epoch.min(sex_only.len());
     let batch = options.batch_size as usize;
     let steps_per_epoch = per_epoch / batch;
     if steps_per_epoch == 0 {
@@ -657,7 +668,9 @@ pub fn train_voice(
             extra.swap(i, rng.random_range(0..=i));
         }
         extra.truncate(request.sex_only_per_epoch);
-        let mut epoch_clips: Vec<&VoiceClip> = with_emotion.iter().copied().chain(extra).collect();
+        // Each repeat of a clip gets a window and augmentation of its own.
+        let repeated = std::iter::repeat_n(with_emotion.iter().copied(), request.emotion_windows_per_epoch).flatten();
+        let mut epoch_clips: Vec<&VoiceClip> = repeated.chain(extra).collect();
         for i in (1..epoch_clips.len()).rev() {
             epoch_clips.swap(i, rng.random_range(0..=i));
         }
@@ -821,7 +834,8 @@ pub fn export(
              EmoDB speakers {EMODB_VALIDATION_SPEAKERS:?} validate, {EMODB_HELDOUT_SPEAKERS:?} test; speechsex \
              2 in 10 speakers test, 1 in 10 validate); left out entirely: {}. Clips without an emotion (speechsex, \
              EmoDB boredom) train through the sex marginal. Best of {} epochs{} by validation 7-emotion accuracy + \
-             {SEX_SELECTION_WEIGHT} x sex accuracy (epoch {}); {} sex-only clips an epoch; AdamW lr {} cosine, \
+             {SEX_SELECTION_WEIGHT} x sex accuracy (epoch {}); {} sex-only clips and {} window(s) of every clip \
+             with an emotion an epoch; AdamW lr {} cosine, \
              batch {}, weight decay {}, label smoothing {}, class weights (mean/count)^{}, sex loss weight \
              {SEX_LOSS_WEIGHT}; augmentation {}",
             per_corpus.join(", "),
@@ -833,6 +847,7 @@ pub fn export(
                 .unwrap_or_default(),
             state.best_epoch,
             request.sex_only_per_epoch,
+            request.emotion_windows_per_epoch,
             o.lr,
             o.batch_size,
             o.weight_decay,
@@ -849,7 +864,7 @@ pub fn export(
         // The seed is named when it is not the default: two members of an
         // ensemble differ by nothing else.
         train_command: format!(
-            "emotion-ai train voice-emotion {}{}{}{}{}{}{}{}{}{} --epochs {}{}",
+            "emotion-ai train voice-emotion {}{}{}{}{}{}{}{}{}{}{}{} --epochs {}{}",
             data_args(&request.data),
             leave_out_args(&request.leave_out),
             if request.input.features.log_mel { " --features log-mel" } else { " --features mfcc" },
@@ -860,6 +875,16 @@ pub fn export(
             flag_if(augment.speed != VoiceAugment::channel_robust().speed, "speed", augment.speed),
             flag_if(augment.freq_mask > 0, "freq-mask", augment.freq_mask),
             flag_if(augment.mixup > 0.0, "mixup", augment.mixup),
+            flag_if(
+                request.sex_only_per_epoch != DEFAULT_SEX_ONLY_PER_EPOCH,
+                "sex-only-per-epoch",
+                request.sex_only_per_epoch
+            ),
+            flag_if(
+                request.emotion_windows_per_epoch != 1,
+                "emotion-windows-per-epoch",
+                request.emotion_windows_per_epoch
+            ),
             o.epochs,
             if o.seed == default_options().seed { String::new() } else { format!(" --seed {}", o.seed) }
         ),
@@ -1464,6 +1489,7 @@ mod tests {
             augment: VoiceAugment::basic(),
             input: RunInput { features: MfccConfig::voice(), cmn: true },
             sex_only_per_epoch: 32,
+            emotion_windows_per_epoch: 1,
             weight_average: None,
         };
         let state = train_voice(&train, &val, &arch, &request).unwrap();
@@ -1520,8 +1546,10 @@ mod tests {
         second.resume = false;
         second.options.epochs = 3;
         second.options.seed = 7;
-        // This one measures and keeps averaged weights.
+        // This one measures and keeps averaged weights, and reads two
+        // windows of every clip with an emotion an epoch.
         second.weight_average = Some(0.9);
+        second.emotion_windows_per_epoch = 2;
         let state2 = train_voice(&split.train, &val, &arch, &second).unwrap();
         let average_file = second.run_dir.join("average.safetensors");
         assert!(average_file.is_file());
@@ -1537,6 +1565,9 @@ mod tests {
         let card2 = VoiceModelCard::load(&card_path(&second.export)).unwrap();
         assert!(card2.train_command.contains("--weight-average 0.9"), "{}", card2.train_command);
         assert!(card2.trained_on.contains("averaged"), "{}", card2.trained_on);
+        assert!(card2.train_command.contains("--emotion-windows-per-epoch 2"), "{}", card2.train_command);
+        assert!(card2.train_command.contains("--sex-only-per-epoch 32"), "{}", card2.train_command);
+        assert!(!model.card.train_command.contains("--emotion-windows-per-epoch"), "{}", model.card.train_command);
         let joined = dir.path().join("ensemble/voice.safetensors");
         let card = merge_ensemble(&[request.export.clone(), second.export.clone()], &joined).unwrap();
         assert_eq!((card.ensemble.len(), card.training_corpora.clone()), (1, vec!["t".to_string()]));
