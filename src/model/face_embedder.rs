@@ -439,7 +439,7 @@ pub struct FaceSexHeadCard {
     /// map) were fine-tuned with the head and are stored in the head's
     /// weights ([`EmbedderTail`]); 0: the embedder as installed (cards
     /// before this field).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "untuned")]
     pub tuned_blocks: usize,
     pub trained_on: String,
     pub train_command: String,
@@ -449,6 +449,11 @@ pub struct FaceSexHeadCard {
 
 fn mirrored() -> bool {
     true
+}
+
+/// No tuned tail: left out of the card, which then reads as cards before the field.
+fn untuned(blocks: &usize) -> bool {
+    *blocks == 0
 }
 
 fn embedder_input() -> u32 {
@@ -711,6 +716,8 @@ mod tests {
         // embedder as installed.
         assert!(card.mirror && card.network_mirror);
         assert_eq!(card.tuned_blocks, 0);
+        // And an untuned card is written as it was before the field came.
+        assert!(!serde_json::to_string(&card).unwrap().contains("tuned_blocks"));
         assert_eq!(card.crop(), CropSpec { size: 150, margin: 0.0 });
     }
 

@@ -122,15 +122,6 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
     let spec = CropSpec { size: request.input_size, margin: request.margin };
     let [train, validation, _] = load(&request.data, &request.finder, spec)?;
     let train = train.subset(&train.indices_aged_at_least(request.min_age));
-    let started = std::time::Instant::now();
-    let train_x = describe_set(&embedder, &train, request.mirror);
-    let validation_x = describe_set(&embedder, &validation, request.mirror);
-    tracing::info!(
-        faces = train.ages.len() + validation.ages.len(),
-        seconds = started.elapsed().as_secs(),
-        "faces described"
-    );
-
     let (y, weights) = labels_and_weights(&train)?;
     let (validation_y, _) = labels_and_weights(&validation)?;
     let (network_p, _) = super::distributions_with(&network.frozen, &validation_net.faces, request.network_mirror);
@@ -168,6 +159,15 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
         );
         return export_head(request, &vs, trained_on, metrics);
     }
+    // The logistic fit on the embedder as installed.
+    let started = std::time::Instant::now();
+    let train_x = describe_set(&embedder, &train, request.mirror);
+    let validation_x = describe_set(&embedder, &validation, request.mirror);
+    tracing::info!(
+        faces = train.ages.len() + validation.ages.len(),
+        seconds = started.elapsed().as_secs(),
+        "faces described"
+    );
     let mut best: Option<(f64, f64, LogisticFit)> = None;
     let mut by_penalty = serde_json::Map::new();
     for penalty in PENALTIES {
