@@ -256,15 +256,12 @@ impl FaceEmbedder {
     /// descriptors: the same as [`Self::forward`] of the grey given as three
     /// equal channels, for a third of the first convolution's work.
     pub fn forward_gray(&self, faces: &Tensor) -> Tensor {
-        self.after_stem(self.gray_stem.forward(&channels_last(&faces.to_kind(Kind::Float)), 2, true))
+        describe_from(&self.trunk_gray(faces, 0), &[], &self.fc)
     }
 
     fn after_stem(&self, stem_out: Tensor) -> Tensor {
-        let mut x = stem_out.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false);
-        for block in &self.blocks {
-            x = block.forward(&x);
-        }
-        x.mean_dim([2i64, 3].as_slice(), false, Kind::Float).matmul(&self.fc)
+        let pooled = stem_out.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false);
+        describe_from(&pooled, &self.blocks, &self.fc)
     }
 
     /// `[N, 1, side, side]` grey faces (levels in `[0, 255]`) to the
@@ -272,11 +269,8 @@ impl FaceEmbedder {
     /// part of a network whose tail was fine-tuned ([`EmbedderTail`]).
     pub fn trunk_gray(&self, faces: &Tensor, tail: usize) -> Tensor {
         let stem_out = self.gray_stem.forward(&channels_last(&faces.to_kind(Kind::Float)), 2, true);
-        let mut x = stem_out.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false);
-        for block in &self.blocks[..self.blocks.len().saturating_sub(tail)] {
-            x = block.forward(&x);
-        }
-        x
+        let pooled = stem_out.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false);
+        run_blocks(pooled, &self.blocks[..self.blocks.len().saturating_sub(tail)])
     }
 
     /// Copies this network's last `tail.len()` blocks and final map into
@@ -349,12 +343,20 @@ impl EmbedderTail {
 
     /// [`FaceEmbedder::trunk_gray`]'s activations to descriptors.
     pub fn forward(&self, trunk: &Tensor) -> Tensor {
-        let mut x = trunk.shallow_clone();
-        for block in &self.blocks {
-            x = block.forward(&x);
-        }
-        x.mean_dim([2i64, 3].as_slice(), false, Kind::Float).matmul(&self.fc)
+        describe_from(trunk, &self.blocks, &self.fc)
     }
+}
+
+/// `x` through `blocks` in order.
+fn run_blocks(x: Tensor, blocks: &[Residual]) -> Tensor {
+    blocks.iter().fold(x, |x, block| block.forward(&x))
+}
+
+/// Activations through the remaining `blocks`, averaged over the image and
+/// mapped by `fc` to descriptors: the end of the installed network and of a
+/// tuned tail alike.
+fn describe_from(x: &Tensor, blocks: &[Residual], fc: &Tensor) -> Tensor {
+    run_blocks(x.shallow_clone(), blocks).mean_dim([2i64, 3].as_slice(), false, Kind::Float).matmul(fc)
 }
 
 impl FaceEmbedder {

@@ -182,7 +182,7 @@ fn export(best: &Path, state: &RunState, train: &SexSet, request: &FaceSexTrainR
 }
 
 /// Each sex's recall in `matrix`, by name.
-fn recall_by_sex(matrix: &ConfusionMatrix) -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn recall_by_sex(matrix: &ConfusionMatrix) -> serde_json::Map<String, serde_json::Value> {
     SEXES.iter().zip(matrix.recall()).map(|(c, r)| (c.to_string(), json!(round4(r)))).collect()
 }
 

@@ -13,9 +13,9 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use super::face_sex::{load, ADULT_AGE, SPLIT_SEED};
+use super::face_sex::{load, recall_by_sex, ADULT_AGE, SPLIT_SEED};
 use super::logistic::{fit_logistic, LogisticFit};
-use super::metrics::round4;
+use super::metrics::{round4, ConfusionMatrix};
 use super::utkface::{FaceFinder, SexSet};
 use crate::detect::CropSpec;
 use crate::model::face_embedder::{
@@ -68,19 +68,10 @@ pub fn describe_set(embedder: &FaceEmbedder, set: &SexSet, mirror: bool) -> Tens
 
 /// [`describe_set`] through a fine-tuned tail, when one is given.
 pub fn describe_set_with(embedder: &FaceEmbedder, set: &SexSet, mirror: bool, tail: Option<&EmbedderTail>) -> Tensor {
-    let n = set.faces.images.size()[0];
-    let parts: Vec<Tensor> = (0..n)
-        .step_by(64)
-        .map(|start| {
-            tch::no_grad(|| {
-                embedder.describe_with(&set.faces.images.narrow(0, start, (n - start).min(64)), mirror, tail)
-            })
-        })
-        .collect();
-    if parts.is_empty() {
+    if set.faces.images.size()[0] == 0 {
         return Tensor::zeros([0, DESCRIPTOR_SIZE], (Kind::Float, Device::Cpu));
     }
-    tch::no_grad(|| Tensor::cat(&parts, 0))
+    in_batches(&set.faces.images, |faces| embedder.describe_with(faces, mirror, tail))
 }
 
 /// Labels as 0/1 floats (1: male) and weights giving each sex half the total.
@@ -133,10 +124,10 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
         let head_male = Vec::<f32>::try_from(tch::no_grad(|| head.forward(&x).sigmoid()))?;
         let served: Vec<f32> = blend_rows(&network_p, &head_male, request.head_weight).iter().map(|p| p[1]).collect();
         let served_acc = accuracy_of(&served, &validation_y, &adults);
-        let by_sex = |male: bool| {
-            let of: Vec<i64> = adults.iter().copied().filter(|&i| (validation_y[i as usize] > 0.5) == male).collect();
-            round4(accuracy_of(&served, &validation_y, &of))
-        };
+        let sex_of = |p: &[f32], i: i64| i64::from(p[i as usize] > 0.5);
+        let truth: Vec<i64> = adults.iter().map(|&i| sex_of(&validation_y, i)).collect();
+        let answered: Vec<i64> = adults.iter().map(|&i| sex_of(&served, i)).collect();
+        let recall = recall_by_sex(&ConfusionMatrix::new(&SEXES, &truth, &answered));
         tracing::info!(
             served = served_acc,
             head = accuracy_of(&head_male, &validation_y, &adults),
@@ -146,15 +137,13 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
             "tuning": tuning,
             "validation_adults": adults.len(),
             "validation_adult_accuracy_served": round4(served_acc),
-            "validation_adult_recall_served": { "female": by_sex(false), "male": by_sex(true) },
+            "validation_adult_recall_served": recall,
             "validation_adult_accuracy_head_alone": round4(accuracy_of(&head_male, &validation_y, &adults)),
             "validation_adult_accuracy_network_alone": round4(accuracy_of(&network_alone, &validation_y, &adults)),
         });
         let trained_on = format!(
-            "the UTKFace train part ({} faces, {}, split seed {SPLIT_SEED}), cropped by {}: the embedder's last {} residual blocks and final map fine-tuned with the head on nine tenths of it (face and mirror image; the two sexes weighted alike), from the installed embedder and a logistic fit on its descriptors (L2 penalty {TAIL_INIT_PENALTY}); the epoch chosen by the other tenth's log loss (head alone, all ages)",
-            train.ages.len(),
-            if request.min_age == 0 { "all ages".to_string() } else { format!("aged {} and over", request.min_age) },
-            request.finder.describe(),
+            "{}: the embedder's last {} residual blocks and final map fine-tuned with the head on nine tenths of it (face and mirror image; the two sexes weighted alike), from the installed embedder and a logistic fit on its descriptors (L2 penalty {TAIL_INIT_PENALTY}); the epoch chosen by the other tenth's log loss (head alone, all ages)",
+            train_part(request, &train),
             request.tune.blocks,
         );
         return export_head(request, &vs, trained_on, metrics);
@@ -188,10 +177,8 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
     let mut head = LogisticHead::new(&vs.root(), DESCRIPTOR_SIZE);
     fit.write_to(&mut head);
     let trained_on = format!(
-        "the UTKFace train part ({} faces, {}, split seed {SPLIT_SEED}), cropped by {}; the two sexes weighted alike; L2 penalty {penalty} (of {PENALTIES:?}, by the validation part's adults ({ADULT_AGE}+) as served)",
-        train.ages.len(),
-        if request.min_age == 0 { "all ages".to_string() } else { format!("aged {} and over", request.min_age) },
-        request.finder.describe()
+        "{}; the two sexes weighted alike; L2 penalty {penalty} (of {PENALTIES:?}, by the validation part's adults ({ADULT_AGE}+) as served)",
+        train_part(request, &train)
     );
     let metrics = json!({
         "penalty": penalty,
@@ -201,6 +188,17 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
         "validation_adult_accuracy_by_penalty": by_penalty,
     });
     export_head(request, &vs, trained_on, metrics)
+}
+
+/// The opening of the card's `trained_on`: which faces fitted the head and
+/// how they were cropped.
+fn train_part(request: &FaceSexHeadRequest, train: &SexSet) -> String {
+    format!(
+        "the UTKFace train part ({} faces, {}, split seed {SPLIT_SEED}), cropped by {}",
+        train.ages.len(),
+        if request.min_age == 0 { "all ages".to_string() } else { format!("aged {} and over", request.min_age) },
+        request.finder.describe()
+    )
 }
 
 /// Writes the head's weights (and its tuned tail's, if any) and its card.
@@ -293,7 +291,7 @@ impl TailTuning {
 }
 
 /// Every `[N, ...]` row of `images` (`[N, 1, side, side]`) through `f` in
-/// batches of 64, without gradients, joined.
+/// batches of 64, without gradients, joined (`images` holds at least one).
 fn in_batches(images: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
     let n = images.size()[0];
     let parts: Vec<Tensor> =
