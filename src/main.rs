@@ -357,6 +357,12 @@ struct TrainVoiceSex {
     /// Share of the head in the served sex, 0-1 (the rest: the voice network's own sex marginal).
     #[arg(long, default_value_t = 1.0, value_parser = head_share)]
     head_weight: f64,
+    /// Random excerpts (0.8-2 s) of each training clip added to the fit, each embedded as a clip that short is served (repeated to fill a window): teaches the head the form single words arrive in.
+    #[arg(long, default_value_t = 0)]
+    short_copies: usize,
+    /// Seed of those excerpts.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -904,6 +910,8 @@ fn main() -> Result<()> {
                 encoder: args.speaker_encoder,
                 export: args.export,
                 head_weight: args.head_weight as f32,
+                short_copies: args.short_copies,
+                seed: args.seed,
             })?;
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);
         }

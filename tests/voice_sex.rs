@@ -111,3 +111,43 @@ async fn the_server_lists_the_voice_sex_head() {
         assert!(heldout[corpus]["accuracy"].as_f64().unwrap() > 0.85, "{corpus}: {}", heldout[corpus]);
     }
 }
+
+#[test]
+fn short_excerpts_are_embedded_as_short_clips_are_served() {
+    use emotion_ai::train::voice_data::{VoiceClip, VoiceLabel};
+    use emotion_ai::train::voice_sex::{short_excerpts, EXCERPT_SECONDS};
+    let encoder = encoder();
+    let clip = |samples: Vec<f32>| VoiceClip {
+        samples,
+        label: VoiceLabel { emotion: None, sex: 1, speaker: "test:1".into() },
+        path: Default::default(),
+    };
+    let long = espeak_samples("en+m3", "The weather was lovely this morning, so we walked to the station together.");
+    assert!(long.len() as f64 > EXCERPT_SECONDS.1 * 16_000.0, "a sentence longer than any excerpt");
+    // A clip shorter than the shortest excerpt is its own excerpt.
+    let word: Vec<f32> = long[8_000..14_000].to_vec();
+    let clips = vec![clip(long.clone()), clip(word.clone())];
+
+    let three = short_excerpts(&encoder, &clips, &[0, 1], 3, 7).unwrap();
+    assert_eq!(three.clip, vec![0, 0, 0, 1, 1, 1], "copies per clip, in clip order");
+    assert_eq!(three.embeddings.size(), [6, EMBEDDING_SIZE]);
+    let norms = Vec::<f32>::try_from(three.embeddings.norm_scalaropt_dim(2, [1i64].as_slice(), false)).unwrap();
+    assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-4), "unit embeddings: {norms:?}");
+    let served = encoder.window_embeddings(&word, &[(0, word.len())], WINDOWING.window).unwrap().get(0);
+    for row in 3..6 {
+        assert!(cosine(&three.embeddings.get(row), &served) > 0.9999, "the short clip's excerpt is the clip as served");
+    }
+    // Excerpts of the sentence differ from each other and from the whole.
+    let whole = encoder.window_embeddings(&long, &[(0, WINDOWING.window)], WINDOWING.window).unwrap().get(0);
+    assert!(cosine(&three.embeddings.get(0), &three.embeddings.get(1)) < 0.9999);
+    assert!(cosine(&three.embeddings.get(0), &whole) < 0.9999);
+
+    let again = short_excerpts(&encoder, &clips, &[0, 1], 3, 7).unwrap();
+    assert!(again.embeddings.allclose(&three.embeddings, 1e-6, 1e-6, false), "the seed fixes the excerpts");
+    let other = short_excerpts(&encoder, &clips, &[0], 3, 8).unwrap();
+    assert!(
+        !other.embeddings.allclose(&three.embeddings.narrow(0, 0, 3), 1e-4, 1e-4, false),
+        "another seed, other excerpts"
+    );
+    assert_eq!(short_excerpts(&encoder, &clips, &[0, 1], 0, 7).unwrap().clip.len(), 0, "none asked, none made");
+}

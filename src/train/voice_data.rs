@@ -60,6 +60,14 @@ impl VoiceLabel {
     pub fn corpus(&self) -> &str {
         self.speaker.split_once(':').map_or(self.speaker.as_str(), |(corpus, _)| corpus)
     }
+
+    /// Where the recording comes from: for a corpus gathered from several
+    /// (speechsex), the corpus and the source (`speechsex:audiomnist_az`),
+    /// whose recordings can differ far more than the corpus's speakers do;
+    /// otherwise the corpus.
+    pub fn source(&self) -> &str {
+        self.speaker.split_once('/').map_or(self.corpus(), |(source, _)| source)
+    }
 }
 
 /// RAVDESS `MM-VV-EE-II-SS-RR-AA.ext`; only audio-only (03) speech (01).
@@ -380,6 +388,7 @@ mod tests {
         let p = |s: &str| PathBuf::from(s);
         let clip = parse_speechsex(&p("/d/speechsex/speechocean762/0024/000240010.ogg"), &sexes).unwrap();
         assert_eq!((clip.emotion, clip.sex, clip.speaker.as_str()), (None, FEMALE, "speechsex:speechocean762/0024"));
+        assert_eq!((clip.corpus(), clip.source()), ("speechsex", "speechsex:speechocean762"));
         assert_eq!(clip.corpus(), "speechsex");
         assert_eq!(parse_speechsex(&p("audiomnist_az/07/3_07_1.ogg"), &sexes).unwrap().sex, MALE);
         assert_eq!(parse_speechsex(&p("audiomnist_az/08/3_08_1.ogg"), &sexes), None, "speaker not listed");

@@ -9,19 +9,23 @@
 //! size nor its share of women tilts the boundary. Speakers are split as
 //! for the voice network ([`super::voice_emotion::speaker_part`]); the card
 //! records held-out speakers per corpus and, for every corpus, a fit on the
-//! others measured on all of it (a corpus never heard).
+//! others measured on all of it (a corpus never heard), each also per source
+//! of a corpus gathered from several (speechsex's read sentences and spoken
+//! digits fare very differently).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::json;
 use tch::{Device, Tensor};
 
 use super::logistic::{fit_logistic, LogisticFit};
 use super::metrics::{round4, ConfusionMatrix};
-use super::voice_data::{load_clips, VoiceClip};
+use super::voice_data::{load_clips, VoiceClip, VoiceLabel};
 use super::voice_emotion::{corpora, split_by_speaker, windowing, SpeakerSplit};
 use crate::model::speaker::{encoder_mel_config, SpeakerEncoder, SpeakerSexCard, SpeakerSexHead, EMBEDDING_SIZE};
 use crate::model::voice::SEXES;
@@ -40,7 +44,17 @@ pub struct VoiceSexRequest {
     pub head_weight: f32,
     /// Where the head's weights go (the card beside them).
     pub export: PathBuf,
+    /// Short excerpts of each fitted clip added to the fit, each embedded as
+    /// a short clip is served (see [`short_excerpts`]); 0: none.
+    pub short_copies: usize,
+    /// Seed of the excerpts' lengths and positions.
+    pub seed: u64,
 }
+
+/// Shortest and longest excerpt of [`short_excerpts`], in seconds: the span
+/// of spoken-digit clips (AudioMNIST_AZ's are 1.2-1.9 s) and of short
+/// replies, which the server repeats to fill a window.
+pub const EXCERPT_SECONDS: (f64, f64) = (0.8, 2.0);
 
 /// Every served window of every clip, embedded.
 pub struct WindowEmbeddings {
@@ -67,6 +81,45 @@ pub fn embed_windows(encoder: &SpeakerEncoder, clips: &[VoiceClip]) -> Result<Wi
         parts.push(encoder.window_embeddings(&c.samples, &spans, served.window)?);
     }
     Ok(WindowEmbeddings { embeddings: Tensor::cat(&parts, 0), clip: clip_of, rms: levels })
+}
+
+/// `copies` random excerpts ([`EXCERPT_SECONDS`] long, at random places)
+/// of each of the clips `of` (indices into `clips`), each embedded as the
+/// server embeds a clip that short: repeated to fill one window. A head
+/// fitted on whole windows alone never sees that form, yet every clip of
+/// a corpus of single words arrives in it. Fit-only rows: never scored.
+pub fn short_excerpts(
+    encoder: &SpeakerEncoder,
+    clips: &[VoiceClip],
+    of: &[usize],
+    copies: usize,
+    seed: u64,
+) -> Result<WindowEmbeddings> {
+    let served = windowing(&encoder_mel_config());
+    let rate = f64::from(encoder_mel_config().sample_rate);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut parts, mut clip_of, mut levels) = (Vec::new(), Vec::new(), Vec::new());
+    for &i in of {
+        let samples = &clips[i].samples;
+        for _ in 0..copies {
+            let wanted = (rng.random_range(EXCERPT_SECONDS.0..=EXCERPT_SECONDS.1) * rate) as usize;
+            let len = wanted.min(samples.len());
+            if len == 0 {
+                continue;
+            }
+            let start = rng.random_range(0..=samples.len() - len);
+            let excerpt = &samples[start..start + len];
+            parts.push(encoder.window_embeddings(excerpt, &[(0, len)], served.window)?);
+            levels.push(rms(excerpt));
+            clip_of.push(i);
+        }
+    }
+    let embeddings = if parts.is_empty() {
+        Tensor::zeros([0, EMBEDDING_SIZE], (tch::Kind::Float, Device::Cpu))
+    } else {
+        Tensor::cat(&parts, 0)
+    };
+    Ok(WindowEmbeddings { embeddings, clip: clip_of, rms: levels })
 }
 
 /// Weights giving every corpus x sex cell the same total, for windows
@@ -134,38 +187,63 @@ fn windows_of(emb: &WindowEmbeddings, of: &[usize]) -> (Vec<usize>, Tensor) {
     (windows, x)
 }
 
-/// Fits on the windows of the clips `fit_clips` (indices into `clips`).
-fn fit_on(emb: &WindowEmbeddings, clips: &[VoiceClip], fit_clips: &[usize], penalty: f64) -> Result<LogisticFit> {
+/// Fits on the windows of the clips `fit_clips` (indices into `clips`) and
+/// on their fit-only `extra` rows ([`short_excerpts`]).
+fn fit_on(
+    emb: &WindowEmbeddings,
+    extra: &WindowEmbeddings,
+    clips: &[VoiceClip],
+    fit_clips: &[usize],
+    penalty: f64,
+) -> Result<LogisticFit> {
     let (windows, x) = windows_of(emb, fit_clips);
-    let owners: Vec<usize> = windows.iter().map(|&w| emb.clip[w]).collect();
+    let (extra_rows, extra_x) = windows_of(extra, fit_clips);
+    let x = Tensor::cat(&[x, extra_x], 0);
+    let owners: Vec<usize> =
+        windows.iter().map(|&w| emb.clip[w]).chain(extra_rows.iter().map(|&w| extra.clip[w])).collect();
     let y: Vec<f32> = owners.iter().map(|&c| clips[c].label.sex as f32).collect();
     fit_logistic(&x, &y, &cell_weights(&owners, clips), penalty)
 }
 
-/// Scores `fit` on the clips `test_clips`, per corpus.
+/// Scores `fit` on the clips `test_clips`, per corpus, and per source
+/// where a corpus has several ([`VoiceLabel::source`]).
 fn score_by_corpus(
     fit: &LogisticFit,
     emb: &WindowEmbeddings,
     clips: &[VoiceClip],
     test_clips: &[usize],
-) -> Result<Vec<(String, SexScore)>> {
+) -> Result<Scores> {
     let (windows, x) = windows_of(emb, test_clips);
     if windows.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Scores::default());
     }
     let male = Vec::<f32>::try_from(fit.male_probability(&x))?;
     let predictions = clip_probabilities(emb, &windows, &male);
-    let mut names: Vec<&str> = test_clips.iter().map(|&c| clips[c].label.corpus()).collect();
-    names.sort_unstable();
-    names.dedup();
-    Ok(names
-        .into_iter()
-        .map(|corpus| {
-            let mine: Vec<(usize, [f32; 2])> =
-                predictions.iter().filter(|(c, _)| clips[*c].label.corpus() == corpus).cloned().collect();
-            (corpus.to_string(), score(clips, &mine))
-        })
-        .collect())
+    let by = |key: fn(&VoiceLabel) -> &str| -> Vec<(String, SexScore)> {
+        let mut names: Vec<&str> = test_clips.iter().map(|&c| key(&clips[c].label)).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let mine: Vec<(usize, [f32; 2])> =
+                    predictions.iter().filter(|(c, _)| key(&clips[*c].label) == name).cloned().collect();
+                (name.to_string(), score(clips, &mine))
+            })
+            .collect()
+    };
+    let corpora = by(VoiceLabel::corpus);
+    let sources =
+        by(VoiceLabel::source).into_iter().filter(|(name, _)| !corpora.iter().any(|(c, _)| c == name)).collect();
+    Ok(Scores { corpora, sources })
+}
+
+/// [`SexScore`]s per corpus and per source of a corpus gathered from
+/// several.
+#[derive(Default)]
+struct Scores {
+    corpora: Vec<(String, SexScore)>,
+    sources: Vec<(String, SexScore)>,
 }
 
 /// Fits the head on the training speakers of every corpus not left out,
@@ -185,14 +263,15 @@ pub fn run_train(request: &VoiceSexRequest) -> Result<SpeakerSexCard> {
     }
     tracing::info!(clips = clips.len(), "embedding every served window with the speaker encoder");
     let emb = embed_windows(&encoder, &clips)?;
+    let extra = short_excerpts(&encoder, &clips, &train_idx, request.short_copies, request.seed)?;
 
     // The penalty: the best mean validation accuracy over corpora, the
     // strongest among ties.
     let mut chosen: Option<(f64, f64, LogisticFit)> = None;
     let mut validation_scores = serde_json::Map::new();
     for &penalty in &PENALTIES {
-        let fit = fit_on(&emb, &clips, &train_idx, penalty)?;
-        let scores = score_by_corpus(&fit, &emb, &clips, &validation_idx)?;
+        let fit = fit_on(&emb, &extra, &clips, &train_idx, penalty)?;
+        let scores = score_by_corpus(&fit, &emb, &clips, &validation_idx)?.corpora;
         let mean = scores.iter().map(|(_, s)| s.accuracy).sum::<f64>() / scores.len().max(1) as f64;
         validation_scores.insert(
             format!("{penalty}"),
@@ -206,15 +285,15 @@ pub fn run_train(request: &VoiceSexRequest) -> Result<SpeakerSexCard> {
     let heldout = score_by_corpus(&fit, &emb, &clips, &test_idx)?;
 
     // Each corpus never heard: fitted on the training speakers of the others.
-    let mut never_heard = serde_json::Map::new();
+    let (mut never_heard, mut never_heard_sources) = (serde_json::Map::new(), serde_json::Map::new());
     if seen.len() > 1 {
         for corpus in &seen {
             let others: Vec<usize> = train_idx.iter().copied().filter(|&i| clips[i].label.corpus() != corpus).collect();
             let all: Vec<usize> = (0..clips.len()).filter(|&i| clips[i].label.corpus() == corpus).collect();
-            let fit = fit_on(&emb, &clips, &others, penalty)?;
-            for (c, s) in score_by_corpus(&fit, &emb, &clips, &all)? {
-                never_heard.insert(c, json!(s));
-            }
+            let fit = fit_on(&emb, &extra, &clips, &others, penalty)?;
+            let scores = score_by_corpus(&fit, &emb, &clips, &all)?;
+            never_heard.extend(scores.corpora.into_iter().map(|(c, s)| (c, json!(s))));
+            never_heard_sources.extend(scores.sources.into_iter().map(|(c, s)| (c, json!(s))));
         }
     }
 
@@ -234,22 +313,40 @@ pub fn run_train(request: &VoiceSexRequest) -> Result<SpeakerSexCard> {
         classes: SEXES.iter().map(|s| s.to_string()).collect(),
         encoder: "Resemblyzer 0.1.4 pretrained.pt (PyPI, Apache-2.0), converted by scripts/setup.sh".into(),
         trained_on: format!(
-            "the training speakers of {} ({} windows of {} clips); every corpus x sex cell weighted alike; L2 penalty {penalty} (of {PENALTIES:?}, by the validation speakers' mean accuracy)",
+            "the training speakers of {} ({} windows of {} clips{}); every corpus x sex cell weighted alike; L2 penalty {penalty} (of {PENALTIES:?}, by the validation speakers' mean accuracy)",
             seen.join(", "),
             emb.clip.iter().filter(|&&c| c < n_train).count(),
-            train_idx.len()
+            train_idx.len(),
+            if extra.clip.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", and {} excerpts of {}-{} s, {} a clip, each repeated to fill a window as a short clip is served",
+                    extra.clip.len(),
+                    EXCERPT_SECONDS.0,
+                    EXCERPT_SECONDS.1,
+                    request.short_copies
+                )
+            }
         ),
         head_weight: request.head_weight,
         train_command: format!(
-            "emotion-ai train voice-sex {}{}",
+            "emotion-ai train voice-sex {}{}{}",
             data.iter().map(|d| format!("--data {d}")).collect::<Vec<_>>().join(" "),
-            if request.head_weight == 1.0 { String::new() } else { format!(" --head-weight {}", request.head_weight) }
+            if request.head_weight == 1.0 { String::new() } else { format!(" --head-weight {}", request.head_weight) },
+            if request.short_copies == 0 {
+                String::new()
+            } else {
+                format!(" --short-copies {} --seed {}", request.short_copies, request.seed)
+            }
         ),
         metrics: json!({
             "penalty": penalty,
             "validation_accuracy_by_penalty": validation_scores,
-            "heldout_speakers": heldout.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
+            "heldout_speakers": heldout.corpora.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
+            "heldout_speakers_by_source": heldout.sources.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<_, _>>(),
             "never_heard": never_heard,
+            "never_heard_by_source": never_heard_sources,
         }),
     };
     std::fs::write(crate::model::card_path(&request.export), serde_json::to_string_pretty(&card)? + "\n")?;
@@ -262,7 +359,6 @@ mod tests {
 
     #[test]
     fn cells_weigh_alike() {
-        use crate::train::voice_data::VoiceLabel;
         let clip = |speaker: &str, sex| VoiceClip {
             samples: vec![],
             label: VoiceLabel { emotion: None, sex, speaker: speaker.into() },
