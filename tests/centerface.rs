@@ -213,7 +213,7 @@ fn the_cli_without_the_verifier_uses_the_cascade_unless_centerface_is_named() {
 #[test]
 fn utkface_faces_are_cropped_where_the_served_detector_finds_them() {
     use emotion_ai::detect::CropSpec;
-    use emotion_ai::train::utkface::{load, FaceFinder};
+    use emotion_ai::train::utkface::{load, load_each, FaceFinder};
     // Tight face chips like UTKFace's, named as its files are: the served
     // detector (CenterFace, judged by the verifier) finds them, the cascade
     // does not, and its crops stand in for the median box.
@@ -238,6 +238,24 @@ fn utkface_faces_are_cropped_where_the_served_detector_finds_them() {
     assert_eq!(found(&served), (6, 6));
     let cascade = FaceFinder { detector: haar(), verifier };
     assert_eq!(found(&cascade), (6, 0), "every chip is kept, cropped by the stand-in box");
+
+    // Several crops of one search: the same faces, each cut as asked, each
+    // the crop a search of its own gives.
+    let wide = CropSpec { size: 96, margin: 0.2 };
+    for finder in [&served, &cascade] {
+        let both = load_each(dir.path(), finder, 2017, 2, &[spec, wide]).unwrap();
+        assert_eq!(both.len(), 2);
+        for (sets, crop) in both.iter().zip([spec, wide]) {
+            let alone = load(dir.path(), finder, 2017, 2, crop).unwrap();
+            for (part, single) in sets.iter().zip(&alone) {
+                assert_eq!(part.faces.images.size()[1..], [1, i64::from(crop.size), i64::from(crop.size)]);
+                assert!(part.faces.images.equal(&single.faces.images), "the same pixels as a search of its own");
+                assert!(part.faces.labels.equal(&single.faces.labels));
+                assert_eq!((&part.ages, &part.races, &part.detected), (&single.ages, &single.races, &single.detected));
+            }
+        }
+    }
+    assert!(load_each(dir.path(), &served, 2017, 2, &[]).is_err(), "no crop asked for");
 }
 
 #[test]

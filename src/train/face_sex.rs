@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 use tch::nn;
 
@@ -101,12 +101,23 @@ fn crop_spec(request: &FaceSexTrainRequest) -> CropSpec {
 }
 
 pub(crate) fn load(data: &Path, finder: &utkface::FaceFinder, spec: CropSpec) -> Result<[SexSet; 3]> {
-    tracing::info!(data = %data.display(), size = spec.size, margin = spec.margin, "loading UTKFace");
+    let mut sets = load_each(data, finder, &[spec])?;
+    sets.pop().context("one crop asked for, one given")
+}
+
+/// [`load`] for several crops of the same faces, each image searched once
+/// ([`utkface::load_each`]).
+pub(crate) fn load_each(data: &Path, finder: &utkface::FaceFinder, specs: &[CropSpec]) -> Result<Vec<[SexSet; 3]>> {
+    let sizes: Vec<u32> = specs.iter().map(|s| s.size).collect();
+    let margins: Vec<f64> = specs.iter().map(|s| s.margin).collect();
+    tracing::info!(data = %data.display(), ?sizes, ?margins, "loading UTKFace");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let sets = utkface::load(data, finder, SPLIT_SEED, threads, spec)?;
-    for (name, set) in ["train", "validation", "test"].iter().zip(&sets) {
-        let detected = set.detected.iter().filter(|d| **d).count();
-        tracing::info!(part = name, faces = set.ages.len(), detected, "UTKFace split");
+    let sets = utkface::load_each(data, finder, SPLIT_SEED, threads, specs)?;
+    if let Some(first) = sets.first() {
+        for (name, set) in ["train", "validation", "test"].iter().zip(first) {
+            let detected = set.detected.iter().filter(|d| **d).count();
+            tracing::info!(part = name, faces = set.ages.len(), detected, "UTKFace split");
+        }
     }
     Ok(sets)
 }
@@ -231,8 +242,11 @@ pub fn run_eval(
         anyhow::bail!("the card records test-part figures only: drop --write-card or evaluate the test part");
     }
     let model = LoadedFaceModel::load(weights)?;
-    let [_, validation, test] = load(data, finder, model.card.input.crop())?;
-    let head_sets = head.map(|h| load(data, finder, h.card.crop())).transpose()?;
+    // The network's crops and, with a head, the head's: one search per image.
+    let specs: Vec<CropSpec> = std::iter::once(model.card.input.crop()).chain(head.map(|h| h.card.crop())).collect();
+    let mut sets = load_each(data, finder, &specs)?.into_iter();
+    let [_, validation, test] = sets.next().context("the network's crops")?;
+    let head_sets = sets.next();
     // The served distribution: the network's, blended with the head's.
     // Beside the head, the network is read as the head's card says.
     let network_mirror = head.is_none_or(|h| h.card.network_mirror);

@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use super::face_sex::{load, recall_by_sex, ADULT_AGE, SPLIT_SEED};
+use super::face_sex::{load_each, recall_by_sex, ADULT_AGE, SPLIT_SEED};
 use super::logistic::{fit_logistic, LogisticFit};
 use super::metrics::{round4, ConfusionMatrix};
 use super::utkface::{FaceFinder, SexSet};
@@ -106,12 +106,14 @@ pub fn run_train(request: &FaceSexHeadRequest) -> Result<FaceSexHeadCard> {
     }
     let network = LoadedFaceModel::load(&request.network)?;
     let embedder = FaceEmbedder::load(&request.embedder)?;
-    let [_, validation_net, _] = load(&request.data, &request.finder, network.card.input.crop())?;
     if !(MIN_INPUT..=EMBEDDER_INPUT as u32).contains(&request.input_size) {
         bail!("--input-size must be between {MIN_INPUT} and {EMBEDDER_INPUT} (got {})", request.input_size);
     }
     let spec = CropSpec { size: request.input_size, margin: request.margin };
-    let [train, validation, _] = load(&request.data, &request.finder, spec)?;
+    // The network's crops and the head's, one search per image.
+    let [[_, validation_net, _], [train, validation, _]] =
+        <[[SexSet; 3]; 2]>::try_from(load_each(&request.data, &request.finder, &[network.card.input.crop(), spec])?)
+            .map_err(|_| anyhow::anyhow!("two crops asked for"))?;
     let train = train.subset(&train.indices_aged_at_least(request.min_age));
     let (y, weights) = labels_and_weights(&train)?;
     let (validation_y, _) = labels_and_weights(&validation)?;

@@ -175,8 +175,9 @@ impl SexSet {
 struct Crop {
     part: Part,
     label: UtkLabel,
-    /// The crop where the detector found the face...
-    pixels: Option<Vec<u8>>,
+    /// The crops (one per [`CropSpec`] asked for) where the detector found
+    /// the face...
+    pixels: Option<Vec<Vec<u8>>>,
     /// ...and then the box as fractions of the image (x, y, width, height).
     relative_box: Option<[f64; 4]>,
     /// The whole image where it did not.
@@ -209,6 +210,23 @@ pub fn list(dir: &Path) -> Result<Vec<(PathBuf, UtkLabel)>> {
 /// (`threads` detectors in parallel) as `spec` says and returns the train,
 /// validation and test parts of the split seeded by `seed`.
 pub fn load(dir: &Path, finder: &FaceFinder, seed: u64, threads: usize, spec: CropSpec) -> Result<[SexSet; 3]> {
+    let mut sets = load_each(dir, finder, seed, threads, &[spec])?;
+    sets.pop().context("one crop asked for, one given")
+}
+
+/// [`load`] for several crops of the same faces (a network's and a head's):
+/// each image is decoded and searched once, and every face cut as each of
+/// `specs` says; one set of parts per spec, in order, holding the same faces.
+pub fn load_each(
+    dir: &Path,
+    finder: &FaceFinder,
+    seed: u64,
+    threads: usize,
+    specs: &[CropSpec],
+) -> Result<Vec<[SexSet; 3]>> {
+    if specs.is_empty() {
+        bail!("no crop asked for");
+    }
     let files = list(dir)?;
     let threads = threads.max(1);
     let chunk = files.len().div_ceil(threads);
@@ -218,7 +236,7 @@ pub fn load(dir: &Path, finder: &FaceFinder, seed: u64, threads: usize, spec: Cr
             .map(|files| {
                 scope.spawn(move || -> Result<Vec<Crop>> {
                     let mut finder = finder.load()?;
-                    files.iter().map(|(path, label)| crop_file(&mut finder, path, *label, seed, spec)).collect()
+                    files.iter().map(|(path, label)| crop_file(&mut finder, path, *label, seed, specs)).collect()
                 })
             })
             .collect();
@@ -235,12 +253,16 @@ pub fn load(dir: &Path, finder: &FaceFinder, seed: u64, threads: usize, spec: Cr
     let detected = crops.iter().filter(|c| c.pixels.is_some()).count();
     tracing::info!(files = crops.len(), detected, finder = finder.describe(), "UTKFace faces cropped");
 
-    let mut parts = [Part::Train, Part::Validation, Part::Test]
-        .map(|_| (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()));
+    // Per spec, per part: pixels; per part: labels, ages, races, detected.
+    let mut pixels = vec![[Vec::new(), Vec::new(), Vec::new()]; specs.len()];
+    let mut fields =
+        [Part::Train, Part::Validation, Part::Test].map(|_| (Vec::new(), Vec::new(), Vec::new(), Vec::new()));
     for crop in crops {
-        let (pixels, found) = match (crop.pixels, crop.gray) {
+        let (cut, found) = match (crop.pixels, crop.gray) {
             (Some(p), _) => (p, true),
-            (None, Some(gray)) => (crop_face_as(&gray, fallback(&gray), spec).into_raw(), false),
+            (None, Some(gray)) => {
+                (specs.iter().map(|&spec| crop_face_as(&gray, fallback(&gray), spec).into_raw()).collect(), false)
+            }
             (None, None) => continue,
         };
         let slot = match crop.part {
@@ -248,26 +270,38 @@ pub fn load(dir: &Path, finder: &FaceFinder, seed: u64, threads: usize, spec: Cr
             Part::Validation => 1,
             Part::Test => 2,
         };
-        let (ref mut px, ref mut labels, ref mut ages, ref mut races, ref mut det) = parts[slot];
-        px.extend_from_slice(&pixels);
+        for (of_spec, face) in pixels.iter_mut().zip(cut) {
+            of_spec[slot].extend_from_slice(&face);
+        }
+        let (ref mut labels, ref mut ages, ref mut races, ref mut det) = fields[slot];
         labels.push(crop.label.sex);
         ages.push(crop.label.age);
         races.push(crop.label.race);
         det.push(found);
     }
-    let side = i64::from(spec.size);
-    Ok(parts.map(|(pixels, labels, ages, races, detected)| {
-        let n = labels.len() as i64;
-        SexSet {
-            faces: FaceSet::new(Tensor::from_slice(&pixels).view([n, 1, side, side]), Tensor::from_slice(&labels)),
-            ages,
-            races,
-            detected,
-        }
-    }))
+    Ok(specs
+        .iter()
+        .zip(pixels)
+        .map(|(spec, of_spec)| {
+            let side = i64::from(spec.size);
+            std::array::from_fn(|slot| {
+                let (labels, ages, races, detected) = fields[slot].clone();
+                let n = labels.len() as i64;
+                SexSet {
+                    faces: FaceSet::new(
+                        Tensor::from_slice(&of_spec[slot]).view([n, 1, side, side]),
+                        Tensor::from_slice(&labels),
+                    ),
+                    ages,
+                    races,
+                    detected,
+                }
+            })
+        })
+        .collect())
 }
 
-fn crop_file(finder: &mut LoadedFinder, path: &Path, label: UtkLabel, seed: u64, spec: CropSpec) -> Result<Crop> {
+fn crop_file(finder: &mut LoadedFinder, path: &Path, label: UtkLabel, seed: u64, specs: &[CropSpec]) -> Result<Crop> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let part = part_of(name, seed);
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -281,7 +315,7 @@ fn crop_file(finder: &mut LoadedFinder, path: &Path, label: UtkLabel, seed: u64,
         Some(&b) => Crop {
             part,
             label,
-            pixels: Some(crop_face_as(&image.gray, b, spec).into_raw()),
+            pixels: Some(specs.iter().map(|&spec| crop_face_as(&image.gray, b, spec).into_raw()).collect()),
             relative_box: Some([
                 f64::from(b.x) / f64::from(w),
                 f64::from(b.y) / f64::from(h),
