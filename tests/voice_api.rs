@@ -151,3 +151,27 @@ async fn health_lists_the_voice_model() {
     let classes = health["models"]["voice_emotion"]["classes"].as_array().unwrap();
     assert_eq!(classes.len(), 14, "{health}");
 }
+
+#[tokio::test]
+async fn a_clip_under_two_seconds_is_answered_with_a_note_saying_it_is_less_sure() {
+    let speech = speech_samples();
+    assert!(speech.len() > 2 * 16000, "the fixture is over 2 s");
+    let short = wav(16000, &speech[..16000 * 3 / 2]);
+
+    let body = json_of(send(upload_request("/api/v1/predict", "short.wav", &short, None)).await).await;
+    assert_eq!(body["kind"], "audio", "1.5 s of speech is answered: {body}");
+    let note = body["note"].as_str().expect("a note on a 1.5 s clip's answer");
+    assert!(note.contains("only 1.5 s long") && note.contains("at least 2 s"), "{note}");
+    let whole =
+        json_of(send(upload_request("/api/v1/predict", "speech.wav", &fixture("speech.wav"), None)).await).await;
+    assert_eq!(whole["kind"], "audio");
+    assert!(whole.get("note").is_none(), "no note over 2 s: {whole}");
+
+    let browser_accept = "text/html,application/xhtml+xml,*/*;q=0.8";
+    let html = text_of(send(upload_request("/predict", "short.wav", &short, Some(browser_accept))).await).await;
+    assert!(html.contains("<p class=\"note\">The clip is only 1.5 s long"), "{html}");
+    let html =
+        text_of(send(upload_request("/predict", "speech.wav", &fixture("speech.wav"), Some(browser_accept))).await)
+            .await;
+    assert!(!html.contains("<p class=\"note\">"), "no note on the page over 2 s");
+}

@@ -69,7 +69,7 @@ pub struct FusionAnalysis {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Answer {
-    Single(Analysis),
+    Single(Box<Analysis>),
     Fusion(Box<FusionAnalysis>),
 }
 

@@ -529,7 +529,7 @@ async fn answer(state: &AppState, uploads: &Uploads, options: UploadOptions) -> 
         )));
     }
     match uploads {
-        Uploads::One(upload) => analyze(state, upload, options.faces).await.map(Answer::Single),
+        Uploads::One(upload) => analyze(state, upload, options.faces).await.map(|a| Answer::Single(Box::new(a))),
         Uploads::Pair { image, audio } => {
             analyze_pair(state, image, audio, options).await.map(|f| Answer::Fusion(Box::new(f)))
         }

@@ -239,10 +239,14 @@ impl AccuracyNotes {
 
 /// The answer page for whatever the request carried.
 pub fn result(uploads: &Uploads, answer: &Answer, notes: &AccuracyNotes) -> Response {
-    let body = downloads(answer).and_then(|downloads| match (uploads, answer) {
-        (Uploads::One(upload), Answer::Single(Analysis::Image(image))) => image_result(upload, image, downloads, notes),
-        (Uploads::One(upload), Answer::Single(Analysis::Audio(audio))) => audio_result(upload, audio, downloads, notes),
-        (Uploads::Pair { image, audio }, Answer::Fusion(fusion)) => {
+    let single = match answer {
+        Answer::Single(analysis) => Some(analysis.as_ref()),
+        Answer::Fusion(_) => None,
+    };
+    let body = downloads(answer).and_then(|downloads| match (uploads, single, answer) {
+        (Uploads::One(upload), Some(Analysis::Image(image)), _) => image_result(upload, image, downloads, notes),
+        (Uploads::One(upload), Some(Analysis::Audio(audio)), _) => audio_result(upload, audio, downloads, notes),
+        (Uploads::Pair { image, audio }, _, Answer::Fusion(fusion)) => {
             fusion_result(image, audio, fusion, downloads, notes)
         }
         _ => Err(AppError::Internal("the answer does not match the uploads".into())),
@@ -261,7 +265,7 @@ struct Downloads {
 fn downloads(answer: &Answer) -> Result<Downloads, AppError> {
     let json = serde_json::to_vec_pretty(answer).map_err(|e| AppError::Internal(format!("answer as JSON: {e}")))?;
     let analyses: Vec<(&str, Analysis)> = match answer {
-        Answer::Single(analysis) => vec![("upload", analysis.clone())],
+        Answer::Single(analysis) => vec![("upload", analysis.as_ref().clone())],
         Answer::Fusion(fusion) => fusion
             .image
             .iter()
@@ -359,6 +363,8 @@ struct AudioSection {
     accuracy: Option<String>,
     /// A drawn face expressing the predicted emotion and sex.
     sample: Option<Sample>,
+    /// The answer's caution, if any (a clip too short for a sure answer).
+    note: Option<String>,
 }
 
 /// "The voice sounds ..." reads better with adjectives than with FER2013's
@@ -453,6 +459,7 @@ fn audio_section(upload: &Upload, analysis: &AudioAnalysis, notes: &AccuracyNote
         chart_width: (windows.len() as u32 * COLUMN).max(COLUMN),
         windows,
         sample: face_sample(&analysis.emotion.label, &analysis.sex.label),
+        note: analysis.note.clone(),
     })
 }
 
