@@ -151,8 +151,12 @@ fn base64_url(mime: &str, bytes: &[u8]) -> String {
 }
 
 /// How often a rate comes true, in words a newcomer reads at a glance:
-/// 0.677 is "about 2 times in 3".
+/// 0.677 is "about 2 times in 3". A rate that rounds to 100% is "almost
+/// always": "about 49 times in 50 (100%)" reads as a contradiction.
 fn in_words(rate: f64) -> String {
+    if rate >= 0.995 {
+        return "almost always".into();
+    }
     const FRACTIONS: [(u32, u32); 12] =
         [(1, 5), (1, 4), (1, 3), (2, 5), (1, 2), (3, 5), (2, 3), (3, 4), (4, 5), (9, 10), (19, 20), (49, 50)];
     let (n, d) = FRACTIONS
@@ -718,6 +722,9 @@ mod tests {
         assert_eq!(in_words(0.9489), "about 19 times in 20");
         assert_eq!(in_words(0.5), "about 1 time in 2");
         assert_eq!(in_words(0.3656), "about 1 time in 3");
+        assert_eq!(in_words(0.99), "about 49 times in 50");
+        assert_eq!(in_words(0.9975), "almost always", "rounds to 100%");
+        assert_eq!(in_words(1.0), "almost always");
     }
 
     #[test]
