@@ -88,6 +88,10 @@ pub struct Row {
     pub p_neutral: Option<f32>,
     pub p_female: Option<f32>,
     pub p_male: Option<f32>,
+    /// The answer's caution, on a clip's row: the API's `note` (a clip
+    /// under 2 s is read less surely). Last, so columns before it keep
+    /// their places.
+    pub note: Option<String>,
 }
 
 impl Row {
@@ -117,6 +121,7 @@ impl Row {
             p_neutral: None,
             p_female: None,
             p_male: None,
+            note: None,
         }
     }
 
@@ -179,6 +184,7 @@ pub fn rows_for(path: &Path, outcome: Result<Analysis, AnalyzeError>, timeline: 
             let clip = Row {
                 start_seconds: Some(0.0),
                 end_seconds: Some(audio.duration_seconds),
+                note: audio.note.clone(),
                 ..Row::empty(path, RowKind::Clip, "ok")
             }
             .with_predictions(&audio.emotion, &audio.sex);

@@ -89,6 +89,7 @@ fn csv_with_timeline_parses_back() {
     let mut reader = csv::Reader::from_path(&out).unwrap();
     let header = reader.headers().unwrap().clone();
     assert_eq!(header.iter().take(3).collect::<Vec<_>>(), ["path", "kind", "status"]);
+    assert_eq!(header.iter().next_back(), Some("note"), "the note last, every other column where it was");
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     let column = |name: &str| header.iter().position(|h| h == name).unwrap();
     let of = |file: &str| -> Vec<&csv::StringRecord> { records.iter().filter(|r| r[0].ends_with(file)).collect() };
@@ -146,4 +147,25 @@ fn whole_image_face_reads_a_face_crop_the_cascade_would_miss() {
     assert_eq!((row["kind"].as_str(), row["status"].as_str()), (Some("face"), Some("ok")), "{row}");
     // The central square of a 48x36 picture.
     assert_eq!([&row["box_x"], &row["box_y"], &row["box_width"], &row["box_height"]], [6, 0, 36, 36]);
+}
+
+#[test]
+fn a_clip_under_two_seconds_gets_the_apis_note_on_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let speech = speech_samples();
+    std::fs::write(dir.path().join("short.wav"), wav(16000, &speech[..16000 * 3 / 2])).unwrap();
+    std::fs::write(dir.path().join("speech.flac"), fixture("speech.flac")).unwrap();
+    let output = predict(&["--timeline", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rows: Vec<Value> =
+        String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of = |file: &str, kind: &str| -> Vec<&Value> {
+        rows.iter().filter(|r| r["path"].as_str().unwrap().ends_with(file) && r["kind"] == kind).collect()
+    };
+    let short = of("short.wav", "clip");
+    assert_eq!(short.len(), 1);
+    let note = short[0]["note"].as_str().expect("the short clip's row has the note");
+    assert!(note.contains("only 1.5 s long"), "{note}");
+    assert!(of("short.wav", "window").iter().all(|w| w["note"].is_null()), "the note is the clip's, not each window's");
+    assert!(of("speech.flac", "clip")[0]["note"].is_null(), "no note over 2 s");
 }
