@@ -363,8 +363,7 @@ pub const SHORT_CLIP_SECONDS: f32 = 2.0;
 /// digits (1.2-1.9 s) against 98.81% of their read sentences
 /// (models/README.md, "speechsex by source").
 pub fn short_answer_note(seconds: f32) -> Option<String> {
-    (seconds < SHORT_CLIP_SECONDS).then(|| {
-        let shown = (seconds * 10.0).floor() / 10.0;
+    short_clip_length(seconds).map(|shown| {
         format!(
             "The clip is only {shown:.1} s long: a word or two is read less surely than a sentence. Send at least \
              {SHORT_CLIP_SECONDS:.0} s of someone speaking for a surer answer."
@@ -372,12 +371,17 @@ pub fn short_answer_note(seconds: f32) -> Option<String> {
     })
 }
 
+/// The length to show for a clip under [`SHORT_CLIP_SECONDS`], rounded down
+/// to a tenth so that 1.97 s does not read "only 2.0 s long"; `None` for a
+/// longer clip.
+fn short_clip_length(seconds: f32) -> Option<f32> {
+    (seconds < SHORT_CLIP_SECONDS).then(|| (seconds * 10.0).floor() / 10.0)
+}
+
 /// The part of the `no speech` message for a clip under
 /// [`SHORT_CLIP_SECONDS`]: what to send instead.
 fn short_clip_hint(seconds: f32) -> String {
-    if seconds < SHORT_CLIP_SECONDS {
-        // Rounded down, so that 1.97 s does not read "only 2.0 s long".
-        let shown = (seconds * 10.0).floor() / 10.0;
+    if let Some(shown) = short_clip_length(seconds) {
         format!(
             "; the clip is only {shown:.1} s long, and a word or two is often too little to tell speech by: send at \
              least {SHORT_CLIP_SECONDS:.0} s of someone speaking"

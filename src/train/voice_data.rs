@@ -370,6 +370,8 @@ mod tests {
         assert_eq!(parse_emodb("03a01Wa"), label("angry", MALE, "emodb:03"));
         assert_eq!(parse_emodb("08b10Tc"), label("sad", FEMALE, "emodb:08"));
         assert_eq!(parse_emodb("16a02Ea"), label("disgust", FEMALE, "emodb:16"));
+        let one_source = parse_emodb("03a01Wa").unwrap();
+        assert_eq!((one_source.corpus(), one_source.source()), ("emodb", "emodb"), "one source: the corpus");
         assert_eq!(parse_emodb("11b03Ab"), label("fear", MALE, "emodb:11"));
         assert_eq!(parse_emodb("13a05Fb"), label("happy", FEMALE, "emodb:13"));
         assert_eq!(parse_emodb("15a07Nc"), label("neutral", MALE, "emodb:15"));
@@ -388,8 +390,8 @@ mod tests {
         let p = |s: &str| PathBuf::from(s);
         let clip = parse_speechsex(&p("/d/speechsex/speechocean762/0024/000240010.ogg"), &sexes).unwrap();
         assert_eq!((clip.emotion, clip.sex, clip.speaker.as_str()), (None, FEMALE, "speechsex:speechocean762/0024"));
-        assert_eq!((clip.corpus(), clip.source()), ("speechsex", "speechsex:speechocean762"));
         assert_eq!(clip.corpus(), "speechsex");
+        assert_eq!(clip.source(), "speechsex:speechocean762");
         assert_eq!(parse_speechsex(&p("audiomnist_az/07/3_07_1.ogg"), &sexes).unwrap().sex, MALE);
         assert_eq!(parse_speechsex(&p("audiomnist_az/08/3_08_1.ogg"), &sexes), None, "speaker not listed");
         assert!(parse_speechsex_speakers("a\tb\n").is_err());

@@ -781,7 +781,7 @@ fn data_args(data: &[PathBuf]) -> String {
 
 /// ` --NAME VALUE` for the card's command where `shown` (the value is not
 /// what the command line gives without the flag), else nothing.
-fn flag_if(shown: bool, name: &str, value: impl std::fmt::Display) -> String {
+pub(crate) fn flag_if(shown: bool, name: &str, value: impl std::fmt::Display) -> String {
     if shown {
         format!(" --{name} {value}")
     } else {

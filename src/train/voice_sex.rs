@@ -26,7 +26,7 @@ use tch::{Device, Tensor};
 use super::logistic::{fit_logistic, LogisticFit};
 use super::metrics::{round4, ConfusionMatrix};
 use super::voice_data::{load_clips, VoiceClip, VoiceLabel};
-use super::voice_emotion::{corpora, split_by_speaker, windowing, SpeakerSplit};
+use super::voice_emotion::{corpora, flag_if, split_by_speaker, windowing, SpeakerSplit};
 use crate::model::speaker::{encoder_mel_config, SpeakerEncoder, SpeakerSexCard, SpeakerSexHead, EMBEDDING_SIZE};
 use crate::model::voice::SEXES;
 use crate::predict::voice::{aggregate, rms, window_spans, WindowPrediction};
@@ -331,14 +331,11 @@ pub fn run_train(request: &VoiceSexRequest) -> Result<SpeakerSexCard> {
         ),
         head_weight: request.head_weight,
         train_command: format!(
-            "emotion-ai train voice-sex {}{}{}",
+            "emotion-ai train voice-sex {}{}{}{}",
             data.iter().map(|d| format!("--data {d}")).collect::<Vec<_>>().join(" "),
-            if request.head_weight == 1.0 { String::new() } else { format!(" --head-weight {}", request.head_weight) },
-            if request.short_copies == 0 {
-                String::new()
-            } else {
-                format!(" --short-copies {} --seed {}", request.short_copies, request.seed)
-            }
+            flag_if(request.head_weight != 1.0, "head-weight", request.head_weight),
+            flag_if(request.short_copies > 0, "short-copies", request.short_copies),
+            flag_if(request.short_copies > 0, "seed", request.seed),
         ),
         metrics: json!({
             "penalty": penalty,

@@ -243,14 +243,12 @@ impl AccuracyNotes {
 
 /// The answer page for whatever the request carried.
 pub fn result(uploads: &Uploads, answer: &Answer, notes: &AccuracyNotes) -> Response {
-    let single = match answer {
-        Answer::Single(analysis) => Some(analysis.as_ref()),
-        Answer::Fusion(_) => None,
-    };
-    let body = downloads(answer).and_then(|downloads| match (uploads, single, answer) {
-        (Uploads::One(upload), Some(Analysis::Image(image)), _) => image_result(upload, image, downloads, notes),
-        (Uploads::One(upload), Some(Analysis::Audio(audio)), _) => audio_result(upload, audio, downloads, notes),
-        (Uploads::Pair { image, audio }, _, Answer::Fusion(fusion)) => {
+    let body = downloads(answer).and_then(|downloads| match (uploads, answer) {
+        (Uploads::One(upload), Answer::Single(analysis)) => match analysis.as_ref() {
+            Analysis::Image(image) => image_result(upload, image, downloads, notes),
+            Analysis::Audio(audio) => audio_result(upload, audio, downloads, notes),
+        },
+        (Uploads::Pair { image, audio }, Answer::Fusion(fusion)) => {
             fusion_result(image, audio, fusion, downloads, notes)
         }
         _ => Err(AppError::Internal("the answer does not match the uploads".into())),
