@@ -277,6 +277,13 @@ fn six_faces(dir: &Path) -> PathBuf {
     path
 }
 
+/// The first 1.5 s of the speech fixture: answered, with the short-clip note.
+fn short_clip(dir: &Path) -> PathBuf {
+    let path = dir.join("short.wav");
+    std::fs::write(&path, wav(16000, &speech_samples()[..16000 * 3 / 2])).unwrap();
+    path
+}
+
 /// A 10 s clip (the speech fixture repeated with pauses), so the page shows a
 /// timeline.
 fn ten_second_clip(dir: &Path) -> PathBuf {
@@ -678,6 +685,22 @@ async fn answer_pages_work_in_headless_chromium() {
     upload(&browser, &base, &ten_second_clip(tmp.path())).await;
     wait_for(&browser, ".audio-result").await;
     fits_a_phone(&browser, "a clip's answer", "audio_result_phone.png").await;
+    assert_eq!(count(&browser, ".audio-result p.note").await, 0, "no note on a 10 s clip");
+    upload(&browser, &base, &short_clip(tmp.path())).await;
+    let note = wait_text(&browser, ".audio-result p.note", "only 1.5 s long").await;
+    assert!(note.contains("at least 2 s"), "{note}");
+    // The note is read before the answer: shown, on the screen, above the bars.
+    let place = js(
+        &browser,
+        "const n = document.querySelector('.audio-result p.note').getBoundingClientRect();
+         const m = document.querySelector('.audio-result meter').getBoundingClientRect();
+         return [n.height, n.left, n.right, document.documentElement.clientWidth, n.bottom, m.top];",
+    )
+    .await;
+    let v: Vec<f64> = place.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert!(v[0] > 0.0 && v[1] >= 0.0 && v[2] <= v[3], "the note is shown within the screen: {v:?}");
+    assert!(v[4] <= v[5], "the note sits above the bars: {v:?}");
+    fits_a_phone(&browser, "a short clip's answer", "short_clip_phone.png").await;
     upload_files(&browser, &base, &[&fixtures.join("astronaut.jpg"), &fixtures.join("speech.wav")]).await;
     wait_for(&browser, ".fusion-result").await;
     fits_a_phone(&browser, "a fused answer", "fusion_result_phone.png").await;
