@@ -337,11 +337,11 @@ pub enum AnalyzeError {
     Audio(#[from] AudioDecodeError),
     #[error("no face was found in the image")]
     NoFace { width: u32, height: u32 },
-    #[error("the clip is silent")]
+    #[error("the clip is silent: upload a recording of someone speaking")]
     NoSpeech,
     #[error(
         "no human speech was found in the clip (it sounds like a tone, noise, music, clicks or a hum, not a voice){}",
-        short_clip_hint(*seconds)
+        no_speech_advice(*seconds)
     )]
     NotSpeech {
         /// The clip's length: a short clip is told why it may have been refused.
@@ -378,16 +378,22 @@ fn short_clip_length(seconds: f32) -> Option<f32> {
     (seconds < SHORT_CLIP_SECONDS).then(|| (seconds * 10.0).floor() / 10.0)
 }
 
-/// The part of the `no speech` message for a clip under
-/// [`SHORT_CLIP_SECONDS`]: what to send instead.
-fn short_clip_hint(seconds: f32) -> String {
-    if let Some(shown) = short_clip_length(seconds) {
-        format!(
-            "; the clip is only {shown:.1} s long, and a word or two is often too little to tell speech by: send at \
-             least {SHORT_CLIP_SECONDS:.0} s of someone speaking"
-        )
-    } else {
-        String::new()
+/// The end of the `no speech` message: what to send instead. A clip under
+/// [`SHORT_CLIP_SECONDS`] is told that its length may be the reason (one
+/// that rounds down to nothing, a single sample, says "under 0.1 s", not
+/// "0.0 s"); a longer one is asked for a voice.
+fn no_speech_advice(seconds: f32) -> String {
+    let more = format!("send at least {SHORT_CLIP_SECONDS:.0} s of someone speaking");
+    match short_clip_length(seconds) {
+        Some(shown) if shown < 0.1 => {
+            format!("; the clip is under 0.1 s long, far too little to tell speech by: {more}")
+        }
+        Some(shown) => {
+            format!(
+                "; the clip is only {shown:.1} s long, and a word or two is often too little to tell speech by: {more}"
+            )
+        }
+        None => ": upload a recording of someone speaking".to_string(),
     }
 }
 
@@ -960,10 +966,30 @@ mod tests {
 
     #[test]
     fn only_clips_under_two_seconds_get_the_short_clip_hint_rounded_down() {
-        assert!(short_clip_hint(1.97).contains("only 1.9 s long"), "{}", short_clip_hint(1.97));
-        assert!(short_clip_hint(0.0).contains("send at least 2 s"));
-        assert_eq!(short_clip_hint(2.0), "");
-        assert_eq!(short_clip_hint(30.0), "");
+        assert!(no_speech_advice(1.97).contains("only 1.9 s long"), "{}", no_speech_advice(1.97));
+        assert!(!no_speech_advice(2.0).contains(" s long"), "{}", no_speech_advice(2.0));
+        assert!(!no_speech_advice(30.0).contains(" s long"), "{}", no_speech_advice(30.0));
+    }
+
+    #[test]
+    fn no_speech_messages_give_one_piece_of_advice_and_never_call_a_clip_zero_seconds_long() {
+        let more = "send at least 2 s of someone speaking";
+        let voice = "upload a recording of someone speaking";
+        for (error, length, advice) in [
+            (AnalyzeError::NotSpeech { seconds: 1.5 }, Some("only 1.5 s long"), more),
+            (AnalyzeError::NotSpeech { seconds: 1.0 / 16_000.0 }, Some("under 0.1 s long"), more),
+            (AnalyzeError::NotSpeech { seconds: 10.0 }, None, voice),
+            (AnalyzeError::NoSpeech, None, voice),
+        ] {
+            let message = error.to_string();
+            assert_eq!(message.matches(more).count() + message.matches(voice).count(), 1, "{message}");
+            assert!(message.ends_with(advice), "{message}");
+            assert!(!message.contains("0.0 s"), "{message}");
+            match length {
+                Some(length) => assert!(message.contains(length), "{message}"),
+                None => assert!(!message.contains(" s long"), "{message}"),
+            }
+        }
     }
 
     #[test]

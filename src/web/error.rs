@@ -46,7 +46,7 @@ pub enum AppError {
     )]
     NoFace,
     /// The detail says whether the clip was silent or held sound but no voice.
-    #[error("{0}: upload a recording of someone speaking")]
+    #[error("{0}")]
     NoSpeech(String),
     #[error("the server is busy: try again in a few seconds")]
     Busy,

@@ -579,7 +579,7 @@ fn quality(accept: &str, kind: &str, subtype: &str) -> f32 {
         (status = 400, description = "no file, not multipart, two images, two clips or three files, or an empty file (`missing_file`, `bad_request`, `too_many_files`, `empty_file`)", body = ErrorBody),
         (status = 413, description = "upload (by its declared length, before it is read), image or clip over the limits: pixels, seconds, or samples decoded (`payload_too_large`, `image_too_large`, `audio_too_long`)", body = ErrorBody),
         (status = 415, description = "neither a supported image nor supported audio, or a clip of more than 26 channels (`unsupported_media_type`)", body = ErrorBody),
-        (status = 422, description = "corrupt file, no face, or a silent clip (`corrupt_file`, `no_face`, `no_speech`)", body = ErrorBody),
+        (status = 422, description = "corrupt file, no face, or a clip without human speech: silent, or a tone, noise, music or clicks (`corrupt_file`, `no_face`, `no_speech`)", body = ErrorBody),
         (status = 408, description = "the upload did not arrive within the upload timeout (`upload_timeout`), or its analysis took longer than the request timeout (`timeout`)", body = ErrorBody),
         (status = 503, description = "every worker busy and the queue full, or the upload budget spent (`busy`), with `Retry-After`", body = ErrorBody),
     ))]
@@ -603,7 +603,7 @@ async fn predict_json(
         (status = 400, description = "no file, not multipart, two images, two clips or three files, or an empty file (`missing_file`, `bad_request`, `too_many_files`, `empty_file`)", body = ErrorBody),
         (status = 413, description = "upload (by its declared length, before it is read), image or clip over the limits: pixels, seconds, or samples decoded (`payload_too_large`, `image_too_large`, `audio_too_long`)", body = ErrorBody),
         (status = 415, description = "neither a supported image nor supported audio, or a clip of more than 26 channels (`unsupported_media_type`)", body = ErrorBody),
-        (status = 422, description = "corrupt file, no face, or a silent clip (`corrupt_file`, `no_face`, `no_speech`)", body = ErrorBody),
+        (status = 422, description = "corrupt file, no face, or a clip without human speech: silent, or a tone, noise, music or clicks (`corrupt_file`, `no_face`, `no_speech`)", body = ErrorBody),
         (status = 408, description = "the upload did not arrive within the upload timeout (`upload_timeout`), or its analysis took longer than the request timeout (`timeout`)", body = ErrorBody),
         (status = 503, description = "every worker busy and the queue full, or the upload budget spent (`busy`), with `Retry-After`", body = ErrorBody),
     ))]
