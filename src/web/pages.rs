@@ -63,7 +63,10 @@ fn figures(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, Strin
         match value {
             Value::Object(_) => figures(&name(key), value, out),
             Value::Number(n) => {
-                let rate = RATES.iter().any(|w| key.contains(w));
+                // Cards write rates as fractions (1.0, 0.9159); a whole
+                // number is a count, even under an emotion's name ("heard
+                // as happy: 1" is one clip, not 100%).
+                let rate = n.is_f64() && RATES.iter().any(|w| key.contains(w));
                 let text = match n.as_f64() {
                     Some(v) if rate && (0.0..=1.0).contains(&v) => format!("{:.2}%", 100.0 * v),
                     _ => n.to_string(),
@@ -752,7 +755,8 @@ mod tests {
         let metrics = serde_json::json!({
             "heldout_accuracy": 0.9489,
             "heldout_faces": 965,
-            "corpora": { "emodb": { "sex_accuracy": 0.9159, "seen_in_training": true } },
+            "corpora": { "emodb": { "sex_accuracy": 0.9159, "seen_in_training": true, "female_accuracy": 1.0 } },
+            "unlabelled_heard_as": { "happy": 1, "neutral": 0 },
             "classes": ["a", "b"],
         });
         let mut out = Vec::new();
@@ -764,6 +768,9 @@ mod tests {
                 ("heldout faces".to_string(), "965".to_string()),
                 ("corpora / emodb / sex accuracy".to_string(), "91.59%".to_string()),
                 ("corpora / emodb / seen in training".to_string(), "yes".to_string()),
+                ("corpora / emodb / female accuracy".to_string(), "100.00%".to_string()),
+                ("unlabelled heard as / happy".to_string(), "1".to_string()),
+                ("unlabelled heard as / neutral".to_string(), "0".to_string()),
             ]
         );
     }
