@@ -14,8 +14,10 @@
 # Environment: EMOTION_AI_DATASETS (default ../shared/datasets, holding
 # ravdess/, speechsex/ and emodb/), EMOTION_AI_BIN (default
 # target/release/emotion-ai), OUT (default runs/never-heard-CORPUS), SEEDS
-# (default "1 2 3"). About an hour on 2 cores for the networks; a second run
-# skips what is done and resumes an interrupted network from its last epoch.
+# (default "1 2 3"), RECORD (a card, e.g. models/voice_emotion.json: the
+# served figures on CORPUS go into its metrics.never_heard, with the command).
+# About an hour on 2 cores for the networks; a second run skips what is done
+# and resumes an interrupted network from its last epoch.
 set -euo pipefail
 
 corpus=${1:-}
@@ -93,10 +95,14 @@ fi
 
 for sex_from in networks served; do
   model=none
-  [[ $sex_from == served ]] && model="$head"
+  record=()
+  if [[ $sex_from == served ]]; then
+    model="$head"
+    [[ -n "${RECORD:-}" ]] && record=(--record-never-heard "$RECORD")
+  fi
   log "measuring ($sex_from): $out/eval-$sex_from.log"
   "$bin" eval voice-emotion "${all_data[@]}" --leave-out "$corpus" --weights "$networks" \
-    --voice-sex-model "$model" --out "$out/eval-$sex_from" >"$out/eval-$sex_from.log" 2>&1
+    --voice-sex-model "$model" --out "$out/eval-$sex_from" "${record[@]}" >"$out/eval-$sex_from.log" 2>&1
   echo "sex from the $sex_from:"
   sed 's/\x1b\[[0-9;]*m//g' "$out/eval-$sex_from.log" | grep '^|'
 done

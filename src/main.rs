@@ -772,6 +772,12 @@ struct EvalVoiceEmotion {
     /// Record the measured metrics in the model card.
     #[arg(long)]
     write_card: bool,
+    /// Also record the figures of the --leave-out corpora in this card (the
+    /// shipped model's `models/voice_emotion.json`), under
+    /// `metrics.never_heard`, with this command: what the recipe does on a
+    /// corpus it never heard, beside the shipped figures.
+    #[arg(long, requires = "leave_out")]
+    record_never_heard: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -1032,6 +1038,10 @@ fn main() -> Result<()> {
             let sex_head = model_or_none(&args.voice_sex_model)
                 .map(|weights| emotion_ai::model::speaker::SpeakerSexModel::load(&weights, &args.speaker_encoder))
                 .transpose()?;
+            if let Some(card) = &args.record_never_heard {
+                // Fail before the long measurement, not after it.
+                emotion_ai::model::voice::VoiceModelCard::load(card)?;
+            }
             let report = voice_emotion::run_eval(
                 &args.data,
                 &args.weights,
@@ -1040,6 +1050,12 @@ fn main() -> Result<()> {
                 &args.out,
                 args.write_card,
             )?;
+            if let Some(card) = &args.record_never_heard {
+                let command: Vec<String> =
+                    std::iter::once("emotion-ai".to_string()).chain(std::env::args().skip(1)).collect();
+                voice_emotion::record_never_heard(card, &report, &args.leave_out, &command.join(" "))?;
+                println!("recorded {} never heard in {}", args.leave_out.join(", "), card.display());
+            }
             let percent = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0));
             println!("| corpus | test clips | speakers | emotion accuracy | balanced | sex accuracy | women | men |");
             println!("|---|---|---|---|---|---|---|---|");

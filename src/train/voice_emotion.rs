@@ -1066,6 +1066,13 @@ pub struct VoiceEvalReport {
     /// 7-emotion ECE on the test clips with emotions of the corpora the model
     /// saw, raw and with the temperature fitted on the validation clips.
     pub emotion7_calibration: Option<CalibrationSummary>,
+    /// Where the sex figures' sex came from (the network's, or the head's blend).
+    pub sex_from: String,
+    /// How many networks the measured model joins.
+    pub networks: usize,
+    /// How the measured model was trained (its card's command) and on what.
+    pub trained_by: String,
+    pub training_corpora: Vec<String>,
     pub json_path: PathBuf,
     pub png_paths: Vec<PathBuf>,
 }
@@ -1250,9 +1257,50 @@ pub fn run_eval(
         corpora: reports,
         ravdess_class14_accuracy: ravdess_class14,
         emotion7_calibration,
+        sex_from,
+        networks: model.card.ensemble.len() + 1,
+        trained_by: model.card.train_command.clone(),
+        training_corpora: model.card.training_corpora.clone(),
         json_path,
         png_paths,
     })
+}
+
+/// Records, in the card at `card` (the shipped model's), what `report`
+/// measured on the corpora `leave_out` names with a model that never heard
+/// them: the card's `metrics.never_heard.<corpus>`, with the command that
+/// measured it. The shipped model heard every corpus, so only a model
+/// trained without one can say what it does on a new corpus; this keeps
+/// that figure beside the shipped one, where users look. Other entries of
+/// the card are kept.
+pub fn record_never_heard(card: &Path, report: &VoiceEvalReport, leave_out: &[String], command: &str) -> Result<()> {
+    if leave_out.is_empty() {
+        bail!("recording a never-heard figure needs --leave-out CORPUS");
+    }
+    let mut target = VoiceModelCard::load(card)?;
+    let metrics =
+        target.metrics.as_object_mut().ok_or_else(|| anyhow!("{}: metrics is not an object", card.display()))?;
+    let entries = metrics.entry("never_heard").or_insert_with(|| json!({}));
+    let entries =
+        entries.as_object_mut().ok_or_else(|| anyhow!("{}: metrics.never_heard is not an object", card.display()))?;
+    for corpus in leave_out {
+        let measured = report
+            .corpora
+            .iter()
+            .find(|c| &c.corpus == corpus && !c.seen_in_training)
+            .ok_or_else(|| anyhow!("no clips of {corpus} were measured as never heard"))?;
+        let mut entry = serde_json::to_value(measured)?;
+        if let Some(o) = entry.as_object_mut() {
+            o.remove("confusion_sex");
+            o.insert("sex_from".into(), json!(report.sex_from));
+            o.insert("networks".into(), json!(report.networks));
+            o.insert("networks_trained_on".into(), json!(report.training_corpora));
+            o.insert("networks_trained_by".into(), json!(report.trained_by));
+            o.insert("command".into(), json!(command));
+        }
+        entries.insert(corpus.clone(), entry);
+    }
+    target.save(card)
 }
 
 /// The clip-level 7-emotion distribution of every clip of the held-out
@@ -1287,6 +1335,55 @@ mod tests {
 
     fn clip(speaker: &str, emotion: Option<usize>, sex: usize) -> VoiceClip {
         VoiceClip { samples: vec![], label: VoiceLabel { emotion, sex, speaker: speaker.into() }, path: PathBuf::new() }
+    }
+
+    #[test]
+    fn never_heard_figures_are_recorded_beside_the_shipped_ones() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let card = dir.path().join("voice_emotion.json");
+        std::fs::copy("models/voice_emotion.json", &card).expect("copying the shipped card");
+        let emotion = |name: &str| EMOTIONS.iter().position(|e| *e == name).expect("an emotion");
+        let one_hot = |e: usize, s: usize| {
+            let mut p = vec![0.0f32; crate::model::voice::VOICE_CLASSES];
+            p[crate::model::voice::joint_class(e, s)] = 1.0;
+            p
+        };
+        // One EmoDB clip heard right, one sad clip heard as neutral.
+        let labels = [
+            VoiceLabel { emotion: Some(emotion("angry")), sex: 0, speaker: "emodb:08".into() },
+            VoiceLabel { emotion: Some(emotion("sad")), sex: 1, speaker: "emodb:03".into() },
+        ];
+        let predictions = [one_hot(emotion("angry"), 0), one_hot(emotion("neutral"), 1)];
+        let pairs: Vec<(&[f32], &VoiceLabel)> = predictions.iter().map(Vec::as_slice).zip(&labels).collect();
+        let report = VoiceEvalReport {
+            corpora: vec![corpus_eval("emodb", false, &pairs).0],
+            ravdess_class14_accuracy: None,
+            emotion7_calibration: None,
+            sex_from: "the network's sex marginal".into(),
+            networks: 3,
+            trained_by: "emotion-ai train voice-emotion --leave-out emodb".into(),
+            training_corpora: vec!["ravdess".into(), "speechsex".into()],
+            json_path: PathBuf::new(),
+            png_paths: vec![],
+        };
+        let leave_out = ["emodb".to_string()];
+        assert!(record_never_heard(&card, &report, &[], "cmd").is_err(), "nothing to record without --leave-out");
+        assert!(record_never_heard(&card, &report, &["ravdess".into()], "cmd").is_err(), "ravdess was not measured");
+        record_never_heard(&card, &report, &leave_out, "emotion-ai eval voice-emotion --leave-out emodb")
+            .expect("recorded");
+
+        let written = VoiceModelCard::load(&card).expect("the card still loads");
+        let entry = &written.metrics["never_heard"]["emodb"];
+        assert_eq!(entry["emotion7_accuracy"], json!(0.5));
+        assert_eq!(entry["sex_accuracy"], json!(1.0));
+        assert_eq!(entry["networks"], json!(3));
+        assert_eq!(entry["networks_trained_on"], json!(["ravdess", "speechsex"]));
+        assert_eq!(entry["command"], json!("emotion-ai eval voice-emotion --leave-out emodb"));
+        assert!(entry.get("confusion_emotion7").is_some() && entry.get("confusion_sex").is_none());
+        // The shipped figures stay as they were.
+        let shipped = VoiceModelCard::load(Path::new("models/voice_emotion.json")).expect("shipped card");
+        assert_eq!(written.metrics["corpora"], shipped.metrics["corpora"]);
+        assert_eq!(written.training_corpora, shipped.training_corpora);
     }
 
     #[test]
