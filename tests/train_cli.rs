@@ -1,5 +1,6 @@
-//! The training commands refuse settings that make no sense before they
-//! load any data.
+//! The training and evaluation commands, and the script that measures a
+//! corpus never heard, refuse settings that make no sense before they load
+//! any data or train anything.
 
 use std::process::Command;
 
@@ -54,4 +55,64 @@ fn voice_augmentation_ranges_are_checked() {
             assert!(stderr.contains(flag), "{arg}: {stderr}");
         }
     }
+}
+
+#[test]
+fn recording_never_heard_figures_needs_a_left_out_corpus_and_a_card() {
+    let (code, stderr) = emotion_ai(&[
+        "eval",
+        "voice-emotion",
+        "--data",
+        "no-such-dir",
+        "--record-never-heard",
+        "models/voice_emotion.json",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--leave-out"), "{stderr}");
+    // A card that is not there is refused before any clip is read.
+    let (code, stderr) = emotion_ai(&[
+        "eval",
+        "voice-emotion",
+        "--data",
+        "no-such-dir",
+        "--leave-out",
+        "emodb",
+        "--record-never-heard",
+        "no-such-card.json",
+    ]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("no-such-card.json"), "{stderr}");
+}
+
+/// `scripts/voice_never_heard.sh` with `env`, from the crate root.
+fn never_heard_script(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new("bash")
+        .arg("scripts/voice_never_heard.sh")
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs bash");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn the_never_heard_script_says_what_is_missing_before_training() {
+    let (code, stderr) = never_heard_script(&["crema"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("usage") && stderr.contains("ravdess|speechsex|emodb"), "{stderr}");
+
+    let (code, stderr) = never_heard_script(&["emodb"], &[("EMOTION_AI_DATASETS", "no-such-dir")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no-such-dir/ravdess is missing") && stderr.contains("EMOTION_AI_DATASETS"), "{stderr}");
+
+    let datasets = tempfile::tempdir().expect("temp dir");
+    for corpus in ["ravdess", "speechsex", "emodb"] {
+        std::fs::create_dir(datasets.path().join(corpus)).expect("corpus dir");
+    }
+    let root = datasets.path().to_string_lossy().into_owned();
+    let (code, stderr) =
+        never_heard_script(&["emodb"], &[("EMOTION_AI_DATASETS", root.as_str()), ("EMOTION_AI_BIN", "no-such-binary")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no-such-binary is missing") && stderr.contains("cargo build --release"), "{stderr}");
 }
