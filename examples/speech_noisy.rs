@@ -1,0 +1,76 @@
+//! How often the speech check accepts real speech under background sound:
+//! every clip the check never trained on (all of EmoDB, the other corpora's
+//! speakers outside its training part), mixed with generated noise, noise
+//! that rises and falls, or music at a signal-to-noise ratio, then judged
+//! as the server judges a clip (speech if any served window is).
+//!
+//! `cargo run --release --example speech_noisy -- models/speech_check.json ../shared/datasets/emodb ../shared/datasets/ravdess ../shared/datasets/speechsex`
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use emotion_ai::predict::voice::{window_spans, Windowing};
+use emotion_ai::speech::SpeechDetector;
+use emotion_ai::train::nonspeech::{generate, Family};
+use emotion_ai::train::speech_check::trains_the_check;
+use emotion_ai::train::voice_data::load_clips;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+fn rms(x: &[f32]) -> f32 {
+    (x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32).sqrt()
+}
+
+/// `clip` with `family`'s sound under it at `snr_db`, the sound repeated to
+/// the clip's length.
+fn mixed(clip: &[f32], family: Family, snr_db: f32, rate: u32, rng: &mut SmallRng) -> Vec<f32> {
+    let mut sound = Vec::new();
+    while sound.len() < clip.len() {
+        let part = generate(family, rate, rng);
+        if part.len() < rate as usize / 4 {
+            continue;
+        }
+        sound.extend(part);
+    }
+    let gain = rms(clip) / rms(&sound[..clip.len()]).max(1e-9) / 10f32.powf(snr_db / 20.0);
+    clip.iter().zip(&sound).map(|(s, n)| (s + gain * n).clamp(-1.0, 1.0)).collect()
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let card = args.first().context("usage: speech_noisy CARD DATA...")?;
+    let detector =
+        SpeechDetector::load(&PathBuf::from(card), std::path::Path::new(emotion_ai::model::vad::DEFAULT_SILERO_VAD))?;
+    let rate = detector.sample_rate();
+    let data: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
+    let clips: Vec<_> = load_clips(&data, rate)?.into_iter().filter(|c| !trains_the_check(c)).collect();
+    let served = Windowing { window: 3 * rate as usize, hop: rate as usize };
+    let is_speech = |x: &[f32]| -> Result<bool> {
+        Ok(detector.check_windows(x, &window_spans(x.len(), served))?.iter().any(|v| v.is_speech))
+    };
+    let conditions: Vec<(Family, f32)> = [Family::Noise, Family::ModulatedNoise, Family::Music]
+        .into_iter()
+        .flat_map(|f| [20.0, 10.0, 5.0].map(|snr| (f, snr)))
+        .collect();
+    let mut rng = SmallRng::seed_from_u64(20261207);
+    // corpus -> [clean, each condition] as [accepted, clips].
+    let mut table: BTreeMap<String, Vec<[u64; 2]>> = BTreeMap::new();
+    for clip in &clips {
+        let cells = table.entry(clip.label.corpus().to_string()).or_insert_with(|| vec![[0, 0]; conditions.len() + 1]);
+        cells[0][0] += u64::from(is_speech(&clip.samples)?);
+        cells[0][1] += 1;
+        for (cell, &(family, snr)) in cells[1..].iter_mut().zip(&conditions) {
+            cell[0] += u64::from(is_speech(&mixed(&clip.samples, family, snr, rate, &mut rng))?);
+            cell[1] += 1;
+        }
+    }
+    let names: Vec<String> = conditions.iter().map(|(f, snr)| format!("{} {snr} dB", f.name())).collect();
+    println!("| corpus | clean | {} |", names.join(" | "));
+    println!("|---|---|{}", "---|".repeat(names.len()));
+    for (corpus, cells) in table {
+        let shares: Vec<String> = cells.iter().map(|[a, n]| format!("{:.2}%", 100.0 * *a as f64 / *n as f64)).collect();
+        println!("| {corpus} ({} clips) | {} |", cells[0][1], shares.join(" | "));
+    }
+    Ok(())
+}
