@@ -428,6 +428,10 @@ struct TrainSpeechCheck {
     /// just above every training non-speech clip).
     #[arg(long, default_value_t = emotion_ai::train::speech_check::MAX_SPEECH_REFUSED)]
     max_speech_refused: f64,
+    /// More copies of each training speech window, each with generated music, a melody or noise under it at
+    /// 5-20 dB: speech with sound behind it (0: none).
+    #[arg(long, default_value_t = 0)]
+    background_copies: usize,
 }
 
 #[derive(Subcommand)]
@@ -906,6 +910,7 @@ fn main() -> Result<()> {
                     gate_negatives: args.gate_negatives,
                     measure_seed: args.measure_seed,
                     max_speech_refused: args.max_speech_refused,
+                    background_copies: args.background_copies,
                 })?;
             println!("threshold {:.4}", card.threshold);
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);

@@ -79,6 +79,40 @@ pub struct SpeechCheckRequest {
     /// ([`MAX_SPEECH_REFUSED`] unless asked; 1: always just above every
     /// training non-speech clip).
     pub max_speech_refused: f64,
+    /// This many more copies of each training speech window, each with
+    /// generated music, a melody, noise or fluctuating noise under it at
+    /// [`BACKGROUND_SNR_DB`] (from a random stream of their own, so the rest
+    /// of the training data stay as they were): speech recorded with sound
+    /// behind it, which the check otherwise never sees. 0: none.
+    pub background_copies: usize,
+}
+
+/// The range of signal-to-noise ratios (dB) of [`SpeechCheckRequest::background_copies`].
+pub const BACKGROUND_SNR_DB: (f32, f32) = (5.0, 20.0);
+
+/// `window` with `family`'s generated sound under it at `snr_db` (the sound
+/// repeated to the window's length; an all-silent window stays as it is).
+pub fn with_background(window: &[f32], family: Family, snr_db: f32, rate: u32, rng: &mut SmallRng) -> Vec<f32> {
+    let level = |x: &[f32]| (x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32).sqrt();
+    let mut sound = Vec::with_capacity(window.len());
+    // Parts of at least 50 ms; a family that only makes shorter ones (a few
+    // samples) is taken as it comes after enough tries, so the loop ends.
+    let mut tries = 0usize;
+    while sound.len() < window.len() {
+        let part = generate(family, rate, rng);
+        tries += 1;
+        if part.len() >= rate as usize / 20 || (tries > 100 && !part.is_empty()) {
+            sound.extend(part);
+        } else if tries > 10_000 {
+            sound.resize(window.len(), 0.0);
+        }
+    }
+    let noise_level = level(&sound[..window.len()]);
+    if noise_level == 0.0 {
+        return window.to_vec();
+    }
+    let gain = level(window) / noise_level / 10f32.powf(snr_db / 20.0);
+    window.iter().zip(&sound).map(|(s, n)| (s + gain * n).clamp(-1.0, 1.0)).collect()
 }
 
 /// The windows of a clip as the server checks them.
@@ -195,9 +229,18 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
 
     // Speech windows of the training speakers, as recorded and through a channel.
     let mut rng = SmallRng::seed_from_u64(request.seed);
+    let mut background_rng = SmallRng::seed_from_u64(request.seed.wrapping_add(0xBAC6));
+    let backgrounds = [Family::Music, Family::Melody, Family::Noise, Family::ModulatedNoise];
     let mut speech: Vec<Vec<f32>> = Vec::new();
+    let mut recorded_windows = 0usize;
     for clip in clips.iter().filter(|c| trains_the_check(c)) {
         for w in served_windows(&clip.samples, rate) {
+            recorded_windows += 1;
+            for _ in 0..request.background_copies {
+                let family = backgrounds[background_rng.random_range(0..backgrounds.len())];
+                let snr = background_rng.random_range(BACKGROUND_SNR_DB.0..BACKGROUND_SNR_DB.1);
+                speech.push(with_background(w, family, snr, rate, &mut background_rng));
+            }
             speech.push(w.to_vec());
             // Other voices and recording chains: speed (pitch and formants)
             // 0.75-1.4 (excited and children's voices sit high), a colour and
@@ -410,7 +453,7 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
          four nearest to speech; measured on a second seed's {} clips and on every clip of the corpora (EmoDB \
          never trains the check)",
         TRAINING_CORPORA.join(" and "),
-        speech.len() / 2,
+        recorded_windows,
         request.negatives,
         Family::ALL.len(),
         request.seed.wrapping_add(1),
@@ -439,6 +482,14 @@ pub fn run_train(request: &SpeechCheckRequest) -> Result<SpeechCheckCard> {
     let mut measure_arg = request.measure_seed.map(|s| format!(" --measure-seed {s}")).unwrap_or_default();
     if request.max_speech_refused != MAX_SPEECH_REFUSED {
         measure_arg += &format!(" --max-speech-refused {}", request.max_speech_refused);
+    }
+    if request.background_copies > 0 {
+        measure_arg += &format!(" --background-copies {}", request.background_copies);
+        card.trained_on += &format!(
+            "; each training speech window also {} more time(s) with generated music, a melody or noise under it \
+             at {}-{} dB",
+            request.background_copies, BACKGROUND_SNR_DB.0, BACKGROUND_SNR_DB.1
+        );
     }
     card.train_command = format!(
         "emotion-ai train speech-check {}{hidden_arg}{negatives_arg}{seed_arg}{vad_arg}{gate_arg}{measure_arg}",
@@ -553,6 +604,29 @@ mod tests {
         assert!(a.iter().zip(&b).all(|(x, y)| x.1 == y.1));
         assert_eq!(served_windows(&vec![0.0; 100], 16_000).len(), 1);
         assert_eq!(served_windows(&vec![0.0; 16_000 * 5], 16_000).len(), 3);
+    }
+
+    #[test]
+    fn background_sound_sits_under_the_window_at_the_asked_ratio() {
+        let rate = 16_000;
+        let window: Vec<f32> = (0..3 * rate).map(|i| 0.1 * (i as f32 * 0.08).sin()).collect();
+        let level = |x: &[f32]| (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+        let mut rng = SmallRng::seed_from_u64(5);
+        for family in [Family::Music, Family::Melody, Family::Noise, Family::ModulatedNoise] {
+            for snr in [5.0f32, 10.0, 20.0] {
+                let mixed = with_background(&window, family, snr, rate as u32, &mut rng);
+                assert_eq!(mixed.len(), window.len());
+                let added: Vec<f32> = mixed.iter().zip(&window).map(|(m, w)| m - w).collect();
+                let measured = 20.0 * (level(&window) / level(&added)).log10();
+                assert!((measured - snr).abs() < 0.5, "{family:?} at {snr} dB: {measured:.2} dB");
+            }
+        }
+        // A family of a few samples a clip still fills the window, and the
+        // same stream gives the same mix.
+        let a = with_background(&window, Family::Tiny, 10.0, rate as u32, &mut SmallRng::seed_from_u64(1));
+        let b = with_background(&window, Family::Tiny, 10.0, rate as u32, &mut SmallRng::seed_from_u64(1));
+        assert_eq!(a.len(), window.len());
+        assert_eq!(a, b);
     }
 
     #[test]
