@@ -1,8 +1,9 @@
 //! How often the speech check accepts real speech under background sound:
 //! every clip the check never trained on (all of EmoDB, the other corpora's
 //! speakers outside its training part), mixed with generated noise, noise
-//! that rises and falls, or music at a signal-to-noise ratio, then judged
-//! as the server judges a clip (speech if any served window is).
+//! that rises and falls, or music at a signal-to-noise ratio (as
+//! `train speech-check --background-copies` mixes them), then judged as the
+//! card judges a clip (speech if any served window is).
 //!
 //! `cargo run --release --example speech_noisy -- models/speech_check.json ../shared/datasets/emodb ../shared/datasets/ravdess ../shared/datasets/speechsex`
 
@@ -10,32 +11,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use emotion_ai::predict::voice::{window_spans, Windowing};
 use emotion_ai::speech::SpeechDetector;
-use emotion_ai::train::nonspeech::{generate, Family};
-use emotion_ai::train::speech_check::trains_the_check;
+use emotion_ai::train::nonspeech::Family;
+use emotion_ai::train::speech_check::{any_window_speech, trains_the_check, with_background};
 use emotion_ai::train::voice_data::load_clips;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-
-fn rms(x: &[f32]) -> f32 {
-    (x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32).sqrt()
-}
-
-/// `clip` with `family`'s sound under it at `snr_db`, the sound repeated to
-/// the clip's length.
-fn mixed(clip: &[f32], family: Family, snr_db: f32, rate: u32, rng: &mut SmallRng) -> Vec<f32> {
-    let mut sound = Vec::new();
-    while sound.len() < clip.len() {
-        let part = generate(family, rate, rng);
-        if part.len() < rate as usize / 4 {
-            continue;
-        }
-        sound.extend(part);
-    }
-    let gain = rms(clip) / rms(&sound[..clip.len()]).max(1e-9) / 10f32.powf(snr_db / 20.0);
-    clip.iter().zip(&sound).map(|(s, n)| (s + gain * n).clamp(-1.0, 1.0)).collect()
-}
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,10 +26,7 @@ fn main() -> Result<()> {
     let rate = detector.sample_rate();
     let data: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
     let clips: Vec<_> = load_clips(&data, rate)?.into_iter().filter(|c| !trains_the_check(c)).collect();
-    let served = Windowing { window: 3 * rate as usize, hop: rate as usize };
-    let is_speech = |x: &[f32]| -> Result<bool> {
-        Ok(detector.check_windows(x, &window_spans(x.len(), served))?.iter().any(|v| v.is_speech))
-    };
+    let is_speech = |x: &[f32]| any_window_speech(&detector, x, rate);
     let conditions: Vec<(Family, f32)> = [Family::Noise, Family::ModulatedNoise, Family::Music]
         .into_iter()
         .flat_map(|f| [20.0, 10.0, 5.0].map(|snr| (f, snr)))
@@ -61,7 +39,7 @@ fn main() -> Result<()> {
         cells[0][0] += u64::from(is_speech(&clip.samples)?);
         cells[0][1] += 1;
         for (cell, &(family, snr)) in cells[1..].iter_mut().zip(&conditions) {
-            cell[0] += u64::from(is_speech(&mixed(&clip.samples, family, snr, rate, &mut rng))?);
+            cell[0] += u64::from(is_speech(&with_background(&clip.samples, family, snr, rate, &mut rng))?);
             cell[1] += 1;
         }
     }

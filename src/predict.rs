@@ -397,7 +397,7 @@ fn no_speech_advice(seconds: f32) -> String {
             )
         }
         // Music behind a voice is what the check most often takes the whole
-        // clip for (models/README.md, "speech_check": 45-61% of speech under
+        // clip for (models/README.md, "speech_check": 44-60% of speech under
         // music 10 dB below it is accepted).
         None => format!(": {NO_SPEECH_VOICE}, with no music or loud noise behind the voice"),
     }

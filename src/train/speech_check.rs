@@ -33,7 +33,7 @@ use super::voice_data::{load_clips, VoiceClip};
 use super::voice_emotion::{speaker_part, SplitPart, HOP_SECONDS, WINDOW_SECONDS};
 use crate::model::vad::SileroVad;
 use crate::predict::in_two_halves;
-use crate::predict::voice::window_starts;
+use crate::predict::voice::{rms, window_starts};
 use crate::speech::{SpeechCheckCard, SpeechDetector, SpeechFeaturizer, VadGate, FEATURE_NAMES};
 
 /// Generated non-speech clips trained on unless the request says otherwise.
@@ -93,7 +93,6 @@ pub const BACKGROUND_SNR_DB: (f32, f32) = (5.0, 20.0);
 /// `window` with `family`'s generated sound under it at `snr_db` (the sound
 /// repeated to the window's length; an all-silent window stays as it is).
 pub fn with_background(window: &[f32], family: Family, snr_db: f32, rate: u32, rng: &mut SmallRng) -> Vec<f32> {
-    let level = |x: &[f32]| (x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32).sqrt();
     let mut sound = Vec::with_capacity(window.len());
     // Parts of at least 50 ms; a family that only makes shorter ones (a few
     // samples) is taken as it comes after enough tries, so the loop ends.
@@ -107,11 +106,11 @@ pub fn with_background(window: &[f32], family: Family, snr_db: f32, rate: u32, r
             sound.resize(window.len(), 0.0);
         }
     }
-    let noise_level = level(&sound[..window.len()]);
+    let noise_level = rms(&sound[..window.len()]);
     if noise_level == 0.0 {
         return window.to_vec();
     }
-    let gain = level(window) / noise_level / 10f32.powf(snr_db / 20.0);
+    let gain = rms(window) / noise_level / 10f32.powf(snr_db / 20.0);
     window.iter().zip(&sound).map(|(s, n)| (s + gain * n).clamp(-1.0, 1.0)).collect()
 }
 
@@ -171,7 +170,7 @@ pub fn openings_accepted(
 
 /// Whether any served window of `samples`, each read alone, is speech: a
 /// clip's verdict as the card measures it.
-fn any_window_speech(detector: &SpeechDetector, samples: &[f32], rate: u32) -> Result<bool> {
+pub fn any_window_speech(detector: &SpeechDetector, samples: &[f32], rate: u32) -> Result<bool> {
     for window in served_windows(samples, rate) {
         if detector.check(window)?.is_speech {
             return Ok(true);
@@ -610,14 +609,13 @@ mod tests {
     fn background_sound_sits_under_the_window_at_the_asked_ratio() {
         let rate = 16_000;
         let window: Vec<f32> = (0..3 * rate).map(|i| 0.1 * (i as f32 * 0.08).sin()).collect();
-        let level = |x: &[f32]| (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
         let mut rng = SmallRng::seed_from_u64(5);
         for family in [Family::Music, Family::Melody, Family::Noise, Family::ModulatedNoise] {
             for snr in [5.0f32, 10.0, 20.0] {
                 let mixed = with_background(&window, family, snr, rate as u32, &mut rng);
                 assert_eq!(mixed.len(), window.len());
                 let added: Vec<f32> = mixed.iter().zip(&window).map(|(m, w)| m - w).collect();
-                let measured = 20.0 * (level(&window) / level(&added)).log10();
+                let measured = 20.0 * (rms(&window) / rms(&added)).log10();
                 assert!((measured - snr).abs() < 0.5, "{family:?} at {snr} dB: {measured:.2} dB");
             }
         }
