@@ -14,7 +14,7 @@ use emotion_ai::model::speaker::{SpeakerEncoder, DEFAULT_SPEAKER_ENCODER};
 use emotion_ai::model::voice::LoadedVoiceModel;
 use emotion_ai::predict::voice::{aggregate, emotion_marginal, WindowPrediction};
 use emotion_ai::train::voice_data::load_clips;
-use emotion_ai::train::voice_emotion::{predict_clips, speaker_part, SplitPart};
+use emotion_ai::train::voice_emotion::{predict_clips, speaker_part};
 use emotion_ai::train::voice_sex::embed_windows;
 
 fn main() -> anyhow::Result<()> {
@@ -52,11 +52,7 @@ fn main() -> anyhow::Result<()> {
             .map(|(w, _)| WindowPrediction { start: 0, end: 0, rms: emb.rms[w], joint: rows[w].clone() })
             .collect();
         let mean = aggregate(&windows);
-        let part = match speaker_part(&clip.label.speaker) {
-            SplitPart::Train => "train",
-            SplitPart::Validation => "validation",
-            SplitPart::Test => "test",
-        };
+        let part = speaker_part(&clip.label.speaker).name();
         let mut line = format!(
             "{}\t{}\t{}\t{}\t{}",
             clip.label.corpus(),

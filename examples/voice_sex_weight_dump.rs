@@ -13,7 +13,7 @@ use emotion_ai::model::speaker::{SpeakerSexModel, DEFAULT_SPEAKER_ENCODER};
 use emotion_ai::model::voice::LoadedVoiceModel;
 use emotion_ai::predict::voice::{aggregate, predict_clip, sex_marginal, WindowPrediction};
 use emotion_ai::train::voice_data::load_clips;
-use emotion_ai::train::voice_emotion::{speaker_part, windowing, SplitPart};
+use emotion_ai::train::voice_emotion::{speaker_part, windowing};
 
 fn main() -> anyhow::Result<()> {
     tch::set_num_threads(1);
@@ -33,11 +33,7 @@ fn main() -> anyhow::Result<()> {
         let as_sex = |joint: Vec<f32>, w: &WindowPrediction| WindowPrediction { joint, ..w.clone() };
         let network = aggregate(&windows.iter().map(|w| as_sex(sex_marginal(&w.joint), w)).collect::<Vec<_>>());
         let headed = aggregate(&windows.iter().zip(&heads).map(|(w, h)| as_sex(h.to_vec(), w)).collect::<Vec<_>>());
-        let part = match speaker_part(&clip.label.speaker) {
-            SplitPart::Train => "train",
-            SplitPart::Validation => "validation",
-            SplitPart::Test => "test",
-        };
+        let part = speaker_part(&clip.label.speaker).name();
         let l = &clip.label;
         writeln!(
             file,

@@ -59,27 +59,13 @@ fn voice_augmentation_ranges_are_checked() {
 
 #[test]
 fn recording_never_heard_figures_needs_a_left_out_corpus_and_a_card() {
-    let (code, stderr) = emotion_ai(&[
-        "eval",
-        "voice-emotion",
-        "--data",
-        "no-such-dir",
-        "--record-never-heard",
-        "models/voice_emotion.json",
-    ]);
+    let eval = ["eval", "voice-emotion", "--data", "no-such-dir"];
+    let (code, stderr) = emotion_ai(&[&eval[..], &["--record-never-heard", "models/voice_emotion.json"]].concat());
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--leave-out"), "{stderr}");
     // A card that is not there is refused before any clip is read.
-    let (code, stderr) = emotion_ai(&[
-        "eval",
-        "voice-emotion",
-        "--data",
-        "no-such-dir",
-        "--leave-out",
-        "emodb",
-        "--record-never-heard",
-        "no-such-card.json",
-    ]);
+    let (code, stderr) =
+        emotion_ai(&[&eval[..], &["--leave-out", "emodb", "--record-never-heard", "no-such-card.json"]].concat());
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains("no-such-card.json"), "{stderr}");
 }

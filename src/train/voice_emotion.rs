@@ -146,6 +146,17 @@ pub enum SplitPart {
     Test,
 }
 
+impl SplitPart {
+    /// What reports and dumps call the part.
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitPart::Train => "train",
+            SplitPart::Validation => "validation",
+            SplitPart::Test => "test",
+        }
+    }
+}
+
 /// FNV-1a: a hash that never changes between runs or platforms.
 fn stable_hash(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
