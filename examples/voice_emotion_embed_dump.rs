@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     eprintln!("networks done");
     let encoder = SpeakerEncoder::load(Path::new(DEFAULT_SPEAKER_ENCODER))?;
-    let emb = embed_windows(&encoder, &clips)?;
+    let emb = embed_windows(&encoder, None, &clips)?;
     let rows: Vec<Vec<f32>> = Vec::<Vec<f32>>::try_from(&emb.embeddings).context("reading embeddings")?;
     let mut file = std::io::BufWriter::new(std::fs::File::create(&out)?);
     for (i, clip) in clips.iter().enumerate() {

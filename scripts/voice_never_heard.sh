@@ -15,7 +15,9 @@
 # ravdess/, speechsex/ and emodb/), EMOTION_AI_BIN (default
 # target/release/emotion-ai), OUT (default runs/never-heard-CORPUS), SEEDS
 # (default "1 2 3"), RECORD (a card, e.g. models/voice_emotion.json: the
-# served figures on CORPUS go into its metrics.never_heard, with the command).
+# served figures on CORPUS go into its metrics.never_heard, with the command),
+# HEAD_FLAGS (more flags for `train voice-sex`, as the shipped head's card
+# gives them, e.g. "--pitch-summary"; default none).
 # About an hour on 2 cores for the networks; a second run skips what is done
 # and resumes an interrupted network from its last epoch.
 set -euo pipefail
@@ -30,6 +32,7 @@ datasets=${EMOTION_AI_DATASETS:-../shared/datasets}
 bin=${EMOTION_AI_BIN:-target/release/emotion-ai}
 out=${OUT:-runs/never-heard-$corpus}
 read -r -a seeds <<<"${SEEDS:-1 2 3}"
+read -r -a head_flags <<<"${HEAD_FLAGS:-}"
 
 for c in "${corpora[@]}"; do
   if [[ ! -d "$datasets/$c" ]]; then
@@ -90,7 +93,7 @@ fi
 head="$out/head/voice_sex.safetensors"
 if [[ ! -f "$head" ]]; then
   log "fitting the voice sex head without $corpus"
-  "$bin" train voice-sex "${head_data[@]}" --head-weight 0.5 --export "$head" >"$out/head.log" 2>&1
+  "$bin" train voice-sex "${head_data[@]}" --head-weight 0.5 "${head_flags[@]}" --export "$head" >"$out/head.log" 2>&1
 fi
 
 for sex_from in networks served; do

@@ -363,6 +363,9 @@ struct TrainVoiceSex {
     /// Seed of those excerpts.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The head also reads 4 pitch statistics of each window (quartiles of log F0 over voiced frames, voiced share) beside the speaker embedding.
+    #[arg(long)]
+    pitch_summary: bool,
 }
 
 #[derive(Args)]
@@ -923,6 +926,7 @@ fn main() -> Result<()> {
                 head_weight: args.head_weight as f32,
                 short_copies: args.short_copies,
                 seed: args.seed,
+                pitch_summary: args.pitch_summary,
             })?;
             println!("{}", serde_json::to_string_pretty(&card.metrics)?);
         }

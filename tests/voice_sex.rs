@@ -7,7 +7,10 @@ use std::path::Path;
 
 use common::*;
 use emotion_ai::decode::audio::decode_audio;
-use emotion_ai::model::speaker::{SpeakerEncoder, SpeakerSexModel, DEFAULT_SPEAKER_ENCODER, EMBEDDING_SIZE};
+use emotion_ai::model::speaker::{
+    encoder_pitch_tracker, head_input, head_input_size, SpeakerEncoder, SpeakerSexModel, DEFAULT_SPEAKER_ENCODER,
+    EMBEDDING_SIZE,
+};
 use emotion_ai::model::voice::LoadedVoiceModel;
 use emotion_ai::predict::voice::{emotion_marginal, predict_clip, sex_marginal, window_starts, Windowing};
 
@@ -78,6 +81,72 @@ fn long_clips_share_partials_between_windows_and_short_ones_repeat() {
     assert!((cosine(&once.get(0), &by_hand.get(0)) - 1.0).abs() < 1e-4);
 }
 
+/// With pitch, the head reads the embedding and then the window's pitch
+/// summary: a man's espeak voice sits lower than a woman's, in every window.
+#[test]
+fn the_head_input_puts_each_windows_pitch_after_its_embedding() {
+    let encoder = encoder();
+    let tracker = encoder_pitch_tracker();
+    let text = "The weather was lovely this morning, so we walked to the station together, and then we took the train.";
+    let median_pitch = |voice: &str| -> Vec<f64> {
+        let samples = espeak_samples(voice, text);
+        let spans: Vec<(usize, usize)> = window_starts(samples.len(), WINDOWING.window, WINDOWING.hop)
+            .into_iter()
+            .map(|s| (s, (s + WINDOWING.window).min(samples.len())))
+            .collect();
+        let plain = encoder.window_embeddings(&samples, &spans, WINDOWING.window).unwrap();
+        let input = head_input(&encoder, Some(&tracker), &samples, &spans, WINDOWING.window).unwrap();
+        assert_eq!(input.size(), [spans.len() as i64, head_input_size(true)]);
+        assert_eq!(head_input(&encoder, None, &samples, &spans, WINDOWING.window).unwrap().size()[1], EMBEDDING_SIZE);
+        let embedded = input.narrow(1, 0, EMBEDDING_SIZE);
+        assert!((embedded - plain).abs().max().double_value(&[]) < 1e-6, "the embedding comes first, unchanged");
+        (0..spans.len() as i64).map(|w| input.double_value(&[w, EMBEDDING_SIZE + 1])).collect()
+    };
+    let (man, woman) = (median_pitch("en+m3"), median_pitch("en+f3"));
+    let highest_man = man.iter().copied().fold(f64::MIN, f64::max);
+    let lowest_woman = woman.iter().copied().fold(f64::MAX, f64::min);
+    assert!(highest_man < lowest_woman, "median log2(F0/200): man {man:?}, woman {woman:?}");
+}
+
+/// A head whose card says it reads pitch is built with the wider input and
+/// served with it; the shipped card, from before the option, reads none.
+#[test]
+fn a_head_that_reads_pitch_reloads_and_answers() {
+    let shipped = root().join("models/voice_sex.safetensors");
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shipped.with_extension("json")).unwrap()).unwrap();
+    assert!(card.get("pitch_summary").is_none(), "the shipped head reads the embedding alone");
+
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("voice_sex.safetensors");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let head = emotion_ai::model::speaker::SpeakerSexHead::new(&vs.root(), head_input_size(true));
+    // Male when the median pitch (the input after the embedding's) is low.
+    tch::no_grad(|| {
+        let mut ws = head.linear.ws.shallow_clone();
+        let _ = ws.zero_();
+        let _ = ws.narrow(1, EMBEDDING_SIZE + 1, 1).fill_(-8.0);
+    });
+    vs.save(&weights).unwrap();
+    let mut card = card;
+    card["pitch_summary"] = serde_json::json!(true);
+    std::fs::write(weights.with_extension("json"), card.to_string()).unwrap();
+
+    let model = SpeakerSexModel::load(&weights, Path::new(DEFAULT_SPEAKER_ENCODER)).unwrap();
+    assert!(model.card.pitch_summary);
+    let male = |voice: &str| {
+        let samples = espeak_samples(voice, "Please bring the blue folder back to my office before the meeting.");
+        model.predict_windows(&samples, &[(0, samples.len().min(48_000))], 48_000).unwrap()[0][1]
+    };
+    let (man, woman) = (male("en+m3"), male("en+f3"));
+    assert!(man > 0.5 && woman < 0.5, "male: man {man}, woman {woman}");
+    // A head of the wrong width for its card is refused, not misread.
+    let plain = dir.path().join("plain.safetensors");
+    std::fs::copy(&shipped, &plain).unwrap();
+    std::fs::copy(weights.with_extension("json"), plain.with_extension("json")).unwrap();
+    assert!(SpeakerSexModel::load(&plain, Path::new(DEFAULT_SPEAKER_ENCODER)).is_err());
+}
+
 #[test]
 fn the_shipped_head_changes_the_sex_and_leaves_the_emotion() {
     let head = SpeakerSexModel::load(&root().join("models/voice_sex.safetensors"), Path::new(DEFAULT_SPEAKER_ENCODER))
@@ -128,7 +197,7 @@ fn short_excerpts_are_embedded_as_short_clips_are_served() {
     let word: Vec<f32> = long[8_000..14_000].to_vec();
     let clips = vec![clip(long.clone()), clip(word.clone())];
 
-    let three = short_excerpts(&encoder, &clips, &[0, 1], 3, 7).unwrap();
+    let three = short_excerpts(&encoder, None, &clips, &[0, 1], 3, 7).unwrap();
     assert_eq!(three.clip, vec![0, 0, 0, 1, 1, 1], "copies per clip, in clip order");
     assert_eq!(three.embeddings.size(), [6, EMBEDDING_SIZE]);
     let norms = Vec::<f32>::try_from(three.embeddings.norm_scalaropt_dim(2, [1i64].as_slice(), false)).unwrap();
@@ -142,12 +211,12 @@ fn short_excerpts_are_embedded_as_short_clips_are_served() {
     assert!(cosine(&three.embeddings.get(0), &three.embeddings.get(1)) < 0.9999);
     assert!(cosine(&three.embeddings.get(0), &whole) < 0.9999);
 
-    let again = short_excerpts(&encoder, &clips, &[0, 1], 3, 7).unwrap();
+    let again = short_excerpts(&encoder, None, &clips, &[0, 1], 3, 7).unwrap();
     assert!(again.embeddings.allclose(&three.embeddings, 1e-6, 1e-6, false), "the seed fixes the excerpts");
-    let other = short_excerpts(&encoder, &clips, &[0], 3, 8).unwrap();
+    let other = short_excerpts(&encoder, None, &clips, &[0], 3, 8).unwrap();
     assert!(
         !other.embeddings.allclose(&three.embeddings.narrow(0, 0, 3), 1e-4, 1e-4, false),
         "another seed, other excerpts"
     );
-    assert_eq!(short_excerpts(&encoder, &clips, &[0, 1], 0, 7).unwrap().clip.len(), 0, "none asked, none made");
+    assert_eq!(short_excerpts(&encoder, None, &clips, &[0, 1], 0, 7).unwrap().clip.len(), 0, "none asked, none made");
 }

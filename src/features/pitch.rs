@@ -153,6 +153,37 @@ impl PitchTracker {
     }
 }
 
+/// Numbers in a [`pitch_summary`]: the lower quartile, median and upper
+/// quartile of `log2(F0 / 200 Hz)` over the voiced frames, and the voiced
+/// share of the frames.
+pub const PITCH_SUMMARY_SIZE: usize = 4;
+
+/// Voicing strength from which a frame's F0 enters a [`pitch_summary`]
+/// (the voice features' own threshold).
+const SUMMARY_VOICED: f32 = 0.5;
+
+/// A window's pitch in [`PITCH_SUMMARY_SIZE`] numbers, for a classifier that
+/// reads one vector per window (the voice sex head). Quartiles rather than a
+/// mean and spread: a few frames tracked an octave off move a mean but not
+/// a quartile. A window with no voiced frame gives 0 (the 200 Hz reference,
+/// between typical men's and women's voices) for the three pitches.
+pub fn pitch_summary(track: &PitchTrack) -> [f32; PITCH_SUMMARY_SIZE] {
+    let mut voiced: Vec<f32> = track
+        .f0
+        .iter()
+        .zip(&track.strength)
+        .filter(|&(&f0, &s)| s >= SUMMARY_VOICED && f0 > 0.0)
+        .map(|(&f0, _)| (f0 / 200.0).log2())
+        .collect();
+    let share = voiced.len() as f32 / track.f0.len().max(1) as f32;
+    if voiced.is_empty() {
+        return [0.0, 0.0, 0.0, share];
+    }
+    voiced.sort_by(f32::total_cmp);
+    let at = |q: f32| voiced[((voiced.len() - 1) as f32 * q).round() as usize];
+    [at(0.25), at(0.5), at(0.75), share]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +213,24 @@ mod tests {
             assert!((found - f0).abs() / f0 < 0.01, "{f0} Hz heard as {found}");
             assert!(median(track.strength[inner].to_vec()) > 0.9, "{f0} Hz");
         }
+    }
+
+    #[test]
+    fn the_summary_reads_voiced_frames_only() {
+        let tracker = PitchTracker::new(16_000, 160);
+        // Half a second of 100 Hz voice, then as much silence.
+        let mut clip = harmonic(100.0, 0.5);
+        clip.extend(std::iter::repeat_n(0.0, 8_000));
+        let [low, middle, high, share] = pitch_summary(&tracker.track(&clip));
+        let expected = (100.0f32 / 200.0).log2();
+        for q in [low, middle, high] {
+            assert!((q - expected).abs() < 0.02, "{q} for {expected}");
+        }
+        assert!((0.4..0.6).contains(&share), "voiced share {share}");
+        // A higher voice sits higher; silence says nothing about pitch.
+        assert!(pitch_summary(&tracker.track(&harmonic(250.0, 0.5)))[1] > 0.3);
+        assert_eq!(pitch_summary(&tracker.track(&[0.0; 4_000])), [0.0; 4]);
+        assert_eq!(pitch_summary(&tracker.track(&[])), [0.0; 4]);
     }
 
     #[test]

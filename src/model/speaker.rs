@@ -30,6 +30,7 @@ use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 
 use super::{card_path, LogisticHead};
+use crate::features::pitch::{pitch_summary, PitchTrack, PitchTracker, PITCH_SUMMARY_SIZE};
 use crate::features::{rms, window_samples, MfccConfig, MfccExtractor};
 
 /// Where the setup script installs the converted encoder weights.
@@ -231,6 +232,56 @@ fn unit(rows: &Tensor) -> Tensor {
     rows / rows.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12)
 }
 
+/// Numbers the sex head reads of a window: the embedding, and with
+/// `pitch` the window's [`pitch_summary`] after it.
+pub fn head_input_size(pitch: bool) -> i64 {
+    EMBEDDING_SIZE + if pitch { PITCH_SUMMARY_SIZE as i64 } else { 0 }
+}
+
+/// A pitch tracker at the encoder's rate and hop (16 kHz, 10 ms).
+pub fn encoder_pitch_tracker() -> PitchTracker {
+    let config = encoder_mel_config();
+    PitchTracker::new(config.sample_rate, config.hop_length)
+}
+
+/// `[spans.len(), 4]`: the [`pitch_summary`] of each window of `samples`,
+/// from one track of the whole clip (frames centred on `t * hop`; a window
+/// takes the frames whose centre lies inside it). Repeating a short clip to
+/// fill a window, as the encoder does, would change none of the numbers.
+pub fn window_pitch(tracker: &PitchTracker, samples: &[f32], spans: &[(usize, usize)]) -> Tensor {
+    let hop = encoder_mel_config().hop_length;
+    let track = tracker.track(samples);
+    let frames = track.f0.len();
+    let mut rows = Vec::with_capacity(spans.len() * PITCH_SUMMARY_SIZE);
+    for &(start, end) in spans {
+        let first = start.div_ceil(hop).min(frames);
+        let last = end.div_ceil(hop).clamp(first, frames);
+        let part = PitchTrack { f0: track.f0[first..last].to_vec(), strength: track.strength[first..last].to_vec() };
+        rows.extend(pitch_summary(&part));
+    }
+    Tensor::from_slice(&rows).view([spans.len() as i64, PITCH_SUMMARY_SIZE as i64])
+}
+
+/// What the sex head reads of each window (`[spans.len(),
+/// head_input_size(pitch)]`), the same way in training and serving: the
+/// speaker embedding ([`SpeakerEncoder::window_embeddings`]) and, given a
+/// tracker, the window's pitch summary. Pitch is the cue to a voice's sex
+/// that holds across languages and microphones; the encoder, trained to
+/// tell speakers apart, need not keep it.
+pub fn head_input(
+    encoder: &SpeakerEncoder,
+    pitch: Option<&PitchTracker>,
+    samples: &[f32],
+    spans: &[(usize, usize)],
+    window: usize,
+) -> Result<Tensor> {
+    let embeddings = encoder.window_embeddings(samples, spans, window)?;
+    Ok(match pitch {
+        Some(tracker) => Tensor::cat(&[embeddings, window_pitch(tracker, samples, spans)], 1),
+        None => embeddings,
+    })
+}
+
 /// The sex head's card (`voice_sex.json`, beside `voice_sex.safetensors`):
 /// what it reads, how it was fitted and what it measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -246,6 +297,10 @@ pub struct SpeakerSexCard {
     /// own sex marginal (1: the head alone).
     #[serde(default = "whole")]
     pub head_weight: f32,
+    /// The head reads each window's pitch summary beside the embedding
+    /// ([`head_input`]); absent in cards from before it could.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pitch_summary: bool,
     #[serde(default)]
     pub metrics: serde_json::Value,
 }
@@ -262,6 +317,8 @@ pub struct SpeakerSexModel {
     pub encoder: SpeakerEncoder,
     pub head: SpeakerSexHead,
     pub card: SpeakerSexCard,
+    /// Present when the card's head reads pitch.
+    pitch: Option<PitchTracker>,
     _vs: nn::VarStore,
 }
 
@@ -277,17 +334,18 @@ impl SpeakerSexModel {
             bail!("{} is not a voice sex head (classes {:?})", weights.display(), card.classes);
         }
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let head = SpeakerSexHead::new(&vs.root(), EMBEDDING_SIZE);
+        let head = SpeakerSexHead::new(&vs.root(), head_input_size(card.pitch_summary));
         vs.load(weights).with_context(|| format!("loading the voice sex head {}", weights.display()))?;
         vs.freeze();
-        Ok(Self { encoder: SpeakerEncoder::load(encoder)?, head, card, _vs: vs })
+        let pitch = card.pitch_summary.then(encoder_pitch_tracker);
+        Ok(Self { encoder: SpeakerEncoder::load(encoder)?, head, card, pitch, _vs: vs })
     }
 
     /// `[female, male]` of each window (`spans`, each at most `window`
     /// samples; see [`SpeakerEncoder::window_embeddings`]).
     pub fn predict_windows(&self, samples: &[f32], spans: &[(usize, usize)], window: usize) -> Result<Vec<[f32; 2]>> {
-        let embeddings = self.encoder.window_embeddings(samples, spans, window)?;
-        let male = Vec::<f32>::try_from(tch::no_grad(|| self.head.forward(&embeddings).sigmoid()))?;
+        let input = head_input(&self.encoder, self.pitch.as_ref(), samples, spans, window)?;
+        let male = Vec::<f32>::try_from(tch::no_grad(|| self.head.forward(&input).sigmoid()))?;
         Ok(male.into_iter().map(|m| [1.0 - m, m]).collect())
     }
 }
@@ -309,6 +367,34 @@ mod tests {
         assert_eq!(partial_starts(32_000, 160), vec![0, 77]);
         // 2.6 s: a third would be 66% audio: dropped.
         assert_eq!(partial_starts(41_600, 160), vec![0, 77]);
+    }
+
+    #[test]
+    fn each_window_summarises_its_own_pitch() {
+        // 3 s at 110 Hz, then 3 s at 240 Hz; windows of 3 s every 1 s.
+        let voice = |f0: f32, seconds: usize| -> Vec<f32> {
+            (0..16_000 * seconds)
+                .map(|i| {
+                    let t = i as f32 / 16_000.0;
+                    (1..5).map(|k| (std::f32::consts::TAU * f0 * k as f32 * t).sin() / k as f32).sum::<f32>() * 0.2
+                })
+                .collect()
+        };
+        let mut clip = voice(110.0, 3);
+        clip.extend(voice(240.0, 3));
+        let spans = [(0, 48_000), (16_000, 64_000), (48_000, 96_000)];
+        let summary = window_pitch(&encoder_pitch_tracker(), &clip, &spans);
+        assert_eq!(summary.size(), [3, PITCH_SUMMARY_SIZE as i64]);
+        let median = |w: i64| summary.double_value(&[w, 1]);
+        assert!((median(0) - (110.0f64 / 200.0).log2()).abs() < 0.02, "{}", median(0));
+        assert!((median(2) - (240.0f64 / 200.0).log2()).abs() < 0.02, "{}", median(2));
+        // The window across the change: its quartiles straddle it.
+        assert!(summary.double_value(&[1, 0]) < -0.5 && summary.double_value(&[1, 2]) > 0.0, "{summary:?}");
+        assert!(summary.double_value(&[0, 3]) > 0.9, "voiced throughout");
+        // A span past the clip's end, or empty, summarises nothing.
+        let outside = window_pitch(&encoder_pitch_tracker(), &clip[..100], &[(0, 100), (200, 300)]);
+        assert_eq!(outside.size(), [2, PITCH_SUMMARY_SIZE as i64]);
+        assert!(Vec::<f32>::try_from(outside.flatten(0, -1)).unwrap().iter().all(|v| v.is_finite()));
     }
 
     #[test]

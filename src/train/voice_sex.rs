@@ -27,7 +27,11 @@ use super::logistic::{fit_logistic, LogisticFit};
 use super::metrics::{round4, ConfusionMatrix};
 use super::voice_data::{load_clips, VoiceClip, VoiceLabel};
 use super::voice_emotion::{corpora, flag_if, split_by_speaker, windowing, SpeakerSplit};
-use crate::model::speaker::{encoder_mel_config, SpeakerEncoder, SpeakerSexCard, SpeakerSexHead, EMBEDDING_SIZE};
+use crate::features::pitch::{PitchTracker, PITCH_SUMMARY_SIZE};
+use crate::model::speaker::{
+    encoder_mel_config, encoder_pitch_tracker, head_input, head_input_size, SpeakerEncoder, SpeakerSexCard,
+    SpeakerSexHead, EMBEDDING_SIZE,
+};
 use crate::model::voice::SEXES;
 use crate::predict::voice::{aggregate, rms, window_spans, WindowPrediction};
 
@@ -49,6 +53,9 @@ pub struct VoiceSexRequest {
     pub short_copies: usize,
     /// Seed of the excerpts' lengths and positions.
     pub seed: u64,
+    /// The head reads each window's pitch summary beside the embedding
+    /// ([`crate::model::speaker::head_input`]).
+    pub pitch_summary: bool,
 }
 
 /// Shortest and longest excerpt of [`short_excerpts`], in seconds: the span
@@ -58,7 +65,7 @@ pub const EXCERPT_SECONDS: (f64, f64) = (0.8, 2.0);
 
 /// Every served window of every clip, embedded.
 pub struct WindowEmbeddings {
-    /// `[windows, 256]`.
+    /// `[windows, head input]`: the embedding, and the pitch summary if asked.
     pub embeddings: Tensor,
     /// The clip (index into the clips) of each window.
     pub clip: Vec<usize>,
@@ -66,9 +73,13 @@ pub struct WindowEmbeddings {
     pub rms: Vec<f32>,
 }
 
-/// Embeds the served windows of `clips`, as the server does
-/// ([`SpeakerEncoder::window_embeddings`]).
-pub fn embed_windows(encoder: &SpeakerEncoder, clips: &[VoiceClip]) -> Result<WindowEmbeddings> {
+/// Describes the served windows of `clips` as the server does
+/// ([`head_input`]: the embedding, and with a tracker the pitch summary).
+pub fn embed_windows(
+    encoder: &SpeakerEncoder,
+    pitch: Option<&PitchTracker>,
+    clips: &[VoiceClip],
+) -> Result<WindowEmbeddings> {
     // The served windowing (3 s every 1 s) at the encoder's rate.
     let served = windowing(&encoder_mel_config());
     let (mut parts, mut clip_of, mut levels) = (Vec::new(), Vec::new(), Vec::new());
@@ -78,7 +89,7 @@ pub fn embed_windows(encoder: &SpeakerEncoder, clips: &[VoiceClip]) -> Result<Wi
             levels.push(rms(&c.samples[start..end]));
             clip_of.push(i);
         }
-        parts.push(encoder.window_embeddings(&c.samples, &spans, served.window)?);
+        parts.push(head_input(encoder, pitch, &c.samples, &spans, served.window)?);
     }
     Ok(WindowEmbeddings { embeddings: Tensor::cat(&parts, 0), clip: clip_of, rms: levels })
 }
@@ -90,6 +101,7 @@ pub fn embed_windows(encoder: &SpeakerEncoder, clips: &[VoiceClip]) -> Result<Wi
 /// a corpus of single words arrives in it. Fit-only rows: never scored.
 pub fn short_excerpts(
     encoder: &SpeakerEncoder,
+    pitch: Option<&PitchTracker>,
     clips: &[VoiceClip],
     of: &[usize],
     copies: usize,
@@ -109,13 +121,13 @@ pub fn short_excerpts(
             }
             let start = rng.random_range(0..=samples.len() - len);
             let excerpt = &samples[start..start + len];
-            parts.push(encoder.window_embeddings(excerpt, &[(0, len)], served.window)?);
+            parts.push(head_input(encoder, pitch, excerpt, &[(0, len)], served.window)?);
             levels.push(rms(excerpt));
             clip_of.push(i);
         }
     }
     let embeddings = if parts.is_empty() {
-        Tensor::zeros([0, EMBEDDING_SIZE], (tch::Kind::Float, Device::Cpu))
+        Tensor::zeros([0, head_input_size(pitch.is_some())], (tch::Kind::Float, Device::Cpu))
     } else {
         Tensor::cat(&parts, 0)
     };
@@ -262,8 +274,9 @@ pub fn run_train(request: &VoiceSexRequest) -> Result<SpeakerSexCard> {
         bail!("no training speakers under {:?}", request.data);
     }
     tracing::info!(clips = clips.len(), "embedding every served window with the speaker encoder");
-    let emb = embed_windows(&encoder, &clips)?;
-    let extra = short_excerpts(&encoder, &clips, &train_idx, request.short_copies, request.seed)?;
+    let tracker = request.pitch_summary.then(encoder_pitch_tracker);
+    let emb = embed_windows(&encoder, tracker.as_ref(), &clips)?;
+    let extra = short_excerpts(&encoder, tracker.as_ref(), &clips, &train_idx, request.short_copies, request.seed)?;
 
     // The penalty: the best mean validation accuracy over corpora, the
     // strongest among ties.
@@ -298,7 +311,7 @@ pub fn run_train(request: &VoiceSexRequest) -> Result<SpeakerSexCard> {
     }
 
     let vs = tch::nn::VarStore::new(Device::Cpu);
-    let mut head = SpeakerSexHead::new(&vs.root(), EMBEDDING_SIZE);
+    let mut head = SpeakerSexHead::new(&vs.root(), head_input_size(request.pitch_summary));
     fit.write_to(&mut head);
     if let Some(dir) = request.export.parent() {
         std::fs::create_dir_all(dir)?;
@@ -308,7 +321,12 @@ pub fn run_train(request: &VoiceSexRequest) -> Result<SpeakerSexCard> {
     let card = SpeakerSexCard {
         name: "voice_sex".into(),
         description: format!(
-            "Logistic regression on the standardised {EMBEDDING_SIZE}-number embedding of Resemblyzer's speaker encoder, one per served window (3 s); a clip's answer is the windows' RMS-weighted mean. The metrics here are the head's alone; the served sex (head_weight of the head, the rest the voice networks' own) is measured in voice_emotion.json"
+            "Logistic regression on the standardised {EMBEDDING_SIZE}-number embedding of Resemblyzer's speaker encoder{}, one per served window (3 s); a clip's answer is the windows' RMS-weighted mean. The metrics here are the head's alone; the served sex (head_weight of the head, the rest the voice networks' own) is measured in voice_emotion.json",
+            if request.pitch_summary {
+                format!(" and {PITCH_SUMMARY_SIZE} pitch statistics of the window (quartiles and median of log2(F0/200 Hz) over voiced frames, voiced share)")
+            } else {
+                String::new()
+            }
         ),
         classes: SEXES.iter().map(|s| s.to_string()).collect(),
         encoder: "Resemblyzer 0.1.4 pretrained.pt (PyPI, Apache-2.0), converted by scripts/setup.sh".into(),
@@ -330,12 +348,14 @@ pub fn run_train(request: &VoiceSexRequest) -> Result<SpeakerSexCard> {
             }
         ),
         head_weight: request.head_weight,
+        pitch_summary: request.pitch_summary,
         train_command: format!(
-            "emotion-ai train voice-sex {}{}{}{}",
+            "emotion-ai train voice-sex {}{}{}{}{}",
             data.iter().map(|d| format!("--data {d}")).collect::<Vec<_>>().join(" "),
             flag_if(request.head_weight != 1.0, "head-weight", request.head_weight),
             flag_if(request.short_copies > 0, "short-copies", request.short_copies),
             flag_if(request.short_copies > 0, "seed", request.seed),
+            if request.pitch_summary { " --pitch-summary" } else { "" },
         ),
         metrics: json!({
             "penalty": penalty,
