@@ -17,7 +17,9 @@
 # (default "1 2 3"), RECORD (a card, e.g. models/voice_emotion.json: the
 # served figures on CORPUS go into its metrics.never_heard, with the command),
 # HEAD_FLAGS (more flags for `train voice-sex`, as the shipped head's card
-# gives them, e.g. "--pitch-summary"; default none).
+# gives them, e.g. "--pitch-summary"; default none), NET_FLAGS (more flags
+# for each network's `train voice-emotion`, to measure a recipe change, e.g.
+# "--short-excerpts 0.3"; default none).
 # About an hour on 2 cores for the networks; a second run skips what is done
 # and resumes an interrupted network from its last epoch.
 set -euo pipefail
@@ -33,6 +35,7 @@ bin=${EMOTION_AI_BIN:-target/release/emotion-ai}
 out=${OUT:-runs/never-heard-$corpus}
 read -r -a seeds <<<"${SEEDS:-1 2 3}"
 read -r -a head_flags <<<"${HEAD_FLAGS:-}"
+read -r -a net_flags <<<"${NET_FLAGS:-}"
 
 for c in "${corpora[@]}"; do
   if [[ ! -d "$datasets/$c" ]]; then
@@ -69,7 +72,7 @@ for seed in "${seeds[@]}"; do
   [[ -f "$run_dir/state.json" ]] && resume=(--resume)
   log "network seed $seed: training (${resume[*]:-from scratch}), log $run_dir.log"
   OMP_NUM_THREADS=1 "$bin" train voice-emotion "${all_data[@]}" --leave-out "$corpus" \
-    --features log-mel --epochs 50 --threads 1 --seed "$seed" \
+    --features log-mel --epochs 50 --threads 1 --seed "$seed" "${net_flags[@]}" \
     --run-dir "$run_dir" --export "$weights" "${resume[@]}" >"$run_dir.log" 2>&1 &
   pids+=("$!")
 done

@@ -602,6 +602,11 @@ fn mixup_alpha(text: &str) -> Result<f32, String> {
     number_within(text, 0.0..=1.0, "mixup's alpha must lie between 0 (off) and 1 (e.g. 0.2)")
 }
 
+/// `train voice-emotion --short-excerpts`: a share of the windows, 0 to 1.
+fn share_of_windows(text: &str) -> Result<f64, String> {
+    number_within(text, 0.0..=1.0, "the share of windows must lie between 0 (off) and 1 (e.g. 0.3)")
+}
+
 /// A model path argument where "none" means running without that model.
 fn model_or_none(arg: &str) -> Option<PathBuf> {
     (arg != "none").then(|| PathBuf::from(arg))
@@ -732,6 +737,10 @@ struct TrainVoiceEmotion {
     /// shipped model) turns it off. At most 1.
     #[arg(long, default_value_t = 0.0, value_parser = mixup_alpha)]
     mixup: f32,
+    /// Share of training windows cut as a short excerpt (1-2.5 s of the clip's speech) repeated to fill the
+    /// window, as a clip that short is served; 0 (the shipped model) turns it off. At most 1.
+    #[arg(long, default_value_t = 0.0, value_parser = share_of_windows)]
+    short_excerpts: f64,
     /// Directory for checkpoints and the run's state.
     #[arg(long, default_value = "runs/voice-emotion")]
     run_dir: PathBuf,
@@ -884,6 +893,7 @@ fn main() -> Result<()> {
                     speed: args.speed,
                     freq_mask: usize::from(args.freq_mask),
                     mixup: args.mixup,
+                    short_excerpt: args.short_excerpts,
                     ..emotion_ai::train::voice_augment::VoiceAugment::channel_robust()
                 },
                 input: voice_emotion::RunInput {

@@ -71,6 +71,41 @@ pub struct VoiceAugment {
     /// voice that lies between them.
     #[serde(default)]
     pub mixup: f32,
+    /// Share of windows cut as a short excerpt ([`SHORT_EXCERPT_SECONDS`],
+    /// inside the clip's [`loud_span`]) repeated to fill the window, the form
+    /// in which the server hears every clip shorter than a window (0: off;
+    /// recipes from before it had none). Without it, a corpus whose clips all
+    /// fill a window never teaches emotion in that form.
+    #[serde(default)]
+    pub short_excerpt: f64,
+}
+
+/// Shortest and longest excerpt of [`VoiceAugment::short_excerpt`], seconds
+/// (before the speed change): a word or two up to a short sentence.
+pub const SHORT_EXCERPT_SECONDS: (f64, f64) = (1.0, 2.5);
+
+/// Frames of 25 ms every 10 ms under this many dB below the clip's loudest
+/// frame lie outside its [`loud_span`].
+const LOUD_SPAN_DB: f32 = 30.0;
+
+/// The samples from the first to the last 25 ms frame (every 10 ms) within
+/// [`LOUD_SPAN_DB`] of the clip's loudest: the clip without its leading
+/// and trailing silence (all of it if it is silent throughout).
+pub fn loud_span(samples: &[f32], rate: f64) -> (usize, usize) {
+    let (frame, hop) = (((0.025 * rate) as usize).max(1), ((0.010 * rate) as usize).max(1));
+    if samples.len() <= frame {
+        return (0, samples.len());
+    }
+    let levels: Vec<f32> =
+        (0..=(samples.len() - frame) / hop).map(|i| rms(&samples[i * hop..i * hop + frame])).collect();
+    let loudest = levels.iter().copied().fold(0.0f32, f32::max);
+    if loudest <= 0.0 {
+        return (0, samples.len());
+    }
+    let floor = loudest * 10f32.powf(-LOUD_SPAN_DB / 20.0);
+    let first = levels.iter().position(|&l| l >= floor).unwrap_or(0);
+    let last = levels.iter().rposition(|&l| l >= floor).unwrap_or(levels.len() - 1);
+    (first * hop, (last * hop + frame).min(samples.len()))
 }
 
 impl VoiceAugment {
@@ -89,6 +124,7 @@ impl VoiceAugment {
             pitch_shift: 0.0,
             freq_mask: 0,
             mixup: 0.0,
+            short_excerpt: 0.0,
         }
     }
 
@@ -107,6 +143,7 @@ impl VoiceAugment {
             pitch_shift: 0.0,
             freq_mask: 0,
             mixup: 0.0,
+            short_excerpt: 0.0,
         }
     }
 }
@@ -300,9 +337,17 @@ pub fn augment_window(
     rng: &mut SmallRng,
 ) -> Vec<f32> {
     let speed: f64 = if recipe.speed > 0.0 { rng.random_range(1.0 - recipe.speed..1.0 + recipe.speed) } else { 1.0 };
-    let source_len = ((window as f64 * speed) as usize).max(1);
-    let start = if samples.len() > source_len { rng.random_range(0..=samples.len() - source_len) } else { 0 };
-    let source = &samples[start..(start + source_len).min(samples.len())];
+    // Drawn only when asked for, so that recipes without it keep their
+    // random stream (and their trained weights) as they were.
+    let short = recipe.short_excerpt > 0.0 && rng.random_bool(recipe.short_excerpt.min(1.0));
+    let (source_len, (from, to)) = if short {
+        let seconds = rng.random_range(SHORT_EXCERPT_SECONDS.0..=SHORT_EXCERPT_SECONDS.1);
+        (((seconds * rate * speed) as usize).clamp(1, (window as f64 * speed) as usize), loud_span(samples, rate))
+    } else {
+        (((window as f64 * speed) as usize).max(1), (0, samples.len()))
+    };
+    let start = if to - from > source_len { rng.random_range(from..=to - source_len) } else { from };
+    let source = &samples[start..(start + source_len).min(to)];
     let stretched = stretch(source, ((source.len() as f64 / speed) as usize).min(window));
     // A short clip repeats to fill the window, from a random phase, as
     // serving does (see `window_samples`).
@@ -523,6 +568,41 @@ mod tests {
     }
 
     #[test]
+    fn the_loud_span_leaves_out_leading_and_trailing_silence() {
+        let mut clip = vec![0.0f32; 8_000];
+        clip.extend(tone(220.0, 16_000));
+        clip.extend(vec![0.0001f32; 8_000]);
+        let (from, to) = loud_span(&clip, 16_000.0);
+        assert!((7_600..=8_000).contains(&from), "from {from}");
+        assert!((24_000..=24_400).contains(&to), "to {to}");
+        assert_eq!(loud_span(&[0.0; 1_000], 16_000.0), (0, 1_000), "silence throughout: all of it");
+        assert_eq!(loud_span(&[0.5; 100], 16_000.0), (0, 100), "shorter than a frame");
+        assert_eq!(loud_span(&[], 16_000.0), (0, 0));
+    }
+
+    #[test]
+    fn short_excerpts_repeat_a_piece_of_the_speech() {
+        // 1 s of silence, 3 s of a tone, 1 s of silence: an excerpt is cut
+        // from the tone and repeated, so the window holds no silence.
+        let mut clip = vec![0.0f32; 16_000];
+        clip.extend(tone(220.0, 48_000));
+        clip.extend(vec![0.0f32; 16_000]);
+        let only = |short_excerpt| VoiceAugment { short_excerpt, ..VoiceAugment::basic() };
+        let quiet = VoiceAugment { noise: 0.0, gain_db: 0.0, speed: 0.0, ..only(1.0) };
+        let mut rng = SmallRng::seed_from_u64(9);
+        for _ in 0..6 {
+            let w = augment_window(&clip, 48_000, 16_000.0, &quiet, &mut rng);
+            assert_eq!(w.len(), 48_000);
+            let silent = w.chunks(400).filter(|c| rms(c) < 1e-3).count();
+            assert_eq!(silent, 0, "a repeated excerpt of the tone has no silent frame");
+        }
+        // A window from the whole clip (off) holds its silence.
+        let whole = VoiceAugment { short_excerpt: 0.0, ..quiet };
+        let w = augment_window(&clip, 48_000, 16_000.0, &whole, &mut SmallRng::seed_from_u64(4));
+        assert!(w.chunks(400).any(|c| rms(c) < 1e-3));
+    }
+
+    #[test]
     fn every_change_keeps_the_window_finite_and_full() {
         let clip = tone(220.0, 40_000);
         let all = VoiceAugment {
@@ -538,6 +618,7 @@ mod tests {
             pitch_shift: 0.5,
             freq_mask: 8,
             mixup: 0.2,
+            short_excerpt: 0.5,
         };
         let mut rng = SmallRng::seed_from_u64(5);
         for _ in 0..8 {

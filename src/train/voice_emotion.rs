@@ -875,7 +875,7 @@ pub fn export(
         // The seed is named when it is not the default: two members of an
         // ensemble differ by nothing else.
         train_command: format!(
-            "emotion-ai train voice-emotion {}{}{}{}{}{}{}{}{}{}{}{} --epochs {}{}",
+            "emotion-ai train voice-emotion {}{}{}{}{}{}{}{}{}{}{}{}{} --epochs {}{}",
             data_args(&request.data),
             leave_out_args(&request.leave_out),
             if request.input.features.log_mel { " --features log-mel" } else { " --features mfcc" },
@@ -886,6 +886,7 @@ pub fn export(
             flag_if(augment.speed != VoiceAugment::channel_robust().speed, "speed", augment.speed),
             flag_if(augment.freq_mask > 0, "freq-mask", augment.freq_mask),
             flag_if(augment.mixup > 0.0, "mixup", augment.mixup),
+            flag_if(augment.short_excerpt > 0.0, "short-excerpts", augment.short_excerpt),
             flag_if(
                 request.sex_only_per_epoch != DEFAULT_SEX_ONLY_PER_EPOCH,
                 "sex-only-per-epoch",
