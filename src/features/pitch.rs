@@ -21,6 +21,8 @@ use std::sync::Arc;
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
 
+use super::voice_input::{F0_REFERENCE, VOICED_STRENGTH};
+
 /// Lowest pitch searched (Hz): below most men's speaking range.
 pub const MIN_F0: f32 = 70.0;
 /// Highest pitch searched (Hz): above most women's (and excited) speech.
@@ -158,10 +160,6 @@ impl PitchTracker {
 /// share of the frames.
 pub const PITCH_SUMMARY_SIZE: usize = 4;
 
-/// Voicing strength from which a frame's F0 enters a [`pitch_summary`]
-/// (the voice features' own threshold).
-const SUMMARY_VOICED: f32 = 0.5;
-
 /// A window's pitch in [`PITCH_SUMMARY_SIZE`] numbers, for a classifier that
 /// reads one vector per window (the voice sex head). Quartiles rather than a
 /// mean and spread: a few frames tracked an octave off move a mean but not
@@ -172,8 +170,8 @@ pub fn pitch_summary(track: &PitchTrack) -> [f32; PITCH_SUMMARY_SIZE] {
         .f0
         .iter()
         .zip(&track.strength)
-        .filter(|&(&f0, &s)| s >= SUMMARY_VOICED && f0 > 0.0)
-        .map(|(&f0, _)| (f0 / 200.0).log2())
+        .filter(|&(&f0, &s)| s >= VOICED_STRENGTH && f0 > 0.0)
+        .map(|(&f0, _)| (f0 / F0_REFERENCE).log2())
         .collect();
     let share = voiced.len() as f32 / track.f0.len().max(1) as f32;
     if voiced.is_empty() {

@@ -23,7 +23,7 @@ pub const VOICED_STRENGTH: f32 = 0.5;
 /// Rows the pitch stage adds below the MFCCs (log F0, voicing strength).
 pub const PITCH_ROWS: usize = 2;
 /// Reference pitch of the log-F0 row (Hz): between typical men's and women's.
-const F0_REFERENCE: f32 = 200.0;
+pub(crate) const F0_REFERENCE: f32 = 200.0;
 
 /// Rows of the map of `n_mfcc` MFCCs, with or without the pitch rows.
 pub fn rows(n_mfcc: usize, pitch: bool) -> usize {
