@@ -265,9 +265,10 @@ pub fn window_pitch(tracker: &PitchTracker, samples: &[f32], spans: &[(usize, us
 /// What the sex head reads of each window (`[spans.len(),
 /// head_input_size(pitch)]`), the same way in training and serving: the
 /// speaker embedding ([`SpeakerEncoder::window_embeddings`]) and, given a
-/// tracker, the window's pitch summary. Pitch is the cue to a voice's sex
-/// that holds across languages and microphones; the encoder, trained to
-/// tell speakers apart, need not keep it.
+/// tracker, the window's pitch summary: the textbook cue to a voice's sex,
+/// which the encoder, trained to tell speakers apart, need not keep.
+/// Measured, it did not help on corpora the head never heard
+/// (models/README.md, voice_sex), so the shipped head reads no pitch.
 pub fn head_input(
     encoder: &SpeakerEncoder,
     pitch: Option<&PitchTracker>,
